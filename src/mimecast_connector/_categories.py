@@ -3,7 +3,7 @@
 A small shared type: the client, the simulator and the pipeline all name a log by its
 :class:`Category` and read its endpoint path, the key of its record list inside ``data[0]``,
 the field that holds each record's event time, and the role an API user needs to read it.
-Everything here is a fact from ``shared/docs/mimecast-api.md`` §1 and §4–7.
+Everything here is a fact from ``shared/docs/mimecast-api.md`` §1 and §4 to §7.
 """
 
 from __future__ import annotations

@@ -1,0 +1,160 @@
+"""Every exception the connector raises on purpose, in one tree.
+
+Two questions decide what happens to a failure, so every error answers both:
+
+* ``retryable``: may the same call succeed later without anybody changing anything?
+* ``fault``: whose move is it?  ``"config"`` (the user's settings or the Mimecast account: fix
+  and restart; pauses that tenant, pages nobody), ``"upstream"`` (Mimecast or the network:
+  wait), ``"ours"`` (a bug or a broken local resource: report it).
+
+::
+
+    ConnectorError                         fault / retryable
+    ├── ConfigError                        config / no     the settings file or a secret
+    └── ApiError                           (carries tenant, endpoint, request id, status)
+        ├── AuthError                      config / no     401 after one refresh; bad token request
+        ├── ForbiddenError                 config / no     403: the API user lacks a role
+        ├── BindingExpiredError            config / no     418: API 1.0 key binding expired
+        ├── ApiFailure                     upstream / per item   200 with a non-empty ``fail``
+        ├── RateLimitedError               upstream / yes  429 that outlasted the retry budget
+        ├── UnavailableError               upstream / yes  5xx, timeouts, connection errors
+        ├── UpstreamFormatError            upstream / yes  body not JSON, truncated, too large
+        ├── PaginationError                upstream / yes  a repeated ``next`` token, too many pages
+        └── UnexpectedResponseError        upstream / no   a status the table does not know
+
+Messages say what to do. They never contain a secret: whatever reaches a message from a
+response body passes through the tenant's redactor first (see ``client._client``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Fault = Literal["config", "upstream", "ours"]
+
+
+class ConnectorError(Exception):
+    """Base class of every error the connector raises on purpose."""
+
+    fault: Fault = "ours"
+    retryable: bool = False
+
+
+class ConfigError(ConnectorError):
+    """The configuration is wrong. ``problems`` lists every problem as ``(key path, message)``."""
+
+    fault: Fault = "config"
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"{path}: {msg}" if path else msg for path, msg in self.problems]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class ApiError(ConnectorError):
+    """A call to the Mimecast API did not give records.
+
+    ``tenant`` is the configured tenant name, ``endpoint`` the API path, ``request_id`` the id
+    Mimecast can look the call up by (API 1.0 ``x-mc-req-id``; for API 2.0 our own), and
+    ``status`` the HTTP status when there was a response.
+    """
+
+    fault: Fault = "upstream"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant: str,
+        endpoint: str,
+        request_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.message = message
+        self.tenant = tenant
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.status = status
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f"tenant {self.tenant!r}, {self.endpoint}"
+        if self.status is not None:
+            where += f", HTTP {self.status}"
+        if self.request_id:
+            where += f", request id {self.request_id}"
+        return f"{self.message} ({where})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class AuthError(ApiError):
+    """Mimecast refused the credentials, even after a fresh token or signature."""
+
+    fault: Fault = "config"
+
+
+class ForbiddenError(ApiError):
+    """The API user is authenticated but lacks the role that the endpoint needs."""
+
+    fault: Fault = "config"
+
+
+class BindingExpiredError(ApiError):
+    """API 1.0 only: the access key / secret key binding has expired (HTTP 418)."""
+
+    fault: Fault = "config"
+
+
+class ApiFailure(ApiError):
+    """HTTP 200 whose ``fail`` array is not empty: the function itself failed.
+
+    ``failures`` holds ``(code, message)`` pairs; ``retryable`` is true only when Mimecast
+    marked every failure retryable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: list[tuple[str, str]],
+        retryable: bool,
+        tenant: str,
+        endpoint: str,
+        request_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, tenant=tenant, endpoint=endpoint, request_id=request_id, status=status
+        )
+        self.failures = failures
+        self.retryable = retryable
+
+
+class RateLimitedError(ApiError):
+    """Mimecast kept answering 429 for longer than the retry budget allows."""
+
+    retryable = True
+
+
+class UnavailableError(ApiError):
+    """5xx, a timeout or a connection failure that outlasted the retry budget."""
+
+    retryable = True
+
+
+class UpstreamFormatError(ApiError):
+    """The response body is not JSON, is truncated, has the wrong shape, or is too large."""
+
+    retryable = True
+
+
+class PaginationError(ApiError):
+    """Paging did not end: a ``next`` token came back twice, or the page guard was reached."""
+
+    retryable = True
+
+
+class UnexpectedResponseError(ApiError):
+    """A status the response table has no row for (400, 404, 405, 409, ...)."""

@@ -1,0 +1,619 @@
+"""The Mimecast API client: one tenant, both API versions, the three TTP logs, page by page.
+
+This room talks HTTP and nothing else. It knows how to authenticate (``_auth``), how fast it
+may go (``_ratelimit``), what every answer means (``_responses``) and how long to keep trying
+(``_retry``); it hands each page of records on as raw JSON, undecoded, so that the next room
+can validate every record on its own and keep the original bytes.
+
+A window is read oldest first with ``from``/``to`` frozen for all its pages. Paging stops when
+``next`` is missing or a page holds no records; a ``next`` token seen twice is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+import msgspec
+import structlog
+
+from mimecast_connector._categories import Category
+from mimecast_connector._clock import Clock, SystemClock
+from mimecast_connector._errors import (
+    ApiError,
+    ApiFailure,
+    AuthError,
+    ConfigError,
+    PaginationError,
+    UpstreamFormatError,
+)
+from mimecast_connector.client._auth import Auth, new_request_id
+from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
+from mimecast_connector.client._responses import (
+    Outcome,
+    Verdict,
+    classify_failures,
+    classify_status,
+    classify_transport_error,
+)
+from mimecast_connector.client._retry import RetryPolicy
+
+_log = structlog.get_logger("mimecast_connector.client")
+
+MAX_PAGE_SIZE = 500
+_ERROR_BODY_CAP = 64 * 1024
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Limits of one client. Every one is finite.
+
+    ``timeout`` bounds each phase of a request (connect, write, each read, pool);
+    ``request_deadline`` bounds one whole request including a slowly dripping body;
+    ``retry`` bounds the tries of one call; ``max_pages`` bounds one window's paging;
+    ``max_body_bytes`` bounds one decoded response body.
+    """
+
+    page_size: int = MAX_PAGE_SIZE
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_pages: int = 100_000
+    timeout: httpx.Timeout = field(
+        default_factory=lambda: httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
+    )
+    request_deadline: float = 180.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
+            raise ConfigError([("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")])
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of one window: the records as raw JSON, exactly as Mimecast sent them."""
+
+    category: Category
+    records: list[msgspec.Raw]
+    number: int
+    total_count: int | None
+    request_id: str
+
+
+def format_time(moment: datetime) -> str:
+    """A ``from``/``to`` value: ``YYYY-MM-DDTHH:MM:SS+0000`` in UTC (``mimecast-api.md`` §4.1)."""
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no time zone; pass an aware one")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: the only places plain HTTP may go."""
+    if host.lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, key: str = "base_url") -> str:
+    """``url`` without a trailing slash, or a ConfigError saying what is wrong with it.
+
+    HTTPS is required, except for loopback hosts (the simulator). A path, query, fragment or
+    user info is refused: Mimecast's API lives at the root of its host.
+    """
+    parts = urlsplit(url.strip())
+    problems: list[tuple[str, str]] = []
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        problems.append((key, "must be an absolute URL such as https://api.services.mimecast.com"))
+    elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        problems.append((key, "must use https (plain http is allowed only for loopback hosts)"))
+    if parts.username or parts.password:
+        problems.append((key, "must not carry user info; credentials go in their own keys"))
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        problems.append((key, "must be the host only, without a path, query or fragment"))
+    if problems:
+        raise ConfigError(problems)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+# --- the envelope, decoded once a page (style.md habit 4) ------------------------------------
+
+
+class _FailError(msgspec.Struct):
+    code: str = ""
+    message: str = ""
+    retryable: bool = False
+
+
+class _Fail(msgspec.Struct):
+    code: str = ""
+    message: str = ""
+    errors: list[_FailError] = []
+
+
+class _Pagination(msgspec.Struct):
+    next: str | None = None
+    totalCount: int | None = None
+
+
+class _Meta(msgspec.Struct):
+    pagination: _Pagination | None = None
+
+
+class _AttachmentData(msgspec.Struct):
+    attachmentLogs: list[msgspec.Raw] = []
+
+
+class _ImpersonationData(msgspec.Struct):
+    impersonationLogs: list[msgspec.Raw] = []
+
+
+class _UrlData(msgspec.Struct):
+    clickLogs: list[msgspec.Raw] = []
+
+
+class _AttachmentPage(msgspec.Struct):
+    meta: _Meta = msgspec.field(default_factory=_Meta)
+    data: list[_AttachmentData] = []
+    fail: list[_Fail] = []
+
+
+class _ImpersonationPage(msgspec.Struct):
+    meta: _Meta = msgspec.field(default_factory=_Meta)
+    data: list[_ImpersonationData] = []
+    fail: list[_Fail] = []
+
+
+class _UrlPage(msgspec.Struct):
+    meta: _Meta = msgspec.field(default_factory=_Meta)
+    data: list[_UrlData] = []
+    fail: list[_Fail] = []
+
+
+class _ErrorBody(msgspec.Struct):
+    fail: list[_Fail] = []
+
+
+_PageT = _AttachmentPage | _ImpersonationPage | _UrlPage
+
+_PAGE_DECODERS: dict[Category, msgspec.json.Decoder[Any]] = {
+    Category.ATTACHMENT: msgspec.json.Decoder(_AttachmentPage),
+    Category.IMPERSONATION: msgspec.json.Decoder(_ImpersonationPage),
+    Category.URL: msgspec.json.Decoder(_UrlPage),
+}
+_ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
+_TOKEN_DECODER = msgspec.json.Decoder(dict[str, Any])
+_ENCODER = msgspec.json.Encoder()
+
+
+def _records_of(page: _PageT) -> list[msgspec.Raw]:
+    records: list[msgspec.Raw] = []
+    for item in page.data:
+        if isinstance(item, _AttachmentData):
+            records.extend(item.attachmentLogs)
+        elif isinstance(item, _ImpersonationData):
+            records.extend(item.impersonationLogs)
+        else:
+            records.extend(item.clickLogs)
+    return records
+
+
+def _failures(fail: list[_Fail]) -> tuple[list[tuple[str, str]], list[bool]]:
+    """Every ``(code, message)`` in a ``fail`` array, flat (2.0 auth) or nested (1.0 style)."""
+    pairs: list[tuple[str, str]] = []
+    retryable: list[bool] = []
+    for item in fail:
+        if item.errors:
+            for error in item.errors:
+                pairs.append((error.code, error.message))
+                retryable.append(error.retryable)
+        else:
+            pairs.append((item.code, item.message))
+            retryable.append(False)
+    return pairs, retryable
+
+
+class _GiveUp(Exception):
+    """Internal: the loop stops with this verdict and detail."""
+
+    def __init__(self, verdict: Verdict, detail: str, failures: list[tuple[str, str]]) -> None:
+        self.verdict = verdict
+        self.detail = detail
+        self.failures = failures
+
+
+_T = TypeVar("_T")
+
+
+class MimecastClient:
+    """A client for one tenant. Use it as an async context manager, or call :meth:`aclose`.
+
+    ``transport`` is the httpx seam tests may swap; ``limiter`` is shared by everything that
+    uses this tenant's quota; ``secrets`` are values that must never appear in a message
+    (the auth's own secrets are always included).
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        base_url: str,
+        auth: Auth,
+        options: ClientOptions | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        limiter: RateLimiter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.base_url = check_base_url(base_url)
+        self.auth = auth
+        self.options = options or ClientOptions()
+        self._clock: Clock = clock or SystemClock()
+        self.limiter = limiter or RateLimiter(clock=self._clock)
+        self._rng = rng or random.Random()
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=self.options.timeout,
+            follow_redirects=False,
+            verify=True,
+            http2=transport is None,
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        api = self.auth.api_version
+        return f"MimecastClient(tenant={self.tenant!r}, base_url={self.base_url!r}, api={api})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- public calls --------------------------------------------------------------------
+
+    async def pages(
+        self,
+        category: Category,
+        start: datetime,
+        end: datetime,
+        *,
+        filters: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[Page]:
+        """Every page of records with event times in ``[start, end]``, oldest first.
+
+        Memory holds one page at a time. ``filters`` adds request fields (``route``,
+        ``result``, ``scanResult``, ``taggedMalicious``) to the frozen window.
+        """
+        window: dict[str, Any] = {"from": format_time(start), "to": format_time(end)}
+        window.update(filters or {})
+        window["oldestFirst"] = True
+        decoder = _PAGE_DECODERS[category]
+        seen: set[str] = set()
+        token: str | None = None
+        number = 0
+        while True:
+            pagination: dict[str, Any] = {"pageSize": self.options.page_size}
+            if token is not None:
+                pagination["pageToken"] = token
+            body = _ENCODER.encode({"meta": {"pagination": pagination}, "data": [window]})
+            page, request_id = await self._call(
+                category.path,
+                category,
+                body,
+                "application/json",
+                decode=lambda raw: self._decode_page(decoder, raw),
+                authenticated=True,
+            )
+            number += 1
+            records = _records_of(page)
+            meta = page.meta.pagination or _Pagination()
+            if records:
+                yield Page(category, records, number, meta.totalCount, request_id)
+            if not meta.next or not records:
+                return
+            if meta.next in seen:
+                raise PaginationError(
+                    "Mimecast sent the same next-page token twice in one window; stopped "
+                    "instead of looping (the window will be read again on the next poll)",
+                    tenant=self.tenant,
+                    endpoint=category.path,
+                    request_id=request_id,
+                )
+            if number >= self.options.max_pages:
+                raise PaginationError(
+                    f"more than {self.options.max_pages} pages in one window; stopped",
+                    tenant=self.tenant,
+                    endpoint=category.path,
+                    request_id=request_id,
+                )
+            seen.add(meta.next)
+            token = meta.next
+
+    async def check(self, category: Category = Category.URL) -> None:
+        """Authenticate once and read one small page: raises what a real poll would raise."""
+        now = datetime.fromtimestamp(self._clock.time(), UTC)
+        window = {"from": format_time(now.replace(microsecond=0)), "to": format_time(now)}
+        body = _ENCODER.encode({"meta": {"pagination": {"pageSize": 1}}, "data": [window]})
+        decoder = _PAGE_DECODERS[category]
+        await self._call(
+            category.path,
+            category,
+            body,
+            "application/json",
+            decode=lambda raw: self._decode_page(decoder, raw),
+            authenticated=True,
+        )
+
+    # --- one call, with the response table ---------------------------------------------
+
+    async def _fetch_token(self, form: Mapping[str, str]) -> Mapping[str, Any]:
+        content = urlencode(dict(form)).encode()
+        answer, _ = await self._call(
+            TOKEN_PATH,
+            None,
+            content,
+            "application/x-www-form-urlencoded",
+            decode=self._decode_token,
+            authenticated=False,
+        )
+        return answer
+
+    async def _call(
+        self,
+        path: str,
+        category: Category | None,
+        content: bytes,
+        content_type: str,
+        *,
+        decode: Callable[[bytes], tuple[_T, list[_Fail]]],
+        authenticated: bool,
+    ) -> tuple[_T, str]:
+        """Send one call until the table says stop; return the decoded answer and request id."""
+        started = self._clock.monotonic()
+        failures = 0
+        refreshed = False
+        request_id = ""
+        status: int | None = None
+        while True:
+            await self.limiter.acquire()
+            request_id = new_request_id()
+            headers = {
+                "Content-Type": content_type,
+                "Accept": "application/json",
+                "x-mc-req-id": request_id,
+            }
+            sent: dict[str, str] = {}
+            try:
+                if authenticated:
+                    sent = await self._auth_headers(path, request_id)
+                    headers.update(sent)
+                status, response_headers, body = await self._send(path, headers, content)
+            except (httpx.TransportError, TimeoutError) as exc:
+                status, verdict, detail, reset = (
+                    None,
+                    classify_transport_error(),
+                    type(exc).__name__,
+                    0.0,
+                )
+            except _GiveUp as stop:
+                raise self._error(
+                    stop.verdict, stop.detail, stop.failures, path, request_id, status
+                ) from None
+            else:
+                self.limiter.observe(response_headers)
+                verdict = classify_status(status, category, token_request=not authenticated)
+                detail = ""
+                reset = 0.0
+                if verdict.outcome is Outcome.RECORDS:
+                    try:
+                        answer, fail = decode(body)
+                    except _GiveUp as stop:
+                        raise self._error(
+                            stop.verdict, stop.detail, stop.failures, path, request_id, status
+                        ) from None
+                    if not fail:
+                        return answer, request_id
+                    pairs, retryable = _failures(fail)
+                    verdict = classify_failures([c for c, _ in pairs], retryable)
+                    detail = "; ".join(f"{c}: {m}" for c, m in pairs)
+                    if verdict.outcome is Outcome.FAIL:
+                        raise self._error(verdict, detail, pairs, path, request_id, status)
+                else:
+                    detail = self._error_detail(body)
+                    if verdict.outcome is Outcome.WAIT:
+                        reset = parse_reset(
+                            response_headers.get("x-ratelimit-reset"),
+                            now=self._clock.time(),
+                            cap=self.options.retry.maximum * 10,
+                        )
+
+            elapsed = self._clock.monotonic() - started
+            if verdict.outcome is Outcome.FAIL:
+                raise self._error(verdict, detail, [], path, request_id, status)
+            if verdict.outcome is Outcome.REFRESH_AUTH:
+                if refreshed or not authenticated:
+                    raise self._error(verdict, detail, [], path, request_id, status)
+                refreshed = True
+                await self.auth.invalidate(sent)
+                _log.info(
+                    "auth_refused_refreshing",
+                    tenant=self.tenant,
+                    endpoint=path,
+                    request_id=request_id,
+                )
+                continue
+            if verdict.outcome is Outcome.WAIT:
+                wait = max(reset, 0.05)
+                if elapsed + wait > self.options.retry.deadline:
+                    raise self._error(verdict, detail, [], path, request_id, status)
+                self.limiter.block(wait)
+                _log.info("rate_limited", tenant=self.tenant, endpoint=path, wait_s=round(wait, 3))
+                continue
+            # RETRY
+            failures += 1
+            wait = self.options.retry.backoff(failures, self._rng)
+            if (
+                failures >= self.options.retry.attempts
+                or elapsed + wait > self.options.retry.deadline
+            ):
+                raise self._error(verdict, detail, [], path, request_id, status)
+            _log.warning(
+                "retrying",
+                tenant=self.tenant,
+                endpoint=path,
+                status=status,
+                request_id=request_id,
+                attempt=failures,
+                wait_s=round(wait, 3),
+                detail=self._redact(detail),
+            )
+            await self._clock.sleep(wait)
+
+    async def _auth_headers(self, path: str, request_id: str) -> dict[str, str]:
+        try:
+            return await self.auth.headers(path, request_id, self._fetch_token)
+        except ValueError as exc:  # the token response had no usable token
+            raise _GiveUp(
+                Verdict(Outcome.FAIL, UpstreamFormatError, "the token response is unusable"),
+                str(exc),
+                [],
+            ) from None
+
+    async def _send(
+        self, path: str, headers: dict[str, str], content: bytes
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """POST and read the body within the size cap and the whole-request deadline."""
+        async with asyncio.timeout(self.options.request_deadline):
+            request = self._http.build_request(
+                "POST", self.base_url + path, headers=headers, content=content
+            )
+            response = await self._http.send(request, stream=True)
+            try:
+                cap = (
+                    self.options.max_body_bytes if response.status_code == 200 else _ERROR_BODY_CAP
+                )
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap and response.status_code == 200:
+                    raise _too_large(cap)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        if response.status_code != 200:
+                            break  # an error body is only read for its message
+                        raise _too_large(cap)
+                    chunks.append(chunk)
+                return response.status_code, response.headers, b"".join(chunks)
+            finally:
+                await response.aclose()
+
+    # --- decoding ------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode_page(decoder: msgspec.json.Decoder[Any], body: bytes) -> tuple[_PageT, list[_Fail]]:
+        try:
+            page: _PageT = decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
+        return page, page.fail
+
+    @staticmethod
+    def _decode_token(body: bytes) -> tuple[Mapping[str, Any], list[_Fail]]:
+        try:
+            answer: dict[str, Any] = _TOKEN_DECODER.decode(body)
+        except msgspec.DecodeError as exc:
+            raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
+        fail: list[_Fail] = []
+        if answer.get("fail"):
+            try:
+                fail = _ERROR_DECODER.decode(body).fail
+            except msgspec.DecodeError:
+                fail = [
+                    _Fail(
+                        code="unreadable", message="the token response has a malformed fail array"
+                    )
+                ]
+        return answer, fail
+
+    def _error_detail(self, body: bytes) -> str:
+        """Mimecast's own words from an error body, if it has any."""
+        try:
+            pairs, _ = _failures(_ERROR_DECODER.decode(body).fail)
+        except msgspec.DecodeError:
+            return ""
+        return "; ".join(f"{c}: {m}" for c, m in pairs if c or m)
+
+    # --- errors --------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in self.auth.secrets():
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _error(
+        self,
+        verdict: Verdict,
+        detail: str,
+        failures: list[tuple[str, str]],
+        path: str,
+        request_id: str,
+        status: int | None,
+    ) -> ApiError:
+        error_type = verdict.error or ApiError
+        advice = verdict.advice
+        if error_type is AuthError:
+            advice = f"{verdict.advice}: {self.auth.credential_hint}"
+        message = self._redact(f"{advice} (Mimecast said: {detail[:500]})" if detail else advice)
+        if issubclass(error_type, ApiFailure):
+            return error_type(
+                message,
+                failures=[(self._redact(c), self._redact(m)) for c, m in failures],
+                retryable=verdict.outcome is Outcome.RETRY,
+                tenant=self.tenant,
+                endpoint=path,
+                request_id=request_id,
+                status=status,
+            )
+        return error_type(
+            message, tenant=self.tenant, endpoint=path, request_id=request_id, status=status
+        )
+
+
+_FORMAT_VERDICT = Verdict(
+    Outcome.FAIL, UpstreamFormatError, "Mimecast's response is not the JSON the API documents"
+)
+
+
+def _too_large(cap: int) -> _GiveUp:
+    return _GiveUp(
+        Verdict(Outcome.FAIL, UpstreamFormatError, "Mimecast's response is larger than the cap"),
+        f"more than {cap} bytes; raise max_body_bytes or lower page_size",
+        [],
+    )
+
+
+def _describe_decode_error(exc: msgspec.DecodeError, body: bytes) -> str:
+    kind = "empty body" if not body.strip() else str(exc)
+    return f"{kind} ({len(body)} bytes)"
