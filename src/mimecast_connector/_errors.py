@@ -11,6 +11,10 @@ Two questions decide what happens to a failure, so every error answers both:
 
     ConnectorError                         fault / retryable
     ├── ConfigError                        config / no     the settings file or a secret
+    ├── StateError                         config / no     the state database: damaged, locked, newer
+    ├── SinkError                          (carries the sink's name)
+    │   ├── SinkUnavailableError           upstream / yes  down, slow, 5xx, 408, 429
+    │   └── SinkRejectedError              config / no     a 4xx other than 408/429; a local write failed
     └── ApiError                           (carries tenant, endpoint, request id, status)
         ├── AuthError                      config / no     401 after one refresh; bad token request
         ├── ForbiddenError                 config / no     403: the API user lacks a role
@@ -49,6 +53,34 @@ class ConfigError(ConnectorError):
         self.problems = list(problems)
         lines = [f"{path}: {msg}" if path else msg for path, msg in self.problems]
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class StateError(ConnectorError):
+    """The state database cannot be used as it is; the message says how to recover."""
+
+    fault: Fault = "config"
+
+
+class SinkError(ConnectorError):
+    """A sink did not acknowledge a batch."""
+
+    fault: Fault = "upstream"
+
+    def __init__(self, message: str, *, sink: str) -> None:
+        self.sink = sink
+        super().__init__(f"sink {sink}: {message}")
+
+
+class SinkUnavailableError(SinkError):
+    """The sink may take the batch later: it is down, slow, or said 5xx, 408 or 429."""
+
+    retryable = True
+
+
+class SinkRejectedError(SinkError):
+    """The sink refused the batch in a way a retry will not change; someone must act."""
+
+    fault: Fault = "config"
 
 
 class ApiError(ConnectorError):

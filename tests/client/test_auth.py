@@ -38,9 +38,15 @@ def test_sign_v1_matches_the_documented_recipe() -> None:
     key = base64.b64decode(SECRET_B64)
     message = f"{DATE}:{REQ_ID}:{PATH}:{APP_KEY}".encode()
     expected = base64.b64encode(hmac.new(key, message, hashlib.sha1).digest()).decode()
-    assert sign_v1(date=DATE, request_id=REQ_ID, path=PATH, app_key=APP_KEY, secret_key=SECRET_B64) == expected
+    assert (
+        sign_v1(date=DATE, request_id=REQ_ID, path=PATH, app_key=APP_KEY, secret_key=SECRET_B64)
+        == expected
+    )
     # The app key, not the app id, is signed: another key gives another signature.
-    assert sign_v1(date=DATE, request_id=REQ_ID, path=PATH, app_key="other", secret_key=SECRET_B64) != expected
+    assert (
+        sign_v1(date=DATE, request_id=REQ_ID, path=PATH, app_key="other", secret_key=SECRET_B64)
+        != expected
+    )
 
 
 async def _no_token(form: Mapping[str, str]) -> Mapping[str, Any]:
@@ -91,7 +97,11 @@ class TokenServer:
         self.forms.append(dict(form))
         if self.delay:
             await asyncio.sleep(self.delay)
-        return {"access_token": f"token{len(self.forms)}", "token_type": "bearer", "expires_in": self.lifetime}
+        return {
+            "access_token": f"token{len(self.forms)}",
+            "token_type": "bearer",
+            "expires_in": self.lifetime,
+        }
 
 
 async def test_oauth_caches_the_token_until_60_seconds_before_expiry() -> None:
@@ -101,7 +111,9 @@ async def test_oauth_caches_the_token_until_60_seconds_before_expiry() -> None:
     server = TokenServer(lifetime=1800)
     first = await auth.headers(PATH, "r1", server)
     assert first == {"Authorization": "Bearer token1"}
-    assert server.forms == [{"client_id": "cid", "client_secret": "csecret", "grant_type": "client_credentials"}]
+    assert server.forms == [
+        {"client_id": "cid", "client_secret": "csecret", "grant_type": "client_credentials"}
+    ]
     clock.advance(1800 - 60 - 1)
     assert await auth.headers(PATH, "r2", server) == first
     clock.advance(1)
@@ -155,5 +167,10 @@ def test_reprs_hide_every_secret() -> None:
         secret_key=SecretStr(base64.b64encode(b"canary-secret-bytes").decode()),
     )
     text = repr(oauth) + repr(signer) + str(vars(oauth)) + str(vars(signer))
-    for canary in ("canary-oauth-secret", "canary-app-key", "canary-access", base64.b64encode(b"canary-secret-bytes").decode()):
+    for canary in (
+        "canary-oauth-secret",
+        "canary-app-key",
+        "canary-access",
+        base64.b64encode(b"canary-secret-bytes").decode(),
+    ):
         assert canary not in text

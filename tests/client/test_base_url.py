@@ -54,4 +54,4 @@ def test_format_time_is_utc_with_plus0000() -> None:
     assert format_time(moment) == "2026-11-29T16:30:05+0000"
     assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05+0000"
     with pytest.raises(ValueError, match="naive"):
-        format_time(datetime(2026, 1, 2, 3, 4, 5))  # noqa: DTZ001 - the point of the test
+        format_time(datetime(2026, 1, 2, 3, 4, 5))

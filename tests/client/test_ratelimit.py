@@ -34,7 +34,9 @@ async def test_limiter_does_not_wait_while_quota_is_plentiful() -> None:
     """With Remaining well above the low-water mark, calls go at once."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock)
-    limiter.observe({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "80", "x-ratelimit-reset": "1000"})
+    limiter.observe(
+        {"x-ratelimit-limit": "100", "x-ratelimit-remaining": "80", "x-ratelimit-reset": "1000"}
+    )
     for _ in range(10):
         await limiter.acquire()
     assert sum(clock.sleeps) == 0
@@ -44,7 +46,9 @@ async def test_limiter_paces_calls_as_remaining_approaches_zero() -> None:
     """At or below 10% of the limit, calls are spaced by the reset interval instead of bursting."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock)
-    limiter.observe({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "5", "x-ratelimit-reset": "2000"})
+    limiter.observe(
+        {"x-ratelimit-limit": "100", "x-ratelimit-remaining": "5", "x-ratelimit-reset": "2000"}
+    )
     start = clock.monotonic()
     for _ in range(4):
         await limiter.acquire()
@@ -56,7 +60,9 @@ async def test_limiter_counts_calls_before_responses_arrive() -> None:
     """Calls made before any new header shrink the known quota, so a burst starts pacing by itself."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock)
-    limiter.observe({"x-ratelimit-limit": "20", "x-ratelimit-remaining": "4", "x-ratelimit-reset": "1000"})
+    limiter.observe(
+        {"x-ratelimit-limit": "20", "x-ratelimit-remaining": "4", "x-ratelimit-reset": "1000"}
+    )
     for _ in range(6):
         await limiter.acquire()
     assert sum(clock.sleeps) > 0
@@ -66,7 +72,9 @@ async def test_limiter_blocks_every_caller_until_reset_at_zero() -> None:
     """Remaining 0 holds the next call until the reset has passed."""
     clock = FakeClock()
     limiter = RateLimiter(clock=clock)
-    limiter.observe({"x-ratelimit-limit": "50", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "3000"})
+    limiter.observe(
+        {"x-ratelimit-limit": "50", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "3000"}
+    )
     start = clock.monotonic()
     await limiter.acquire()
     assert clock.monotonic() - start == pytest.approx(3.0)

@@ -1,0 +1,388 @@
+"""The commands users run all day: ``run``, ``check``, ``status``, and the ``demo``.
+
+Exit statuses: 0 success; 1 a run or check in which something failed (the summary names each
+failure and what to do); 2 a configuration or state problem found before anything ran.
+Human output goes to stderr, so that a ``jsonl`` sink may write alerts to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from mimecast_connector._categories import Category
+from mimecast_connector._errors import ConfigError, ConnectorError, StateError
+from mimecast_connector._logging import LogFormat, configure_logging
+from mimecast_connector.alerts import Alert, Format
+from mimecast_connector.config import Config, load_config
+from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
+from mimecast_connector.state import StateStore
+
+if TYPE_CHECKING:
+    from mimecast_connector.simulator import SimTenant
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(status)
+
+
+def _load(path: Path, level: str, log_format: LogFormat) -> Config:
+    try:
+        config = load_config(path, os.environ)
+    except ConfigError as exc:
+        _err.print(
+            f"[bold red]error:[/] {path}: {len(exc.problems)} problem(s) in the configuration:"
+        )
+        for key, message in exc.problems:
+            _err.print(f"  {key + ': ' if key else ''}{message}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    configure_logging(level=level, format=log_format, secrets=config.secrets())
+    return config
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The TOML configuration file.",
+)
+_log_options = [
+    click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        show_default=True,
+    ),
+    click.option(
+        "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+    ),
+]
+
+
+def _with_logs(f: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(_log_options):
+        f = option(f)
+    return f
+
+
+def summarize(results: Sequence[StreamResult], console: Console = _err) -> int:
+    """Print one line per stream; return the exit status (1 if any stream failed)."""
+    table = Table(title="mimecast-connector run --once", title_justify="left")
+    for column in (
+        "tenant",
+        "category",
+        "pages",
+        "new alerts",
+        "duplicates",
+        "dead-lettered",
+        "result",
+    ):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.tenant,
+            r.category.value,
+            str(r.pages),
+            str(r.alerts),
+            str(r.counts.get("duplicates", 0)),
+            str(r.counts.get("dead_lettered", 0)),
+            "ok" if r.error is None else f"FAILED ({r.error.fault} fault)",
+        )
+    console.print(table)
+    failures = [r for r in results if r.error is not None]
+    for r in failures:
+        console.print(f"[red]{r.tenant}/{r.category.value}:[/] {r.error}", soft_wrap=True)
+    return 1 if failures else 0
+
+
+async def _run(config: Config, once: bool) -> int:
+    runner = Runner(config)
+    try:
+        await runner.start()
+    except (StateError, ConnectorError) as exc:
+        await runner.aclose()
+        _fail(str(exc))
+    try:
+        if once:
+            return summarize(await runner.run_once())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
+        await runner.run_forever(stop)
+        return 0
+    finally:
+        await runner.aclose()
+
+
+@click.command()
+@_config_option
+@click.option("--once", is_flag=True, help="Poll every stream once up to now, then exit.")
+@_with_logs
+def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) -> None:
+    """Poll every tenant and category, deliver alerts, commit checkpoints."""
+    config = _load(config_path, log_level, log_format)
+    sys.exit(asyncio.run(_run(config, once)))
+
+
+async def _check(config: Config) -> int:
+    from mimecast_connector._clock import SystemClock
+    from mimecast_connector.client import MimecastClient
+
+    status = 0
+    for tenant in config.tenants:
+        client = MimecastClient(
+            tenant=tenant.name, base_url=tenant.url, auth=make_auth(tenant, SystemClock())
+        )
+        try:
+            for category in tenant.categories:
+                await client.check(category)
+            _err.print(f"[green]ok[/]      {tenant.name} (API {tenant.api}, {tenant.url})")
+        except ConnectorError as exc:
+            status = 1
+            _err.print(f"[red]FAILED[/]  {tenant.name} (API {tenant.api}): {exc}", soft_wrap=True)
+        finally:
+            await client.aclose()
+    return status
+
+
+@click.command()
+@_config_option
+@_with_logs
+def check(config_path: Path, log_level: str, log_format: LogFormat) -> None:
+    """Validate the configuration and authenticate each tenant once."""
+    config = _load(config_path, log_level, log_format)
+    _err.print(
+        f"configuration {config_path}: ok ({len(config.tenants)} tenant(s), {len(config.sinks)} sink(s))"
+    )
+    sys.exit(asyncio.run(_check(config)))
+
+
+@click.command()
+@_config_option
+def status(config_path: Path) -> None:
+    """Show each tenant and category: checkpoint, last success, last error, counts."""
+    config = _load(config_path, "warning", "console")
+    try:
+        store = StateStore(config.state, create=False)
+    except StateError as exc:
+        _fail(str(exc))
+    try:
+        streams = {(s.tenant, s.category): s for s in store.streams()}
+    finally:
+        store.close()
+    out = Console(highlight=False)
+    table = Table(title=f"state: {config.state}", title_justify="left")
+    for column in (
+        "tenant",
+        "category",
+        "checkpoint",
+        "last success",
+        "fetched",
+        "alerts",
+        "dropped as safe",
+        "dead-lettered",
+        "duplicates",
+        "last error",
+    ):
+        table.add_column(column, overflow="fold")
+    for tenant in config.tenants:
+        for category in tenant.categories:
+            s = streams.get((tenant.name, category.value))
+            if s is None:
+                table.add_row(tenant.name, category.value, "never polled", *["-"] * 7)
+                continue
+            dropped = {
+                k.removeprefix("dropped: "): v
+                for k, v in s.counters.items()
+                if k.startswith("dropped: ")
+            }
+            table.add_row(
+                tenant.name,
+                category.value,
+                _when(s.cursor),
+                _when(s.last_success),
+                str(s.counters.get("fetched", 0)),
+                str(s.counters.get("alerts", 0)),
+                ", ".join(f"{n} ({r})" for r, n in dropped.items()) or "0",
+                str(s.counters.get("dead_lettered", 0)),
+                str(s.counters.get("duplicates", 0)),
+                f"{_when(s.last_error_at)} {s.last_error}" if s.last_error else "-",
+            )
+    out.print(table)
+
+
+# --- the demo ---------------------------------------------------------------------------------
+
+
+class SummarySink:
+    """A sink that only counts, for the demo's live table."""
+
+    name = "demo-summary"
+    format: Format = "native"
+
+    def __init__(self) -> None:
+        self.by_type: Counter[tuple[str, str, str]] = Counter()
+        self.total = 0
+        self.last: Alert | None = None
+
+    async def start(self, position: str | None) -> None:
+        return None
+
+    async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        for alert in alerts:
+            self.by_type[(alert.alertType, alert.threatId, alert.threatName)] += 1
+        self.total += len(alerts)
+        if alerts:
+            self.last = alerts[-1]
+        return None
+
+    def committed(self, position: str | None) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def table(self, started: datetime) -> Table:
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+        table = Table(
+            title=f"demo: {self.total} alerts delivered in {elapsed:.0f}s (Ctrl-C to stop)",
+            title_justify="left",
+        )
+        for column in ("alertType", "ATT&CK", "technique", "alerts"):
+            table.add_column(column)
+        for (alert_type, threat_id, threat_name), n in self.by_type.most_common():
+            table.add_row(alert_type, threat_id, threat_name, str(n))
+        if self.last is not None:
+            last = self.last
+            table.caption = escape(
+                f"latest: [{last.severity}] {last.alertType} -> {last.recipient}: {last.subject}"
+            )
+        return table
+
+
+def write_demo_config(out: Path, base_url: str, tenant: SimTenant) -> Path:
+    """The demo's configuration file, pointing at the simulator."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.toml"
+    path.write_text(
+        f"""# Written by `mimecast-connector demo`: the connector against the built-in simulator.
+state = "state.db"
+dead_letter = "dead-letter.jsonl"
+lookback = "10m"
+
+[[tenants]]
+name = "{tenant.name}"
+api = "2.0"
+base_url = "{base_url}"
+client_id = "{tenant.client_id}"
+client_secret = "{tenant.client_secret}"
+poll_interval = "3s"
+
+[[sinks]]
+type = "jsonl"
+path = "alerts.jsonl"
+format = "native"
+
+[[sinks]]
+type = "jsonl"
+path = "alerts.ocsf.jsonl"
+format = "ocsf"
+""",
+        "utf-8",
+    )
+    return path
+
+
+async def _demo(out: Path, duration: float | None, rate: float) -> int:
+    from mimecast_connector.simulator import Simulator  # the demo's room, entered only here
+
+    sim = Simulator(seed=7)
+    tenant = sim.add_tenant("demo")
+    now = datetime.now(UTC)
+    for category, n in (
+        (Category.ATTACHMENT, 120),
+        (Category.IMPERSONATION, 60),
+        (Category.URL, 300),
+    ):
+        tenant.generate(category, count=n, start=now - timedelta(hours=6), end=now)
+    sim.start()
+    tenant.start_live(rate_per_second=rate)
+    try:
+        config = load_config(write_demo_config(out, sim.url, tenant), {})
+        configure_logging(level="warning", format="console", secrets=config.secrets())
+        summary = SummarySink()
+        runner = Runner(config, sinks=[*make_sinks(config), summary])
+        await runner.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        started = datetime.now(UTC)
+        _err.print(
+            f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native) and alerts.ocsf.jsonl (OCSF)"
+        )
+        try:
+            with Live(summary.table(started), console=_err, refresh_per_second=2) as live:
+                task = asyncio.create_task(runner.run_forever(stop))
+                while not stop.is_set():
+                    live.update(summary.table(started))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=0.5)
+                await task
+                live.update(summary.table(started))
+        finally:
+            await runner.aclose()
+        _err.print(
+            f"stopped. `mimecast-connector status --config {out}/config.toml` shows the checkpoints."
+        )
+        return 0
+    finally:
+        tenant.stop_live()
+        sim.stop()
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("demo-out"),
+    show_default=True,
+)
+@click.option(
+    "--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C)."
+)
+@click.option(
+    "--rate", type=float, default=2.0, show_default=True, help="New simulated events per second."
+)
+def demo(out: Path, duration: float | None, rate: float) -> None:
+    """Run the connector against the built-in simulator, with a live summary."""
+    sys.exit(asyncio.run(_demo(out, duration, rate)))
+
+
+COMMANDS = (run, check, status, demo)

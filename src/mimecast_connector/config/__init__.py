@@ -1,0 +1,30 @@
+"""The configuration: loaded and checked once at the edge, then frozen.
+
+Import from here; the module beside it is private.
+"""
+
+from __future__ import annotations
+
+from mimecast_connector.config._config import (
+    DEFAULT_BASE_URL_V2,
+    Config,
+    JsonlSinkConfig,
+    SecretResolver,
+    SinkConfig,
+    TenantConfig,
+    WebhookSinkConfig,
+    load_config,
+    parse_duration,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL_V2",
+    "Config",
+    "JsonlSinkConfig",
+    "SecretResolver",
+    "SinkConfig",
+    "TenantConfig",
+    "WebhookSinkConfig",
+    "load_config",
+    "parse_duration",
+]

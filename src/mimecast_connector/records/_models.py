@@ -1,0 +1,171 @@
+"""Typed records: the format check of ``alert-rules.md`` §2.1, one record at a time.
+
+Each TTP log record is decoded from its own raw JSON into a :mod:`msgspec` struct that names
+the fields the pipeline reads, with their JSON types. Fields the pipeline does not read are
+not checked here (they stay, untouched, in the raw record that every alert carries), so a new
+or odd field Mimecast adds tomorrow cannot turn a real threat into a dead letter.
+
+Required, per category: the event time and the verdict, plus what identifies the event
+(the URL of a click, the ``id`` of an impersonation log). Everything else is optional but,
+when present and not null, must have its documented type.
+
+:func:`validate` returns a :class:`Valid` record with its event time parsed, or an
+:class:`Invalid` with the reason: a JSON path and the problem, for the dead-letter store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from mimecast_connector._categories import Category
+
+
+class AttachmentLog(msgspec.Struct, gc=False):
+    """``attachmentLogs[]`` (``mimecast-api.md`` §5.3)."""
+
+    date: str
+    result: str
+    senderAddress: str | None = None
+    recipientAddress: str | None = None
+    fileName: str | None = None
+    fileType: str | None = None
+    fileHash: str | None = None
+    messageId: str | None = None
+    subject: str | None = None
+    route: str | None = None
+    actionTriggered: str | None = None
+    definition: str | None = None
+
+
+class ImpersonationLog(msgspec.Struct, gc=False):
+    """``impersonationLogs[]`` (``mimecast-api.md`` §6.3)."""
+
+    id: str
+    eventTime: str
+    taggedMalicious: bool
+    senderAddress: str | None = None
+    recipientAddress: str | None = None
+    subject: str | None = None
+    definition: str | None = None
+    hits: int | None = None
+    identifiers: list[str] | None = None
+    action: str | None = None
+    taggedExternal: bool | None = None
+    senderIpAddress: str | None = None
+    messageId: str | None = None
+
+
+class ClickLog(msgspec.Struct, gc=False):
+    """``clickLogs[]`` (``mimecast-api.md`` §7.3). ``reason`` is read when present (§11.1)."""
+
+    date: str
+    scanResult: str
+    url: str
+    userEmailAddress: str | None = None
+    fromUserEmailAddress: str | None = None
+    ttpDefinition: str | None = None
+    creationMethod: str | None = None
+    reason: str | None = None
+    subject: str | None = None
+    action: str | None = None
+    route: str | None = None
+    messageId: str | None = None
+    sendingIp: str | None = None
+    category: str | None = None
+
+
+Record = AttachmentLog | ImpersonationLog | ClickLog
+
+_TYPES: dict[Category, type[Record]] = {
+    Category.ATTACHMENT: AttachmentLog,
+    Category.IMPERSONATION: ImpersonationLog,
+    Category.URL: ClickLog,
+}
+DECODERS: dict[Category, msgspec.json.Decoder[Any]] = {
+    category: msgspec.json.Decoder(model) for category, model in _TYPES.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    """A record that passed the format check."""
+
+    record: Record
+    time: datetime  # the event time, in UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A record that failed it; ``reason`` is ``"$.path: problem"``."""
+
+    reason: str
+
+
+_TIME_CACHE: dict[str, datetime | None] = {}
+_TIME_CACHE_LIMIT = 4096
+
+
+def parse_event_time(text: str) -> datetime | None:
+    """The UTC datetime of an event-time string, or None if it does not parse.
+
+    ``+0000``, ``Z`` and ``+00:00`` offsets all occur (``alert-rules.md`` §2.1); a time without
+    an offset is refused, since guessing its zone could move an alert by hours. Records of one
+    page share few distinct seconds, so results are cached (bounded).
+    """
+    cached = _TIME_CACHE.get(text, False)
+    if cached is not False:
+        return cached  # type: ignore[return-value]
+    try:
+        moment: datetime | None = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is not None:
+        offset = moment.utcoffset()
+        if offset is None:
+            moment = None
+        elif offset:
+            moment = (moment - offset).replace(tzinfo=UTC)
+        else:
+            moment = moment.replace(tzinfo=UTC)
+    if len(_TIME_CACHE) >= _TIME_CACHE_LIMIT:
+        _TIME_CACHE.clear()
+    _TIME_CACHE[text] = moment
+    return moment
+
+
+def validate(category: Category, raw: bytes | msgspec.Raw) -> Valid | Invalid:
+    """Decode and check one record of ``category``."""
+    try:
+        record: Record = DECODERS[category].decode(raw)
+    except msgspec.ValidationError as exc:
+        return Invalid(_reason(str(exc)))
+    except msgspec.DecodeError as exc:
+        return Invalid(f"$: not valid JSON ({exc})")
+    field = category.time_field
+    text: str = getattr(record, field)
+    moment = parse_event_time(text)
+    if moment is None:
+        shown = text if len(text) <= 64 else text[:61] + "..."
+        return Invalid(f"$.{field}: not a valid time with a UTC offset: {shown!r}")
+    return Valid(record, moment)
+
+
+def _reason(message: str) -> str:
+    """Turn msgspec's ``Expected `str`, got `int` - at `$.hits``` into ``$.hits: expected str, got int``."""
+    problem, sep, where = message.rpartition(" - at ")
+    if not sep:
+        if message.startswith("Object missing required field"):
+            name = message.split("`")[1] if "`" in message else "?"
+            return f"$.{name}: required field missing"
+        if message.startswith("Expected `object`"):
+            return f"$: {message.replace('`', '')} (a record must be an object)"
+        return f"$: {message.replace('`', '')}"
+    path = where.strip("`")
+    if problem.startswith("Object missing required field"):
+        name = problem.split("`")[1] if "`" in problem else "?"
+        return f"{path}.{name}: required field missing"
+    return f"{path}: {problem.replace('`', '')[0].lower()}{problem.replace('`', '')[1:]}"

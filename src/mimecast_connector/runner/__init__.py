@@ -1,0 +1,27 @@
+"""The run: streams polled, records chained into alerts, delivered, committed.
+
+Import from here; the modules beside it are private.
+"""
+
+from __future__ import annotations
+
+from mimecast_connector.runner._chain import Chain, DeadLetter, Handled, count
+from mimecast_connector.runner._runner import (
+    DEFAULT_START,
+    Runner,
+    StreamResult,
+    make_auth,
+    make_sinks,
+)
+
+__all__ = [
+    "DEFAULT_START",
+    "Chain",
+    "DeadLetter",
+    "Handled",
+    "Runner",
+    "StreamResult",
+    "count",
+    "make_auth",
+    "make_sinks",
+]

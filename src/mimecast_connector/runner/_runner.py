@@ -1,0 +1,294 @@
+"""The run: every tenant and category polled concurrently, delivered, committed.
+
+One *stream* is a tenant and a category. A poll of a stream reads the window
+``[max(start, cursor - lookback), now]`` oldest first, page by page, and for each page:
+
+1. runs the chain (format check, safe filter, alert type, ATT&CK, identity);
+2. takes the delivery lock, drops what the state store says was handled before, hands the
+   new alerts to every sink and the new dead letters to the dead-letter file;
+3. commits, in one state transaction, the handled ids, the counters, the sinks' positions and
+   the new cursor (the page's newest event time), then tells the sinks their position is safe.
+
+Anything that fails before step 3 leaves the cursor where it was: the page is read again on
+the next poll, and what was already delivered is suppressed by id.
+
+A stream's failure is logged, recorded for ``status``, and retried on a backoff; the other
+streams go on. Configuration faults (bad key, missing role) back off longer than upstream
+ones, since only a person can fix them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import structlog
+
+from mimecast_connector._categories import Category
+from mimecast_connector._clock import Clock, SystemClock
+from mimecast_connector._errors import ConnectorError
+from mimecast_connector.client import (
+    Auth,
+    ClientOptions,
+    HmacSigner,
+    MimecastClient,
+    OAuth2ClientCredentials,
+    RateLimiter,
+)
+from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
+from mimecast_connector.rules import AttackTable, load_table
+from mimecast_connector.runner._chain import Chain, Handled, count
+from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
+from mimecast_connector.state import StateStore
+
+_log = structlog.get_logger("mimecast_connector.runner")
+
+#: How far back the first poll of a stream reaches when the tenant sets no ``start``.
+DEFAULT_START = timedelta(hours=24)
+#: Ids are kept this much longer than any future window can reach, against clock skew.
+PRUNE_MARGIN = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """One poll of one stream."""
+
+    tenant: str
+    category: Category
+    alerts: int = 0
+    pages: int = 0
+    error: ConnectorError | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def make_auth(tenant: TenantConfig, clock: Clock) -> Auth:
+    """The auth of a tenant's configured API version."""
+    if tenant.api == "2.0":
+        assert tenant.client_id is not None
+        assert tenant.client_secret is not None
+        return OAuth2ClientCredentials(tenant.client_id, tenant.client_secret, clock=clock)
+    assert tenant.app_id is not None
+    assert tenant.app_key is not None
+    assert tenant.access_key is not None
+    assert tenant.secret_key is not None
+    return HmacSigner(
+        app_id=tenant.app_id,
+        app_key=tenant.app_key,
+        access_key=tenant.access_key,
+        secret_key=tenant.secret_key,
+        clock=clock,
+    )
+
+
+def make_sinks(config: Config) -> list[Sink]:
+    """The configured sinks."""
+    sinks: list[Sink] = []
+    for sink in config.sinks:
+        if isinstance(sink, JsonlSinkConfig):
+            sinks.append(JsonlSink(sink.path, sink.format))
+        else:
+            sinks.append(
+                WebhookSink(sink.url, sink.format, secret=sink.secret, headers=sink.headers)
+            )
+    return sinks
+
+
+TransportFactory = Callable[[TenantConfig], httpx.AsyncBaseTransport | None]
+
+
+class Runner:
+    """Everything a run needs, built once from the configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        sinks: Sequence[Sink] | None = None,
+        table: AttackTable | None = None,
+        transport: TransportFactory | None = None,
+        client_options: ClientOptions | None = None,
+    ) -> None:
+        self.config = config
+        self._clock: Clock = clock or SystemClock()
+        self._table = table or load_table(config.mapping)
+        self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
+        self._transport = transport or (lambda tenant: None)
+        self._options = client_options or ClientOptions(page_size=config.page_size)
+        self._store: StateStore | None = None
+        self._dead = AppendFile(config.dead_letter, "dead-letter")
+        self._lock = asyncio.Lock()
+        self._clients: dict[str, MimecastClient] = {}
+        self._chains: dict[tuple[str, Category], Chain] = {}
+        self._rng = random.Random()
+
+    @property
+    def store(self) -> StateStore:
+        assert self._store is not None, "start() first"
+        return self._store
+
+    async def start(self) -> None:
+        """Open the state store, the dead-letter file and every sink; build the clients."""
+        self._store = StateStore(self.config.state)
+        await self._dead.open(self._store.sink_position(self._dead.name))
+        for sink in self.sinks:
+            await sink.start(self._store.sink_position(sink.name))
+        for tenant in self.config.tenants:
+            limiter = RateLimiter(clock=self._clock)
+            self._clients[tenant.name] = MimecastClient(
+                tenant=tenant.name,
+                base_url=tenant.url,
+                auth=make_auth(tenant, self._clock),
+                options=self._options,
+                transport=self._transport(tenant),
+                clock=self._clock,
+                limiter=limiter,
+            )
+            for category in tenant.categories:
+                self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        for sink in self.sinks:
+            await sink.aclose()
+        self._dead.close()
+        if self._store is not None:
+            self._store.close()
+
+    def streams(self) -> list[tuple[TenantConfig, Category]]:
+        return [(t, c) for t in self.config.tenants for c in t.categories]
+
+    # --- one poll ------------------------------------------------------------------------
+
+    def window(
+        self, tenant: TenantConfig, category: Category, now: datetime
+    ) -> tuple[datetime, datetime]:
+        """``[max(start, cursor - lookback), now]``."""
+        start = tenant.start or (now - DEFAULT_START)
+        cursor = self.store.cursor(tenant.name, category.value)
+        if cursor is not None:
+            start = max(start, cursor - self.config.lookback)
+        return min(start, now), now
+
+    async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
+        """Read one stream's window to its end, delivering and committing page by page."""
+        result = StreamResult(tenant.name, category)
+        now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
+        start, end = self.window(tenant, category, now)
+        chain = self._chains[(tenant.name, category)]
+        chain.new_window()
+        client = self._clients[tenant.name]
+        try:
+            async for page in client.pages(category, start, end):
+                result.pages += 1
+                handled = chain.process(page.records, now.timestamp())
+                delivered = await self._deliver(tenant, category, handled)
+                result.alerts += delivered.get("alerts", 0)
+                for name, value in delivered.items():
+                    result.counts[name] = result.counts.get(name, 0) + value
+            self.store.commit(
+                tenant.name,
+                category.value,
+                cursor=None,
+                delivered=(),
+                counts={},
+                sink_positions={},
+                prune_before=None,
+                success_at=self._clock.time(),
+            )
+        except ConnectorError as exc:
+            result.error = exc
+            self.store.record_error(tenant.name, category.value, str(exc), self._clock.time())
+            _log.error(
+                "poll_failed",
+                tenant=tenant.name,
+                category=category.value,
+                fault=exc.fault,
+                retryable=exc.retryable,
+                error=str(exc),
+            )
+        return result
+
+    async def _deliver(
+        self, tenant: TenantConfig, category: Category, handled: Handled
+    ) -> dict[str, int]:
+        store = self.store
+        async with self._lock:
+            known = store.already_delivered(
+                tenant.name, category.value, (i for i, _ in handled.ids)
+            )
+            fresh = {i for i, _ in handled.ids} - known
+            alerts = [a for a in handled.alerts if a.id in fresh]
+            dead_lines = b"".join(line for i, line in handled.dead if i in fresh)
+            positions: dict[str, str] = {}
+            if alerts:
+                answers = await asyncio.gather(*(sink.deliver(alerts) for sink in self.sinks))
+                positions = {
+                    s.name: p for s, p in zip(self.sinks, answers, strict=True) if p is not None
+                }
+            if dead_lines:
+                positions[self._dead.name] = await self._dead.append(dead_lines)
+            cursor = (
+                datetime.fromtimestamp(handled.newest, UTC) if handled.newest is not None else None
+            )
+            prune = cursor - self.config.lookback - PRUNE_MARGIN if cursor is not None else None
+            counts = count(handled, fresh)
+            store.commit(
+                tenant.name,
+                category.value,
+                cursor=cursor,
+                delivered=[(i, t) for i, t in handled.ids if i in fresh],
+                counts=counts,
+                sink_positions=positions,
+                prune_before=prune,
+            )
+            for sink in self.sinks:
+                sink.committed(positions.get(sink.name))
+            if self._dead.name in positions:
+                self._dead.committed(positions[self._dead.name])
+        return dict(counts)
+
+    # --- whole runs ----------------------------------------------------------------------
+
+    async def run_once(self) -> list[StreamResult]:
+        """Poll every stream once, concurrently, from its checkpoint up to now."""
+        return list(await asyncio.gather(*(self.poll(t, c) for t, c in self.streams())))
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Poll every stream on its interval until ``stop`` is set."""
+        tasks = [asyncio.create_task(self._loop(t, c, stop)) for t, c in self.streams()]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, tenant: TenantConfig, category: Category, stop: asyncio.Event) -> None:
+        failures = 0
+        interval = tenant.poll_interval.total_seconds()
+        while not stop.is_set():
+            result = await self.poll(tenant, category)
+            if result.error is None:
+                failures = 0
+                wait = interval
+            else:
+                failures += 1
+                base = 300.0 if result.error.fault == "config" else 15.0
+                wait = min(base * 2 ** (failures - 1), 3600.0) * (0.5 + self._rng.random() / 2)
+                wait = max(wait, min(interval, 60.0))
+                _log.warning(
+                    "stream_backing_off",
+                    tenant=tenant.name,
+                    category=category.value,
+                    failures=failures,
+                    wait_s=round(wait, 1),
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -1,0 +1,29 @@
+"""A local, faithful Mimecast TTP log API: the room only tests, the demo and benchmarks enter.
+
+The product never imports this package. It serves the three Targeted Threat Protection log
+endpoints over HTTP on loopback, for many tenants, with both authentication schemes (API 2.0
+OAuth bearer tokens, API 1.0 HMAC signatures), opaque paging, per-tenant rate limits, seeded
+realistic records, late records, live mode and injectable faults. Behaviour follows
+``shared/docs/mimecast-api.md``; the docstrings cite its sections.
+
+    from mimecast_connector.simulator import Simulator, faults
+    from mimecast_connector import Category
+
+    with Simulator(seed=7) as sim:
+        acme = sim.add_tenant("acme")
+        acme.generate(Category.URL, count=1000)
+        sim.inject(faults.HttpStatus(503), tenant="acme", category=Category.URL)
+        ...  # point a client at sim.url with acme.client_id / acme.client_secret
+
+Import from here only; the underscored modules are private. ``faults`` is a public module.
+"""
+
+from __future__ import annotations
+
+from mimecast_connector.simulator import faults
+from mimecast_connector.simulator._scenario import ScenarioError
+from mimecast_connector.simulator._server import LoggedRequest
+from mimecast_connector.simulator._simulator import Simulator
+from mimecast_connector.simulator._tenant import SimTenant
+
+__all__ = ["LoggedRequest", "ScenarioError", "SimTenant", "Simulator", "faults"]

@@ -1,0 +1,166 @@
+"""Faults the simulator can inject: one frozen dataclass per way a Mimecast call can go wrong.
+
+This module is public (``from mimecast_connector.simulator import faults``) and is pure data: it
+says *what* goes wrong, never how. The request pipeline in ``_api.py`` gives each kind its effect.
+Queue a fault with :meth:`Simulator.inject`; it is spent on the next matching request that passes
+authentication (or, with ``token_endpoint=True``, on the next ``/oauth/token`` call).
+
+The facts each kind models come from ``shared/docs/mimecast-api.md``: §1 and §8.1 (a 200 with a
+``fail`` array), §8.2 (HTTP statuses, 418), §8.3 (429 and the ``X-RateLimit-*`` headers), §3.2
+(401 on an expired token) and §4.3 (the paging quirks).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeAlias, get_args
+
+__all__ = [
+    "KINDS",
+    "BindingExpired",
+    "Disconnect",
+    "EmptyPageWithNext",
+    "ExpireToken",
+    "FailResponse",
+    "Fault",
+    "HttpStatus",
+    "Malformed",
+    "NotJson",
+    "RateLimited",
+    "RepeatNextToken",
+    "Slow",
+    "Truncate",
+    "kind_of",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpStatus:
+    """Answer ``status``; ``body`` defaults to a Mimecast-shaped error JSON (§3.2, §8.1)."""
+
+    status: int = 503
+    body: str | bytes | None = None
+    headers: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status code (100..599), not {self.status}")
+
+
+@dataclass(frozen=True, slots=True)
+class FailResponse:
+    """HTTP 200, ``data: []`` and a 1.0-style ``fail`` entry: the function failed (§1, §8.1)."""
+
+    code: str = "err_simulated_failure"
+    message: str = "Simulated function failure"
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """One 429; ``X-RateLimit-Reset`` is ms until reset, or an epoch in ms if absolute (§8.3)."""
+
+    reset_ms: int = 1000
+    absolute: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reset_ms < 0:
+            raise ValueError(f"reset_ms must be >= 0, not {self.reset_ms}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireToken:
+    """The bearer token on this request expires now and stays expired: 401 (§3.2). API 2.0 only."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindingExpired:
+    """418 with fail code ``err_xdk_binding_expired`` (§2.4, §8.2). API 1.0 only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """Send the body cut at ``keep_fraction`` of its length, Content-Length matching the cut."""
+
+    keep_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.keep_fraction < 1.0:
+            raise ValueError(f"keep_fraction must be in [0, 1), not {self.keep_fraction}")
+
+
+@dataclass(frozen=True, slots=True)
+class NotJson:
+    """HTTP 200 whose body is an HTML error page, as a proxy or gateway in between might send."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slow:
+    """Wait ``seconds`` before answering, then answer normally."""
+
+    seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.seconds < 0:
+            raise ValueError(f"seconds must be >= 0, not {self.seconds}")
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close the connection without sending any response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """The page carries ``count`` extra malformed records, never stored (cycles through 4 kinds).
+
+    The kinds, in order: a required field missing (the event time), a wrong JSON type
+    (``hits: "two"`` or ``date: 12345``), an unparseable event time, a record that is not an object.
+    """
+
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1, not {self.count}")
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyPageWithNext:
+    """A page with no records that still carries a ``next`` token, which continues (§4.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatNextToken:
+    """The ``next`` token equals the ``pageToken`` the request carried: a loop to detect (§4.3)."""
+
+
+Fault: TypeAlias = (
+    HttpStatus
+    | FailResponse
+    | RateLimited
+    | ExpireToken
+    | BindingExpired
+    | Truncate
+    | NotJson
+    | Slow
+    | Disconnect
+    | Malformed
+    | EmptyPageWithNext
+    | RepeatNextToken
+)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+KINDS: Mapping[str, type[Fault]] = {_snake(cls.__name__): cls for cls in get_args(Fault)}
+"""Every fault class by its snake_case kind, the name a scenario file uses (``http_status``…)."""
+
+
+def kind_of(fault: Fault) -> str:
+    """The snake_case kind of ``fault``, e.g. ``"rate_limited"``."""
+    return _snake(type(fault).__name__)
