@@ -194,45 +194,32 @@ def status(config_path: Path) -> None:
         streams = {(s.tenant, s.category): s for s in store.streams()}
     finally:
         store.close()
-    out = Console(highlight=False)
-    table = Table(title=f"state: {config.state}", title_justify="left")
-    for column in (
-        "tenant",
-        "category",
-        "checkpoint",
-        "last success",
-        "fetched",
-        "alerts",
-        "dropped as safe",
-        "dead-lettered",
-        "duplicates",
-        "last error",
-    ):
-        table.add_column(column, overflow="fold")
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"state: {config.state}")
     for tenant in config.tenants:
         for category in tenant.categories:
             s = streams.get((tenant.name, category.value))
+            out.print(f"\n[bold]{tenant.name} / {category.value}[/] (API {tenant.api})")
             if s is None:
-                table.add_row(tenant.name, category.value, "never polled", *["-"] * 7)
+                out.print("  never polled")
                 continue
+            c = s.counters
             dropped = {
-                k.removeprefix("dropped: "): v
-                for k, v in s.counters.items()
-                if k.startswith("dropped: ")
+                k.removeprefix("dropped: "): v for k, v in c.items() if k.startswith("dropped: ")
             }
-            table.add_row(
-                tenant.name,
-                category.value,
-                _when(s.cursor),
-                _when(s.last_success),
-                str(s.counters.get("fetched", 0)),
-                str(s.counters.get("alerts", 0)),
-                ", ".join(f"{n} ({r})" for r, n in dropped.items()) or "0",
-                str(s.counters.get("dead_lettered", 0)),
-                str(s.counters.get("duplicates", 0)),
-                f"{_when(s.last_error_at)} {s.last_error}" if s.last_error else "-",
+            out.print(f"  checkpoint     {_when(s.cursor)}")
+            out.print(f"  last success   {_when(s.last_success)}")
+            out.print(
+                f"  counts         fetched {c.get('fetched', 0)}, alerts {c.get('alerts', 0)}, "
+                f"dropped as safe {sum(dropped.values())}, dead-lettered {c.get('dead_lettered', 0)}, "
+                f"duplicates suppressed {c.get('duplicates', 0)}"
             )
-    out.print(table)
+            for reason, n in dropped.items():
+                out.print(f"  dropped        {n} ({reason})")
+            if s.last_error:
+                out.print(
+                    f"  last error     {_when(s.last_error_at)}: {s.last_error}", markup=False
+                )
 
 
 # --- the demo ---------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from mimecast_connector.alerts._alert import (
     IdentityCounter,
     alert_id,
     format_alert_time,
+    id_prefix,
+    identity_getter,
     identity_key,
 )
 from mimecast_connector.alerts._formats import (
@@ -37,6 +39,8 @@ __all__ = [
     "alert_id",
     "attack_object",
     "format_alert_time",
+    "id_prefix",
+    "identity_getter",
     "identity_key",
     "to_ocsf",
 ]

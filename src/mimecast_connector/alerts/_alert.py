@@ -14,9 +14,10 @@ one id, and so do API 1.0 and API 2.0.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from hashlib import blake2b
+from operator import attrgetter
 from typing import cast
 
 import msgspec
@@ -50,34 +51,49 @@ class Alert(msgspec.Struct, gc=False):
     raw: msgspec.Raw
 
 
-_SEP = "\x1f"
+_key_encoder = msgspec.json.Encoder()
+
+#: The fields that tell two events of one category apart, besides the event time.
+IDENTITY_FIELDS: dict[Category, tuple[str, ...]] = {
+    Category.ATTACHMENT: (
+        "messageId",
+        "senderAddress",
+        "recipientAddress",
+        "fileName",
+        "fileHash",
+        "fileType",
+    ),
+    Category.IMPERSONATION: ("id",),
+    Category.URL: (
+        "messageId",
+        "userEmailAddress",
+        "fromUserEmailAddress",
+        "url",
+        "creationMethod",
+        "action",
+    ),
+}
 
 
-def identity_key(category: Category, record: Record, epoch: int) -> str:
-    """The fields that make one event of ``category`` distinct, joined."""
+def identity_getter(category: Category) -> Callable[[Record], bytes]:
+    """Built once per category: a record's identity fields, encoded (JSON array) as bytes."""
+    getter = attrgetter(*IDENTITY_FIELDS[category])
+    encode = _key_encoder.encode
+    if len(IDENTITY_FIELDS[category]) == 1:
+        return lambda record: encode((getter(record),))
+    return lambda record: encode(getter(record))
+
+
+_IDENTITY = {category: identity_getter(category) for category in Category}
+
+
+def identity_key(category: Category, record: Record, epoch: int) -> bytes:
+    """The fields that make one event of ``category`` distinct, with its second (impersonation
+    logs are identified by Mimecast's ``id`` alone)."""
+    fields = _IDENTITY[category](record)
     if category is Category.IMPERSONATION:
-        return cast(ImpersonationLog, record).id
-    if category is Category.ATTACHMENT:
-        a = cast(AttachmentLog, record)
-        parts = (
-            a.messageId,
-            a.senderAddress,
-            a.recipientAddress,
-            a.fileName,
-            a.fileHash,
-            a.fileType,
-        )
-    else:
-        u = cast(ClickLog, record)
-        parts = (
-            u.messageId,
-            u.userEmailAddress,
-            u.fromUserEmailAddress,
-            u.url,
-            u.creationMethod,
-            u.action,
-        )
-    return f"{epoch}{_SEP}" + _SEP.join(p or "" for p in parts)
+        return fields
+    return b"%d\x1f%b" % (epoch, fields)
 
 
 class IdentityCounter:
@@ -93,9 +109,9 @@ class IdentityCounter:
 
     def __init__(self) -> None:
         self._second = -1
-        self._counts: dict[str, int] = {}
+        self._counts: dict[bytes, int] = {}
 
-    def occurrence(self, key: str, epoch: int) -> int:
+    def occurrence(self, key: bytes, epoch: int) -> int:
         if epoch != self._second:
             self._second = epoch
             self._counts.clear()
@@ -104,10 +120,18 @@ class IdentityCounter:
         return seen
 
 
-def alert_id(tenant: str, category: Category, key: str, occurrence: int) -> str:
+def id_prefix(tenant: str, category: Category) -> bytes:
+    """What every id of one tenant and category is hashed with."""
+    return f"{tenant}\x1f{category.value}\x1f".encode()
+
+
+def alert_id(tenant: str, category: Category, key: bytes, occurrence: int) -> str:
     """The stable id: 32 hex characters of BLAKE2b over tenant, category, key and occurrence."""
-    text = f"{tenant}{_SEP}{category.value}{_SEP}{key}{_SEP}{occurrence}"
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return _digest(id_prefix(tenant, category), key, occurrence)
+
+
+def _digest(prefix: bytes, key: bytes, occurrence: int) -> str:
+    return blake2b(b"%b%b\x1f%d" % (prefix, key, occurrence), digest_size=16).hexdigest()
 
 
 def format_alert_time(moment: datetime) -> str:
@@ -118,41 +142,39 @@ def format_alert_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-AlertBuilder = Callable[[str, str, Record, datetime, Typed, msgspec.Raw], Alert]
-"""``(id, tenant, record, event time, verdict, raw) -> Alert`` for one category."""
+AlertBuilder = Callable[[str, str, Record, str, Typed, msgspec.Raw], Alert]
+"""``(id, tenant, record, event time as RFC 3339 UTC, verdict, raw) -> Alert``, per category."""
 
 
 def _attachment(
-    id_: str, tenant: str, record: Record, moment: datetime, typed: Typed, raw: msgspec.Raw
+    id_: str, tenant: str, record: Record, utc: str, typed: Typed, raw: msgspec.Raw
 ) -> Alert:
     a = cast(AttachmentLog, record)
     return Alert(
         id_, tenant, "attachment", typed.alert_type, typed.threat_id, typed.threat_name,
-        format_alert_time(moment), typed.severity, a.senderAddress, a.recipientAddress,
+        utc, typed.severity, a.senderAddress, a.recipientAddress,
         a.subject, a.messageId, None, a.fileName, a.fileHash, None, a.actionTriggered, a.route,
         raw,
     )  # fmt: skip
 
 
 def _impersonation(
-    id_: str, tenant: str, record: Record, moment: datetime, typed: Typed, raw: msgspec.Raw
+    id_: str, tenant: str, record: Record, utc: str, typed: Typed, raw: msgspec.Raw
 ) -> Alert:
     i = cast(ImpersonationLog, record)
     return Alert(
         id_, tenant, "impersonation", typed.alert_type, typed.threat_id, typed.threat_name,
-        format_alert_time(moment), typed.severity, i.senderAddress, i.recipientAddress,
+        utc, typed.severity, i.senderAddress, i.recipientAddress,
         i.subject, i.messageId, None, None, None, i.identifiers, i.action, None,
         raw,
     )  # fmt: skip
 
 
-def _url(
-    id_: str, tenant: str, record: Record, moment: datetime, typed: Typed, raw: msgspec.Raw
-) -> Alert:
+def _url(id_: str, tenant: str, record: Record, utc: str, typed: Typed, raw: msgspec.Raw) -> Alert:
     u = cast(ClickLog, record)
     return Alert(
         id_, tenant, "url", typed.alert_type, typed.threat_id, typed.threat_name,
-        format_alert_time(moment), typed.severity, u.fromUserEmailAddress, u.userEmailAddress,
+        utc, typed.severity, u.fromUserEmailAddress, u.userEmailAddress,
         u.subject, u.messageId, u.url, None, None, None, u.action, u.route,
         raw,
     )  # fmt: skip

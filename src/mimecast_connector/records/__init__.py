@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from mimecast_connector.records._models import (
     AttachmentLog,
+    Checker,
     ClickLog,
     ImpersonationLog,
     Invalid,
     Record,
+    Stamp,
     Valid,
+    make_checker,
     parse_event_time,
+    stamp,
     validate,
 )
 
 __all__ = [
     "AttachmentLog",
+    "Checker",
     "ClickLog",
     "ImpersonationLog",
     "Invalid",
     "Record",
+    "Stamp",
     "Valid",
+    "make_checker",
     "parse_event_time",
+    "stamp",
     "validate",
 ]

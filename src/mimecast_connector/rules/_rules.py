@@ -27,7 +27,7 @@ from typing import Literal, cast
 
 from mimecast_connector._categories import Category
 from mimecast_connector.records import AttachmentLog, ClickLog, ImpersonationLog, Record
-from mimecast_connector.rules._mapping import AttackTable
+from mimecast_connector.rules._mapping import AttackTable, Technique
 
 Severity = Literal["low", "medium", "high"]
 
@@ -96,13 +96,19 @@ def build_rules(category: Category, table: AttackTable) -> Rules:
 
         return impersonation
 
+    rows: dict[str, Technique] = {}  # lookups by alertType, memoised (few distinct values)
+
     def url(record: Record) -> str | Typed:
         record = cast(ClickLog, record)
         verdict = record.scanResult.casefold()
         if verdict == "clean":
             return CLEAN_URL
         alert_type = url_alert_type(record)
-        row = lookup(alert_type, category)
+        row = rows.get(alert_type)
+        if row is None:
+            row = lookup(alert_type, category)
+            if len(rows) < 4096:
+                rows[alert_type] = row
         severity: Severity
         if verdict != "malicious":
             severity = "low"

@@ -10,15 +10,21 @@ they were alerts, dropped as safe, or dead-lettered, and nothing is counted twic
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from hashlib import blake2b
 
 import msgspec
 
 from mimecast_connector._categories import Category
-from mimecast_connector.alerts import BUILDERS, Alert, IdentityCounter, alert_id, identity_key
-from mimecast_connector.records import Invalid, validate
+from mimecast_connector.alerts import (
+    BUILDERS,
+    Alert,
+    IdentityCounter,
+    id_prefix,
+    identity_getter,
+)
+from mimecast_connector.records import make_checker
 from mimecast_connector.rules import AttackTable, build_rules
 
 _encoder = msgspec.json.Encoder()
@@ -50,8 +56,11 @@ class Chain:
     def __init__(self, tenant: str, category: Category, table: AttackTable) -> None:
         self.tenant = tenant
         self.category = category
+        self._check = make_checker(category)
         self._rules = build_rules(category, table)
         self._build = BUILDERS[category]
+        self._identity = identity_getter(category)
+        self._prefix = id_prefix(tenant, category)
         self._counter = IdentityCounter()
 
     def new_window(self) -> None:
@@ -61,39 +70,40 @@ class Chain:
     def process(self, records: list[msgspec.Raw], now: float) -> Handled:
         """Handle one page. ``now`` stands in as the time of records whose own time is unreadable."""
         out = Handled()
-        tenant, category = self.tenant, self.category
-        rules, build, counter = self._rules, self._build, self._counter
+        tenant, category, prefix = self.tenant, self.category, self._prefix
+        check, rules, build, identity = self._check, self._rules, self._build, self._identity
+        occurrence = self._counter.occurrence
+        by_time = category is not Category.IMPERSONATION
         ids, alerts, dropped = out.ids, out.alerts, out.dropped
         newest = out.newest
         for raw in records:
-            checked = validate(category, raw)
-            if isinstance(checked, Invalid):
+            checked = check(raw)
+            if isinstance(checked, str):
                 dead_id = _dead_id(tenant, category, raw)
-                line = (
-                    _encoder.encode(DeadLetter(tenant, category.value, checked.reason, raw)) + b"\n"
-                )
+                line = _encoder.encode(DeadLetter(tenant, category.value, checked, raw)) + b"\n"
                 out.dead.append((dead_id, line))
                 ids.append((dead_id, now))
                 continue
-            record, moment = checked.record, checked.time
-            epoch = moment.timestamp()
+            record, (epoch, utc) = checked
             if newest is None or epoch > newest:
                 newest = epoch
             second = int(epoch)
-            key = identity_key(category, record, second)
-            id_ = alert_id(tenant, category, key, counter.occurrence(key, second))
+            key = b"%d\x1f%b" % (second, identity(record)) if by_time else identity(record)
+            id_ = blake2b(
+                b"%b%b\x1f%d" % (prefix, key, occurrence(key, second)), digest_size=16
+            ).hexdigest()
             ids.append((id_, epoch))
             verdict = rules(record)
             if isinstance(verdict, str):
                 dropped.append((id_, verdict))
             else:
-                alerts.append(build(id_, tenant, record, moment, verdict, raw))
+                alerts.append(build(id_, tenant, record, utc, verdict, raw))
         out.newest = newest
         return out
 
 
 def _dead_id(tenant: str, category: Category, raw: msgspec.Raw) -> str:
-    digest = hashlib.blake2b(bytes(raw), digest_size=16, person=b"dead-letter")
+    digest = blake2b(bytes(raw), digest_size=16, person=b"dead-letter")
     digest.update(f"\x1f{tenant}\x1f{category.value}".encode())
     return digest.hexdigest()
 

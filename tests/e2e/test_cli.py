@@ -1,0 +1,109 @@
+"""The command line: exit statuses, summaries, check, status and the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mimecast_connector._cli import main
+from tests.e2e.conftest import World
+
+BROKEN = """
+[[tenants]]
+name = "broken"
+base_url = "{url}"
+client_id = "nobody"
+client_secret = "wrong-secret-canary-77"
+"""
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_run_once_exits_0_and_writes_alerts(world: World) -> None:
+    """`run --once` on a healthy config delivers the expected alerts and exits 0."""
+    code, out = invoke("run", "--config", str(world.write_config()), "--once")
+    assert code == 0, out
+    assert len(world.alerts()) == len(world.expected())
+    assert "ok" in out
+
+
+def test_run_once_exits_1_naming_the_failure_and_still_delivers_the_rest(world: World) -> None:
+    """A tenant with bad credentials fails alone: exit 1, summary says what to check, acme is delivered."""
+    config = world.write_config(extra_tenant=BROKEN.format(url=world.sim.url))
+    code, out = invoke("run", "--config", str(config), "--once")
+    assert code == 1
+    assert "broken/url" in out
+    assert "client_secret" in out
+    assert "wrong-secret-canary-77" not in out
+    assert len(world.alerts()) == len(world.expected())
+
+
+def test_config_errors_exit_2_listing_every_problem(tmp_path: Path) -> None:
+    """A broken config exits 2 before anything runs, with each problem and its key path."""
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'lookback = "soon"\ntypo = 1\n[[tenants]]\nname = "a"\nclient_id = "x"\n'
+        'client_secret = "env:NOT_SET_ANYWHERE_42"\n[[sinks]]\ntype = "webhook"\nurl = "http://siem.example.net/x"\n'
+    )
+    code, out = invoke("run", "--config", str(path), "--once")
+    assert code == 2
+    for expected in (
+        "lookback",
+        "typo: unknown key",
+        "tenants[0].client_secret",
+        "NOT_SET_ANYWHERE_42",
+        "sinks[0].url",
+    ):
+        assert expected in out
+
+
+def test_check_authenticates_each_tenant(world: World) -> None:
+    """`check` says ok for good credentials and FAILED (exit 1) for bad ones."""
+    code, out = invoke("check", "--config", str(world.write_config()))
+    assert code == 0, out
+    assert "ok" in out
+    config = world.write_config(extra_tenant=BROKEN.format(url=world.sim.url))
+    code, out = invoke("check", "--config", str(config))
+    assert code == 1
+    assert "FAILED" in out
+    assert "broken" in out
+
+
+def test_status_shows_checkpoints_and_counts(world: World) -> None:
+    """`status` after a run shows each stream's checkpoint and its alert count."""
+    config = world.write_config()
+    invoke("run", "--config", str(config), "--once")
+    code, out = invoke("status", "--config", str(config))
+    assert code == 0, out
+    alerts = world.alerts()
+    per_category = {
+        c: sum(1 for a in alerts if a["category"] == c)
+        for c in ("attachment", "impersonation", "url")
+    }
+    for category, n in per_category.items():
+        block = out.split(f"acme / {category}")[1].split("acme / ")[0]
+        assert f"alerts {n}," in block
+        assert "checkpoint     20" in block
+
+
+def test_status_before_any_run_says_so(world: World) -> None:
+    """`status` with no state database yet exits 2 and says to run first."""
+    code, out = invoke("status", "--config", str(world.write_config()))
+    assert code == 2
+    assert "run the connector first" in out
+
+
+def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
+    """`demo --duration` starts the simulator, delivers typed alerts to demo-out, and exits 0."""
+    code, out = invoke("demo", "--out", str(tmp_path / "demo"), "--duration", "4")
+    assert code == 0, out
+    lines = (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()
+    assert len(lines) > 50
+    first = json.loads(lines[0])
+    assert first["threatId"].startswith("T")
+    assert "alerts delivered" in out
