@@ -100,23 +100,30 @@ class IdentityCounter:
     """Numbers records that are identical in every identity field, in the order they are read.
 
     Two clicks of one URL by one user in the same second are two events that no field tells
-    apart; the second gets occurrence 1. Records arrive oldest first and identical ones share a
-    second, so only the current second's keys are kept: memory stays bounded, and re-reading an
-    overlapping window numbers them the same way again.
+    apart; the second gets occurrence 1. Counts are kept per second for the seconds within
+    ``horizon`` of the newest one read: records arrive oldest first, so identical records are
+    never further apart than that, memory stays bounded however long the window, and re-reading
+    an overlapping window numbers them the same way again.
     """
 
-    __slots__ = ("_counts", "_second")
+    __slots__ = ("_by_second", "_horizon", "_newest")
 
-    def __init__(self) -> None:
-        self._second = -1
-        self._counts: dict[bytes, int] = {}
+    def __init__(self, horizon: int = 300) -> None:
+        self._horizon = horizon
+        self._newest = -1
+        self._by_second: dict[int, dict[bytes, int]] = {}
 
-    def occurrence(self, key: bytes, epoch: int) -> int:
-        if epoch != self._second:
-            self._second = epoch
-            self._counts.clear()
-        seen = self._counts.get(key, 0)
-        self._counts[key] = seen + 1
+    def occurrence(self, key: bytes, second: int) -> int:
+        counts = self._by_second.get(second)
+        if counts is None:
+            counts = self._by_second[second] = {}
+            if second > self._newest:
+                self._newest = second
+                if len(self._by_second) > 2 * self._horizon:
+                    oldest = second - self._horizon
+                    self._by_second = {s: c for s, c in self._by_second.items() if s >= oldest}
+        seen = counts.get(key, 0)
+        counts[key] = seen + 1
         return seen
 
 
@@ -137,7 +144,7 @@ def _digest(prefix: bytes, key: bytes, occurrence: int) -> str:
 def format_alert_time(moment: datetime) -> str:
     """RFC 3339 in UTC with ``Z``: ``2025-03-04T09:12:45Z`` (milliseconds only when present)."""
     moment = moment.astimezone(UTC)
-    if moment.microsecond:
+    if moment.microsecond >= 1000:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 

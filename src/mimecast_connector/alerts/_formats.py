@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -56,8 +56,13 @@ def attack_object(threat_id: str, threat_name: str) -> dict[str, Any]:
     return {"technique": {"uid": threat_id, "name": threat_name}}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def _epoch_ms(alert_time: str) -> int:
-    return int(datetime.fromisoformat(alert_time).timestamp() * 1000)
+    """Exact integer milliseconds (a float product can lose one)."""
+    return (datetime.fromisoformat(alert_time) - _EPOCH) // _MILLISECOND
 
 
 def to_ocsf(alert: Alert) -> dict[str, Any]:
@@ -138,7 +143,7 @@ def to_ocsf(alert: Alert) -> dict[str, Any]:
         },
         "finding_info": finding,
         "evidences": [evidence],
-        "raw_data": bytes(alert.raw).decode("utf-8"),
+        "raw_data": bytes(alert.raw).decode("utf-8", "replace"),
     }
     if alert.action is not None:
         out["status_detail"] = f"Mimecast action: {alert.action}"
@@ -152,22 +157,12 @@ BatchEncoder = Callable[[Sequence[Alert]], bytes]
 
 def encode_native_lines(alerts: Sequence[Alert]) -> bytes:
     """``native``, one JSON object a line."""
-    buffer = bytearray()
-    encode_into = _encoder.encode_into
-    for alert in alerts:
-        encode_into(alert, buffer, -1)
-        buffer += b"\n"
-    return bytes(buffer)
+    return _encoder.encode_lines(alerts)
 
 
 def encode_ocsf_lines(alerts: Sequence[Alert]) -> bytes:
     """``ocsf``, one JSON object a line."""
-    buffer = bytearray()
-    encode_into = _encoder.encode_into
-    for alert in alerts:
-        encode_into(to_ocsf(alert), buffer, -1)
-        buffer += b"\n"
-    return bytes(buffer)
+    return _encoder.encode_lines([to_ocsf(a) for a in alerts])
 
 
 def encode_native_array(alerts: Sequence[Alert]) -> bytes:

@@ -79,13 +79,20 @@ class ClientOptions:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of one window: the records as raw JSON, exactly as Mimecast sent them."""
+    """One page of one window: the records as raw JSON, as Mimecast sent them.
+
+    Two guarantees hold for every record, so that each can be written as one line of a JSON
+    lines file: it contains no raw line break (a CR or LF between JSON tokens, which only
+    whitespace can be, is replaced by a space), and, when ``utf8`` is true, it is valid UTF-8.
+    When ``utf8`` is false, some record of the page is not: check each before writing it.
+    """
 
     category: Category
     records: list[msgspec.Raw]
     number: int
     total_count: int | None
     request_id: str
+    utf8: bool = True
 
 
 def format_time(moment: datetime) -> str:
@@ -316,7 +323,7 @@ class MimecastClient:
             if token is not None:
                 pagination["pageToken"] = token
             body = _ENCODER.encode({"meta": {"pagination": pagination}, "data": [window]})
-            page, request_id = await self._call(
+            (page, utf8), request_id = await self._call(
                 category.path,
                 category,
                 body,
@@ -328,7 +335,7 @@ class MimecastClient:
             records = _records_of(page)
             meta = page.meta.pagination or _Pagination()
             if records:
-                yield Page(category, records, number, meta.totalCount, request_id)
+                yield Page(category, records, number, meta.totalCount, request_id, utf8)
             if not meta.next or not records:
                 return
             if meta.next in seen:
@@ -531,12 +538,20 @@ class MimecastClient:
     # --- decoding ------------------------------------------------------------------------
 
     @staticmethod
-    def _decode_page(decoder: msgspec.json.Decoder[Any], body: bytes) -> tuple[_PageT, list[_Fail]]:
+    def _decode_page(
+        decoder: msgspec.json.Decoder[Any], body: bytes
+    ) -> tuple[tuple[_PageT, bool], list[_Fail]]:
+        """The page, and whether its body is valid UTF-8 (see :class:`Page`)."""
+        if b"\n" in body or b"\r" in body:
+            # Outside strings these are whitespace; inside strings JSON forbids them raw.
+            body = body.replace(b"\r", b" ").replace(b"\n", b" ")
         try:
             page: _PageT = decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
-        return page, page.fail
+        except RecursionError:
+            raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
+        return (page, _is_utf8(body)), page.fail
 
     @staticmethod
     def _decode_token(body: bytes) -> tuple[Mapping[str, Any], list[_Fail]]:
@@ -612,6 +627,17 @@ def _too_large(cap: int) -> _GiveUp:
         f"more than {cap} bytes; raise max_body_bytes or lower page_size",
         [],
     )
+
+
+def _is_utf8(body: bytes) -> bool:
+    """Whether ``body`` is UTF-8; ASCII bodies (the common case) are checked at memory speed."""
+    if body.isascii():
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _describe_decode_error(exc: msgspec.DecodeError, body: bytes) -> str:

@@ -35,6 +35,7 @@ from pydantic import (
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import ConfigError
 from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
+from mimecast_connector.rules import load_table
 
 DEFAULT_BASE_URL_V2 = "https://api.services.mimecast.com"
 
@@ -304,7 +305,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         ) from None
     base_dir = path.resolve().parent
     resolver = SecretResolver(os.environ if environ is None else environ, base_dir)
-    problems = _cross_checks(data)
+    problems = _cross_checks(data) + _mapping_problems(data, base_dir)
     try:
         config = Config.model_validate(data, context={"resolver": resolver})
     except ValidationError as exc:
@@ -312,6 +313,19 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     return _anchor(config, base_dir)
+
+
+def _mapping_problems(data: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
+    """The ATT&CK mapping file's problems, so they are reported with the rest."""
+    mapping = data.get("mapping")
+    if not isinstance(mapping, str):
+        return []
+    path = Path(mapping)
+    try:
+        load_table(path if path.is_absolute() else base_dir / path)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 _NEEDED = {

@@ -72,6 +72,8 @@ def load_table(user_file: Path | None = None) -> AttackTable:
             raise ConfigError(
                 [("mapping", f"cannot read {str(user_file)!r}: {exc.strerror}")]
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError([("mapping", f"{str(user_file)!r} is not UTF-8 text")]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(
                 [("mapping", f"{str(user_file)!r} is not valid TOML: {exc}")]
@@ -99,8 +101,10 @@ def _parse(data: Mapping[str, Any], where: str) -> tuple[str, dict[str, Techniqu
         version = ""
     raw_rows = data.get("rows", [])
     if not isinstance(raw_rows, list):
-        raise ConfigError([(f"{where}.rows", "must be an array of tables ([[rows]])")])
+        problems.append((f"{where}.rows", "must be an array of tables ([[rows]])"))
+        raw_rows = []
     rows: dict[str, Technique] = {}
+    seen: set[str] = set()
     for index, row in enumerate(raw_rows):
         path = f"{where}.rows[{index}]"
         if not isinstance(row, dict):
@@ -110,18 +114,26 @@ def _parse(data: Mapping[str, Any], where: str) -> tuple[str, dict[str, Techniqu
         alert_type, threat_id, threat_name = (
             row.get(k) for k in ("alertType", "threatId", "threatName")
         )
+        good = True
         if not isinstance(alert_type, str) or not alert_type.strip():
             problems.append((f"{path}.alertType", "must be a non-empty string"))
-            continue
+            good = False
+        elif key(alert_type) in seen:
+            problems.append((f"{path}.alertType", f"{alert_type!r} appears twice in this file"))
+        else:
+            seen.add(key(alert_type))
         if not isinstance(threat_id, str) or not _ID.fullmatch(threat_id):
             problems.append(
                 (f"{path}.threatId", "must be an ATT&CK id like TA0001, T1078 or T1598.003")
             )
+            good = False
         if not isinstance(threat_name, str) or not threat_name.strip():
             problems.append((f"{path}.threatName", "must be a non-empty string"))
-        if key(alert_type) in rows:
-            problems.append((f"{path}.alertType", f"{alert_type!r} appears twice in this file"))
-        if isinstance(threat_id, str) and isinstance(threat_name, str):
+            good = False
+        if good:
+            assert isinstance(alert_type, str)
+            assert isinstance(threat_id, str)
+            assert isinstance(threat_name, str)
             rows[key(alert_type)] = Technique(threat_id, threat_name.strip())
     if problems:
         raise ConfigError(problems)

@@ -27,7 +27,7 @@ from typing import Literal, cast
 
 from mimecast_connector._categories import Category
 from mimecast_connector.records import AttachmentLog, ClickLog, ImpersonationLog, Record
-from mimecast_connector.rules._mapping import AttackTable, Technique
+from mimecast_connector.rules._mapping import AttackTable
 
 Severity = Literal["low", "medium", "high"]
 
@@ -60,57 +60,57 @@ def url_alert_type(record: ClickLog) -> str:
 
 
 def build_rules(category: Category, table: AttackTable) -> Rules:
-    """The rules of ``category``, with ``table`` bound in."""
+    """The rules of ``category``, with ``table`` bound in.
+
+    Verdicts are immutable and few (an alertType times three severities), so they are built
+    once and shared instead of allocated per record.
+    """
     lookup = table.lookup
+    verdicts: dict[tuple[str, Severity], Typed] = {}
+
+    def verdict(alert_type: str, severity: Severity) -> Typed:
+        found = verdicts.get((alert_type, severity))
+        if found is None:
+            row = lookup(alert_type, category)
+            found = Typed(alert_type, row.threat_id, row.threat_name, severity)
+            if len(verdicts) < 4096:  # alertTypes come from the data: bound the memo
+                verdicts[(alert_type, severity)] = found
+        return found
+
     if category is Category.ATTACHMENT:
-        attachment_type = "Unsafe Email Attachment"
-        attachment_row = lookup(attachment_type, category)
+        high = verdict("Unsafe Email Attachment", "high")
+        medium = verdict("Unsafe Email Attachment", "medium")
 
         def attachment(record: Record) -> str | Typed:
-            result = cast(AttachmentLog, record).result.casefold()
-            if result in ("safe", "clean"):
+            result = cast(AttachmentLog, record).result.strip().casefold()
+            if result == "malicious" or result == "unsafe":
+                return high
+            if result == "safe" or result == "clean":
                 return SAFE_ATTACHMENT
-            severity: Severity = "high" if result in ("malicious", "unsafe") else "medium"
-            return Typed(
-                attachment_type, attachment_row.threat_id, attachment_row.threat_name, severity
-            )
+            return medium
 
         return attachment
 
     if category is Category.IMPERSONATION:
-        impersonation_type = "Impersonation Attempt"
-        impersonation_row = lookup(impersonation_type, category)
+        delivered = verdict("Impersonation Attempt", "high")
+        stopped = verdict("Impersonation Attempt", "medium")
 
         def impersonation(record: Record) -> str | Typed:
             record = cast(ImpersonationLog, record)
             if record.taggedMalicious is False:
                 return NOT_MALICIOUS_IMPERSONATION
-            action = (record.action or "").casefold()
-            severity: Severity = "high" if action in ("", "none") else "medium"
-            return Typed(
-                impersonation_type,
-                impersonation_row.threat_id,
-                impersonation_row.threat_name,
-                severity,
-            )
+            action = record.action
+            return delivered if not action or action.casefold() == "none" else stopped
 
         return impersonation
 
-    rows: dict[str, Technique] = {}  # lookups by alertType, memoised (few distinct values)
-
     def url(record: Record) -> str | Typed:
         record = cast(ClickLog, record)
-        verdict = record.scanResult.casefold()
-        if verdict == "clean":
+        scan = record.scanResult.strip().casefold()
+        if scan == "clean":
             return CLEAN_URL
-        alert_type = url_alert_type(record)
-        row = rows.get(alert_type)
-        if row is None:
-            row = lookup(alert_type, category)
-            if len(rows) < 4096:
-                rows[alert_type] = row
         severity: Severity
-        if verdict != "malicious":
+        if scan != "malicious":
             severity = "low"
         elif (record.creationMethod or "").casefold() == "user click" and (
             record.action or ""
@@ -118,6 +118,6 @@ def build_rules(category: Category, table: AttackTable) -> Rules:
             severity = "high"
         else:
             severity = "medium"
-        return Typed(alert_type, row.threat_id, row.threat_name, severity)
+        return verdict(url_alert_type(record), severity)
 
     return url

@@ -24,19 +24,20 @@ from mimecast_connector.alerts import (
     id_prefix,
     identity_getter,
 )
-from mimecast_connector.records import make_checker
+from mimecast_connector.records import check_utf8, make_checker
 from mimecast_connector.rules import AttackTable, build_rules
 
 _encoder = msgspec.json.Encoder()
 
 
 class DeadLetter(msgspec.Struct):
-    """One line of the dead-letter file."""
+    """One line of the dead-letter file. ``raw`` is the record as received, or, when it is
+    not UTF-8, its text with U+FFFD in place of the bytes that are not."""
 
     tenant: str
     category: str
     reason: str
-    raw: msgspec.Raw
+    raw: msgspec.Raw | str
 
 
 @dataclass(slots=True)
@@ -67,8 +68,12 @@ class Chain:
         """Occurrence numbers restart with every window read."""
         self._counter = IdentityCounter()
 
-    def process(self, records: list[msgspec.Raw], now: float) -> Handled:
-        """Handle one page. ``now`` stands in as the time of records whose own time is unreadable."""
+    def process(self, records: list[msgspec.Raw], now: float, *, utf8: bool = True) -> Handled:
+        """Handle one page. ``now`` stands in as the time of records whose own time is unreadable.
+
+        ``utf8`` is the client's word that the whole page is UTF-8; when it is not, each
+        record is checked, and those that are not are dead-lettered.
+        """
         out = Handled()
         tenant, category, prefix = self.tenant, self.category, self._prefix
         check, rules, build, identity = self._check, self._rules, self._build, self._identity
@@ -77,10 +82,13 @@ class Chain:
         ids, alerts, dropped = out.ids, out.alerts, out.dropped
         newest = out.newest
         for raw in records:
-            checked = check(raw)
+            checked = check(raw) if utf8 else (check_utf8(raw) or check(raw))
             if isinstance(checked, str):
                 dead_id = _dead_id(tenant, category, raw)
-                line = _encoder.encode(DeadLetter(tenant, category.value, checked, raw)) + b"\n"
+                kept: msgspec.Raw | str = raw
+                if not utf8 and check_utf8(raw) is not None:
+                    kept = bytes(raw).decode("utf-8", "replace")
+                line = _encoder.encode(DeadLetter(tenant, category.value, checked, kept)) + b"\n"
                 out.dead.append((dead_id, line))
                 ids.append((dead_id, now))
                 continue

@@ -187,7 +187,7 @@ class Runner:
         try:
             async for page in client.pages(category, start, end):
                 result.pages += 1
-                handled = chain.process(page.records, now.timestamp())
+                handled = chain.process(page.records, now.timestamp(), utf8=page.utf8)
                 delivered = await self._deliver(tenant, category, handled)
                 result.alerts += delivered.get("alerts", 0)
                 for name, value in delivered.items():

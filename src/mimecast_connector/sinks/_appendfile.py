@@ -4,8 +4,10 @@ Each append is written and fsynced, and returns the file's new size: the *positi
 runner commits to the state store in the same transaction as the checkpoint. Before each
 append the file is cut back to the last committed position, so a tail written by a batch
 that never committed (the process died, or another sink refused the batch) is removed before
-that batch is written again. A file shorter than the committed position was rotated or
-truncated outside the connector: that is logged, and appending goes on from its end.
+that batch is written again. A file shorter than the committed position was truncated outside
+the connector, and a path that names another file than the one open was rotated: both are
+logged, and appending goes on from the end of the file the path names. (A batch written just
+before a rotation and not committed stays in the rotated file and is written again to the new.)
 
 Blocking file work runs in a worker thread; one append at a time (the runner's delivery lock).
 """
@@ -80,6 +82,7 @@ class AppendFile:
         if self._file is None:
             raise SinkRejectedError("append() before open()", sink=self.name)
         try:
+            self._follow_rotation()
             self._cut_back()
             self._file.write(data)
             self._file.flush()
@@ -89,6 +92,25 @@ class AppendFile:
             raise SinkUnavailableError(
                 f"cannot write {str(self.path)!r}: {exc.strerror}", sink=self.name
             ) from None
+
+    def _follow_rotation(self) -> None:
+        """If the path now names another file (renamed away by a log rotator), open that one."""
+        assert self._file is not None
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        held = os.fstat(self._file.fileno())
+        if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            return
+        self._file.close()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+        self._committed = os.fstat(self._file.fileno()).st_size
+        _log.warning(
+            "file_rotated",
+            file=self.name,
+            reason="the path names a new file (rotated or removed); appending to it from its end",
+        )
 
     def committed(self, position: str) -> None:
         """The append that returned ``position`` is committed."""

@@ -96,6 +96,9 @@ class StateStore:
             raise StateError(f"cannot open the state database {str(path)!r}: {exc}") from None
         try:
             self._setup()
+        except StateError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StateError(
@@ -109,21 +112,25 @@ class StateStore:
             raise sqlite3.DatabaseError(
                 f"integrity check failed: {check[0] if check else 'no answer'}"
             )
+        # The version is checked before anything is written, so a newer file is left untouched.
+        if db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone():
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and row[0] != str(SCHEMA_VERSION):
+                raise StateError(
+                    f"the state database {str(self.path)!r} has schema version {row[0]}, this "
+                    f"version of mimecast-connector reads version {SCHEMA_VERSION}: use the "
+                    "matching release"
+                )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("BEGIN IMMEDIATE")
         for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
             db.execute(statement)
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
+        if db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
             db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-        elif row[0] != str(SCHEMA_VERSION):
-            db.execute("ROLLBACK")
-            raise StateError(
-                f"the state database {str(self.path)!r} has schema version {row[0]}, this version of "
-                f"mimecast-connector reads version {SCHEMA_VERSION}: use the matching release"
-            )
         db.execute("COMMIT")
 
     def close(self) -> None:

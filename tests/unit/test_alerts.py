@@ -1,0 +1,531 @@
+"""Unit tests of alerts: golden native output, identity, and the OCSF Detection Finding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ocsf.v1_5_0.events import DetectionFinding
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from mimecast_connector import Category
+from mimecast_connector.alerts import (
+    ARRAY_ENCODERS,
+    LINE_ENCODERS,
+    OCSF_VERSION,
+    Alert,
+    alert_id,
+    attack_object,
+    format_alert_time,
+    identity_key,
+    to_ocsf,
+)
+from mimecast_connector.client import MimecastClient, OAuth2ClientCredentials
+from mimecast_connector.records import Valid, validate
+from mimecast_connector.rules import load_table
+from mimecast_connector.runner import Chain, Handled, count
+from tests.unit import samples
+
+ATT, IMP, URL = Category.ATTACHMENT, Category.IMPERSONATION, Category.URL
+#: Golden native lines, written by hand from alert-rules.md and the §12 samples. Their ids are
+#: pinned on purpose: BLAKE2b-128 of ``tenant␟category␟`` + key + ``␟occurrence``, the key being
+#: ``second␟`` + the JSON array of the category's identity fields (impersonation: ``[id]``).
+#: Ids are stored in the state database, so a changed id algorithm re-delivers every alert
+#: still inside the lookback window after an upgrade: update these files only deliberately.
+GOLDEN = Path(__file__).parent / "golden"
+TABLE = load_table()
+NATIVE_KEYS = [
+    "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
+    "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
+    "identifiers", "action", "route", "raw",
+]  # fmt: skip
+
+#: One §12 record of each category, on one line, and its golden native alert.
+CASES = [
+    (ATT, samples.ATTACHMENT_LINE, "native-attachment.jsonl"),
+    (IMP, samples.IMPERSONATION_LINE, "native-impersonation.jsonl"),
+    (URL, samples.URL_CLICK_LINE, "native-url.jsonl"),
+]
+
+
+def process(category: Category, *records: bytes, tenant: str = "acme") -> Handled:
+    """One page through a fresh chain."""
+    return Chain(tenant, category, TABLE).process([msgspec.Raw(r) for r in records], 0.0)
+
+
+def alert_of(category: Category, record: bytes, tenant: str = "acme") -> Alert:
+    handled = process(category, record, tenant=tenant)
+    assert not handled.dead, handled.dead
+    assert len(handled.alerts) == 1, handled
+    return handled.alerts[0]
+
+
+def id_of(category: Category, record: bytes, tenant: str = "acme") -> str:
+    """The id of ``record``, whether it became an alert or was dropped."""
+    handled = process(category, record, tenant=tenant)
+    assert not handled.dead, handled.dead
+    return handled.ids[0][0]
+
+
+class _RawOnly(msgspec.Struct):
+    raw: msgspec.Raw
+
+
+# --- native: golden files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_native_line_matches_the_golden_file(
+    category: Category, record: bytes, golden: str
+) -> None:
+    """The native JSON line of each category's §12 record is byte for byte the hand-written golden line."""
+    line = LINE_ENCODERS["native"]([alert_of(category, record)])
+    assert line == (GOLDEN / golden).read_bytes()
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_native_keys_order_raw_and_time(category: Category, record: bytes, golden: str) -> None:
+    """Keys come in the documented order, ``raw`` is the input bytes unchanged, ``time`` is RFC 3339 UTC with Z."""
+    line = LINE_ENCODERS["native"]([alert_of(category, record)])
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert list(json.loads(line)) == NATIVE_KEYS
+    assert bytes(msgspec.json.decode(line, type=_RawOnly).raw) == record
+    when = json.loads(line)["time"]
+    assert when.endswith("Z")
+    assert datetime.fromisoformat(when).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("category", "record", "absent"),
+    [
+        (ATT, samples.ATTACHMENT_LINE, {"url", "identifiers"}),
+        (IMP, samples.IMPERSONATION_LINE, {"url", "fileName", "fileHash", "route"}),
+        (URL, samples.URL_CLICK_LINE, {"fileName", "fileHash", "identifiers"}),
+    ],
+)
+def test_native_nulls_are_exactly_what_a_category_lacks(
+    category: Category, record: bytes, absent: set[str]
+) -> None:
+    """A field a category's log has no value for is null; every other field of the sample is filled."""
+    native = json.loads(LINE_ENCODERS["native"]([alert_of(category, record)]))
+    assert {key for key, value in native.items() if value is None} == absent
+
+
+def test_native_array_is_the_golden_lines_as_one_array() -> None:
+    """The array encoder writes the same objects, in order, as one JSON array; lines concatenate."""
+    alerts = [alert_of(category, record) for category, record, _ in CASES]
+    goldens = [(GOLDEN / golden).read_bytes() for _, _, golden in CASES]
+    assert (
+        ARRAY_ENCODERS["native"](alerts)
+        == b"[" + b",".join(g.rstrip(b"\n") for g in goldens) + b"]"
+    )
+    assert LINE_ENCODERS["native"](alerts) == b"".join(goldens)
+    assert LINE_ENCODERS["native"]([]) == b""
+    assert ARRAY_ENCODERS["native"]([]) == b"[]"
+
+
+@pytest.mark.parametrize(
+    ("category", "record"),
+    [(ATT, samples.ATTACHMENT_MALICIOUS), (IMP, samples.IMPERSONATION), (URL, samples.URL_CLICK)],
+)
+def test_raw_keeps_the_verbatim_bytes_of_a_multi_line_record(
+    category: Category, record: bytes
+) -> None:
+    """A record with line breaks between its tokens (the §12 texts as printed) keeps them in ``raw``."""
+    array = ARRAY_ENCODERS["native"]([alert_of(category, record)])
+    assert bytes(msgspec.json.decode(array, type=list[_RawOnly])[0].raw) == record
+
+
+async def test_a_multi_line_record_still_encodes_as_one_line() -> None:
+    """Records with line breaks between tokens (the §12 texts as printed) still give one line per alert.
+
+    The client guarantees it: a raw CR or LF in a page can only be whitespace between tokens, and
+    it is replaced by a space before the records are handed on.
+    """
+    page = (
+        b'{"meta":{"status":200,"pagination":{}},"data":[{"impersonationLogs":['
+        + samples.IMPERSONATION
+        + b']}],\n"fail":[]}'
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t0ken", "expires_in": 1800})
+        return httpx.Response(200, content=page)
+
+    auth = OAuth2ClientCredentials("cid", SecretStr("secret"))
+    async with MimecastClient(
+        tenant="acme", base_url="https://api.services.mimecast.com", auth=auth,
+        transport=httpx.MockTransport(answer),
+    ) as client:  # fmt: skip
+        end = datetime.now(UTC)
+        pages = [p async for p in client.pages(IMP, end - timedelta(hours=1), end)]
+    assert b"\n" in samples.IMPERSONATION
+    handled = Chain("acme", IMP, TABLE).process(pages[0].records, 0.0, utf8=pages[0].utf8)
+    line = LINE_ENCODERS["native"](handled.alerts)
+    assert line.count(b"\n") == 1
+    assert json.loads(line)["raw"] == json.loads(samples.IMPERSONATION)
+
+
+def test_the_entry_scan_sample_alert() -> None:
+    """The §12.4 Entry Scan record is a medium alert typed by creationMethod, with the URL Protection row."""
+    alert = alert_of(URL, samples.URL_ENTRY_SCAN_LINE)
+    assert (alert.alertType, alert.threatId, alert.threatName, alert.severity) == (
+        "Entry Scan",
+        "T1598.003",
+        "Spearphishing Link",
+        "medium",
+    )
+    assert (alert.sender, alert.recipient, alert.route) == (
+        "it@example.com",
+        "ops@example.com",
+        "internal",
+    )
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (datetime(2025, 3, 4, 9, 12, 45, tzinfo=UTC), "2025-03-04T09:12:45Z"),
+        (datetime(2025, 3, 4, 9, 12, 45, 120_000, tzinfo=UTC), "2025-03-04T09:12:45.120Z"),
+        (datetime(2025, 3, 4, 9, 12, 45, 999_999, tzinfo=UTC), "2025-03-04T09:12:45.999Z"),
+        (datetime(2025, 3, 4, 11, 12, 45, tzinfo=UTC).astimezone(), "2025-03-04T11:12:45Z"),
+    ],
+)
+def test_alert_time_is_rfc3339_utc_with_z(moment: datetime, text: str) -> None:
+    """Alert times are UTC with Z, with milliseconds only when the event had a fraction."""
+    assert format_alert_time(moment) == text
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+
+def reserialize(record: bytes, order: list[int], time_suffix: str, indent: int | None) -> bytes:
+    """``record`` with its keys in ``order``, its time's offset spelled ``time_suffix``."""
+    fields = list(json.loads(record).items())
+    out = {}
+    for index in order:
+        key, value = fields[index]
+        if key in ("date", "eventTime"):
+            value = value.removesuffix("+0000") + time_suffix
+        out[key] = value
+    return json.dumps(out, indent=indent, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_the_same_record_always_gets_the_same_id(
+    category: Category, record: bytes, golden: str
+) -> None:
+    """The same record read twice, by separate chains, gets the same id (the golden file's)."""
+    expected = json.loads((GOLDEN / golden).read_bytes())["id"]
+    assert id_of(category, record) == id_of(category, record) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=st.sampled_from(CASES),
+    data=st.data(),
+    suffix=st.sampled_from(["+0000", "Z", "+00:00", "-00:00"]),
+    indent=st.sampled_from([None, 1, 4]),
+)
+def test_any_key_order_and_time_spelling_gives_the_same_id(
+    case: tuple[Category, bytes, str], data: st.DataObject, suffix: str, indent: int | None
+) -> None:
+    """A record re-serialized with its keys in any order and its UTC offset spelled any way keeps its id."""
+    category, record, _ = case
+    size = len(json.loads(record))
+    order = data.draw(st.permutations(range(size)))
+    again = reserialize(record, order, suffix, indent)
+    assert id_of(category, again) == id_of(category, record)
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_chain_ids_are_the_public_identity_functions(
+    category: Category, record: bytes, golden: str
+) -> None:
+    """The chain's hot path computes the ids that identity_key and alert_id define, occurrences included."""
+    checked = validate(category, record)
+    assert isinstance(checked, Valid)
+    key = identity_key(category, checked.record, int(checked.time.timestamp()))
+    handled = process(category, record, record)
+    assert [id_ for id_, _ in handled.ids] == [
+        alert_id("acme", category, key, 0),
+        alert_id("acme", category, key, 1),
+    ]
+
+
+def test_two_attachments_of_one_message_get_different_ids() -> None:
+    """Two files of one message (same messageId and date) are two alerts with two ids."""
+    other = json.loads(samples.ATTACHMENT_LINE)
+    other.update(fileName="Remittance_8841.pdf", fileHash="ab" * 32, fileType="application/pdf")
+    handled = process(ATT, samples.ATTACHMENT_LINE, json.dumps(other).encode())
+    assert len(handled.alerts) == 2
+    assert handled.alerts[0].id != handled.alerts[1].id
+
+
+def test_two_users_clicking_one_url_get_different_ids() -> None:
+    """Clicks of one URL of one message by two users in the same second are two alerts."""
+    other = json.loads(samples.URL_CLICK_LINE)
+    other["userEmailAddress"] = "j.doe@example.com"
+    handled = process(URL, samples.URL_CLICK_LINE, json.dumps(other).encode())
+    assert len({alert.id for alert in handled.alerts}) == 2
+
+
+def test_impersonation_ids_follow_mimecasts_id() -> None:
+    """Two impersonation logs differing only in Mimecast's id get different ids."""
+    other = json.loads(samples.IMPERSONATION_LINE)
+    other["id"] = "MTOKEN:eNqrSYNTHETIC0002"
+    assert id_of(IMP, json.dumps(other).encode()) != id_of(IMP, samples.IMPERSONATION_LINE)
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_identical_records_in_one_window_are_numbered_and_renumbered_alike(
+    category: Category, record: bytes, golden: str
+) -> None:
+    """Records identical in every field get distinct ids in a window, across its pages, and the same ids on re-reading."""
+    chain = Chain("acme", category, TABLE)
+    first = chain.process([msgspec.Raw(record), msgspec.Raw(record)], 0.0)
+    next_page = chain.process([msgspec.Raw(record)], 0.0)
+    ids = [id_ for id_, _ in first.ids + next_page.ids]
+    assert len(set(ids)) == 3
+    chain.new_window()
+    again = chain.process([msgspec.Raw(record)] * 3, 0.0)
+    assert [id_ for id_, _ in again.ids] == ids
+
+
+@pytest.mark.parametrize(("category", "record", "golden"), CASES)
+def test_different_tenants_get_different_ids(
+    category: Category, record: bytes, golden: str
+) -> None:
+    """The same record in two tenants is two alerts."""
+    assert id_of(category, record, tenant="acme") != id_of(category, record, tenant="globex")
+
+
+def test_a_safe_record_has_an_id_too() -> None:
+    """Dropped records get ids (the runner remembers them), counted as dropped with their reason."""
+    handled = process(ATT, samples.ATTACHMENT_MALICIOUS, samples.ATTACHMENT_SAFE)
+    assert len(handled.alerts) == 1
+    assert handled.dropped == [(handled.ids[1][0], "attachment result safe or clean")]
+    assert handled.ids[1][1] == datetime(2025, 3, 4, 9, 10, 2, tzinfo=UTC).timestamp()
+    assert handled.newest == datetime(2025, 3, 4, 9, 12, 45, tzinfo=UTC).timestamp()
+
+
+def test_a_page_is_counted_by_kind_and_only_once() -> None:
+    """Alerts, drops and dead letters are counted per kind, only for ids not handled before."""
+    bad = b'{"date":"yesterday","result":"malicious"}'
+    handled = Chain("acme", ATT, TABLE).process(
+        [msgspec.Raw(r) for r in (samples.ATTACHMENT_LINE, samples.ATTACHMENT_SAFE, bad)], 1234.0
+    )
+    ids = [id_ for id_, _ in handled.ids]
+    assert len(set(ids)) == 3
+    assert handled.ids[2] == (handled.dead[0][0], 1234.0)
+    dead = json.loads(handled.dead[0][1])
+    assert dead == {
+        "tenant": "acme",
+        "category": "attachment",
+        "reason": "$.date: not a valid time with a UTC offset: 'yesterday'",
+        "raw": json.loads(bad),
+    }
+    assert count(handled, set(ids)) == {
+        "fetched": 3,
+        "duplicates": 0,
+        "alerts": 1,
+        "dead_lettered": 1,
+        "dropped: attachment result safe or clean": 1,
+    }
+    assert +count(handled, {ids[1]}) == {
+        "fetched": 3,
+        "duplicates": 2,
+        "dropped: attachment result safe or clean": 1,
+    }
+
+
+def test_a_record_that_is_not_utf8_never_breaks_the_ocsf_batch() -> None:
+    """On a page the client flags as not UTF-8, the bad record is dead-lettered and OCSF encodes."""
+    raw = b'{"date":"2025-03-04T09:12:45+0000","result":"malicious","details":"\xff"}'
+    records = [msgspec.Raw(samples.ATTACHMENT_LINE), msgspec.Raw(raw)]
+    handled = Chain("acme", ATT, TABLE).process(records, 0.0, utf8=False)
+    assert len(handled.alerts) == 1
+    assert len(handled.dead) == 1
+    dead = json.loads(handled.dead[0][1])
+    assert dead["reason"].startswith("$: not valid JSON (not UTF-8")
+    assert "\ufffd" in dead["raw"]
+    LINE_ENCODERS["ocsf"](handled.alerts)
+
+
+# --- OCSF --------------------------------------------------------------------------------------
+
+
+def extras(value: object, path: str = "$") -> Iterator[str]:
+    """Paths of every key the OCSF models did not know, anywhere in a validated tree."""
+    if isinstance(value, BaseModel):
+        for key in value.__pydantic_extra__ or {}:
+            yield f"{path}.{key}"
+        for name in type(value).model_fields:
+            yield from extras(getattr(value, name), f"{path}.{name}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from extras(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from extras(item, f"{path}.{key}")
+
+
+def validated(finding: dict[str, Any]) -> DetectionFinding:
+    """``finding`` as a validated OCSF 1.5.0 Detection Finding with no unknown key anywhere."""
+    model = DetectionFinding.model_validate(finding)
+    assert list(extras(model)) == []
+    return model
+
+
+def url_alert(ttp: str, scan: str = "malicious") -> Alert:
+    record = json.loads(samples.URL_CLICK_LINE)
+    record.update(ttpDefinition=ttp, scanResult=scan)
+    return alert_of(URL, json.dumps(record).encode())
+
+
+ALL_ALERTS = [
+    *(alert_of(category, record) for category, record, _ in CASES),
+    alert_of(URL, samples.URL_ENTRY_SCAN_LINE),
+    url_alert("IP Temporarily Blacklisted"),
+    url_alert("Submitter failed to authenticate", scan="timeout"),
+]
+
+
+@pytest.mark.parametrize("alert", ALL_ALERTS, ids=lambda a: f"{a.category}-{a.threatId}")
+def test_ocsf_output_is_a_valid_detection_finding(alert: Alert) -> None:
+    """Every alert's OCSF form validates as an OCSF 1.5.0 Detection Finding with no unknown key."""
+    model = validated(to_ocsf(alert))
+    assert model.class_uid == 2004
+
+
+def test_ocsf_line_and_array_encoders_write_valid_findings() -> None:
+    """Both OCSF encoders write the same findings, each valid: one per line, or one array."""
+    lines = LINE_ENCODERS["ocsf"](ALL_ALERTS).splitlines()
+    array = json.loads(ARRAY_ENCODERS["ocsf"](ALL_ALERTS))
+    assert len(lines) == len(array) == len(ALL_ALERTS)
+    for line, item, alert in zip(lines, array, ALL_ALERTS, strict=True):
+        assert json.loads(line) == item == json.loads(json.dumps(to_ocsf(alert)))
+        validated(item)
+
+
+@pytest.mark.parametrize(
+    ("alert", "severity_id", "epoch_ms"),
+    [
+        (ALL_ALERTS[0], 4, 1_741_079_565_000),
+        (ALL_ALERTS[1], 3, 1_741_078_519_000),
+        (ALL_ALERTS[5], 2, 1_741_082_493_000),
+    ],
+    ids=["high", "medium", "low"],
+)
+def test_ocsf_maps_the_alert_fields(alert: Alert, severity_id: int, epoch_ms: int) -> None:
+    """class 2004, finding uid and title, epoch-ms time, severity id, OCSF version and raw text map as documented."""
+    finding = to_ocsf(alert)
+    model = validated(finding)
+    assert (model.class_uid, model.category_uid, model.type_uid) == (2004, 2, 200401)
+    assert model.finding_info.uid == alert.id
+    assert model.finding_info.title == alert.alertType
+    assert finding["time"] == model.time == epoch_ms
+    assert model.finding_info.first_seen_time == epoch_ms
+    assert finding["severity_id"] == severity_id
+    assert model.metadata.version == OCSF_VERSION == "1.5.0"
+    assert model.raw_data == bytes(alert.raw).decode("utf-8")
+    assert finding["raw_data"].encode() == bytes(alert.raw)
+
+
+def test_ocsf_attacks_tactic_technique_and_sub_technique() -> None:
+    """TA0001 is a tactic only; T1078 a technique only; T1598.003 a sub-technique under technique T1598."""
+    tactic, technique, sub = (
+        validated(to_ocsf(alert)).finding_info.attacks
+        for alert in (ALL_ALERTS[4], ALL_ALERTS[5], ALL_ALERTS[2])
+    )
+    assert tactic is not None
+    assert technique is not None
+    assert sub is not None
+    assert [a.model_dump(exclude_none=True) for a in tactic] == [
+        {"tactic": {"uid": "TA0001", "name": "Initial Access"}}
+    ]
+    assert [a.model_dump(exclude_none=True) for a in technique] == [
+        {"technique": {"uid": "T1078", "name": "Valid Accounts"}}
+    ]
+    assert [a.model_dump(exclude_none=True) for a in sub] == [
+        {
+            "technique": {"uid": "T1598", "name": "Phishing for Information"},
+            "sub_technique": {"uid": "T1598.003", "name": "Spearphishing Link"},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("threat_id", "threat_name", "expected"),
+    [
+        ("TA0005", "Defense Evasion", {"tactic": {"uid": "TA0005", "name": "Defense Evasion"}}),
+        ("T1041", "Exfil", {"technique": {"uid": "T1041", "name": "Exfil"}}),
+        (
+            "T1566.001",
+            "Spearphishing Attachment",
+            {
+                "technique": {"uid": "T1566", "name": "Phishing"},
+                "sub_technique": {"uid": "T1566.001", "name": "Spearphishing Attachment"},
+            },
+        ),
+        (
+            "T1204.002",
+            "Malicious File",
+            {
+                "technique": {"uid": "T1204"},
+                "sub_technique": {"uid": "T1204.002", "name": "Malicious File"},
+            },
+        ),
+    ],
+)
+def test_attack_object_by_id_shape(
+    threat_id: str, threat_name: str, expected: dict[str, Any]
+) -> None:
+    """The attack object follows the ID's shape; a parent technique is named only when known."""
+    assert attack_object(threat_id, threat_name) == expected
+
+
+def test_the_ocsf_checks_can_fail() -> None:
+    """The validator refuses a wrongly typed field, and the extras walk finds a misspelled key."""
+    finding = to_ocsf(ALL_ALERTS[0])
+    with pytest.raises(ValidationError, match="time"):
+        DetectionFinding.model_validate({**finding, "time": "yesterday"})
+    misspelled = {**finding, "finding_info": {**finding["finding_info"], "titel": "x"}}
+    assert list(extras(DetectionFinding.model_validate(misspelled))) == ["$.finding_info.titel"]
+
+
+def test_ocsf_evidence_carries_the_people_url_and_file() -> None:
+    """Sender, recipient, URL and file hash appear as email evidence and as typed observables."""
+    attachment, _, url = (to_ocsf(alert) for alert in ALL_ALERTS[:3])
+    email = attachment["evidences"][0]["email"]
+    assert (email["from"], email["to"]) == ("billing@invoices-example.net", ["a.khan@example.com"])
+    assert attachment["evidences"][0]["file"]["hashes"][0] == {
+        "algorithm_id": 3,
+        "algorithm": "SHA-256",
+        "value": "3b1f0c9d5e7a4b2c8d6e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e",
+    }
+    assert {(o["type_id"], o["value"]) for o in url["observables"]} == {
+        (5, "support@parcel-notify.example.net"),
+        (5, "r.singh@example.com"),
+        (6, "https://parcel-notify.example.net/track/9931"),
+    }
+
+
+@pytest.mark.parametrize("when", ["2004-05-25T02:59:13.521+0000", "2039-08-06T02:31:45.549+0000"])
+def test_ocsf_time_keeps_every_millisecond(when: str) -> None:
+    """OCSF time is the exact epoch millisecond of the event, fractions included."""
+    record = json.loads(samples.ATTACHMENT_LINE)
+    record["date"] = when
+    moment = datetime.fromisoformat(when)
+    expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert to_ocsf(alert_of(ATT, json.dumps(record).encode()))["time"] == expected
