@@ -6,8 +6,9 @@ For each category, the simulator's generator makes N records (seeded), forced to
 verdict so that every record becomes an alert (the worst case for the encoder), cut into pages
 of 500 exactly as the API sends them. Then, best of R runs:
 
-* pipeline: envelope decode, format check, safe filter, alert type, ATT&CK, identity, alert,
-  encode as native JSON lines (and, separately, as OCSF);
+* pipeline: the client's page decoding (envelope, line-break and UTF-8 checks), format check,
+  safe filter, alert type, ATT&CK, identity, alert, encode as native JSON lines (and,
+  separately, as OCSF);
 * floor: a bare msgspec JSON decode and encode of the same page bytes, generic objects;
 * stdlib: the same with the standard library's json, for reference.
 
@@ -28,6 +29,7 @@ import msgspec
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import LINE_ENCODERS
+from mimecast_connector.client import MimecastClient
 from mimecast_connector.client._client import _PAGE_DECODERS, _records_of
 from mimecast_connector.rules import load_table
 from mimecast_connector.runner import Chain
@@ -103,7 +105,9 @@ def main() -> None:
             encode = LINE_ENCODERS[fmt]  # type: ignore[index]
             alerts = 0
             for page in pages:
-                handled = chain.process(_records_of(decoder.decode(page)), 0.0)
+                # The client's own page decoding: envelope, line-break and UTF-8 checks.
+                (envelope, utf8), _ = MimecastClient._decode_page(category, page)
+                handled = chain.process(_records_of(envelope), 0.0, utf8=utf8)
                 encode(handled.alerts)
                 alerts += len(handled.alerts)
             return alerts

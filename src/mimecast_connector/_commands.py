@@ -133,6 +133,12 @@ async def _run(config: Config, once: bool) -> int:
             loop.add_signal_handler(sig, stop.set)
         _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
         await runner.run_forever(stop)
+        if runner.halted is not None:
+            _err.print(f"[bold red]stopped:[/] {runner.halted}", soft_wrap=True)
+            _err.print(
+                "Fix the sink, then start again: nothing was committed past the refused batch."
+            )
+            return 1
         return 0
     finally:
         await runner.aclose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -193,10 +194,13 @@ class _ErrorBody(msgspec.Struct):
 
 _PageT = _AttachmentPage | _ImpersonationPage | _UrlPage
 
+_PAGE_TYPES: dict[Category, tuple[type[_PageT], type[Any]]] = {
+    Category.ATTACHMENT: (_AttachmentPage, _AttachmentData),
+    Category.IMPERSONATION: (_ImpersonationPage, _ImpersonationData),
+    Category.URL: (_UrlPage, _UrlData),
+}
 _PAGE_DECODERS: dict[Category, msgspec.json.Decoder[Any]] = {
-    Category.ATTACHMENT: msgspec.json.Decoder(_AttachmentPage),
-    Category.IMPERSONATION: msgspec.json.Decoder(_ImpersonationPage),
-    Category.URL: msgspec.json.Decoder(_UrlPage),
+    category: msgspec.json.Decoder(page_type) for category, (page_type, _) in _PAGE_TYPES.items()
 }
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorBody)
 _TOKEN_DECODER = msgspec.json.Decoder(dict[str, Any])
@@ -314,7 +318,6 @@ class MimecastClient:
         window: dict[str, Any] = {"from": format_time(start), "to": format_time(end)}
         window.update(filters or {})
         window["oldestFirst"] = True
-        decoder = _PAGE_DECODERS[category]
         seen: set[str] = set()
         token: str | None = None
         number = 0
@@ -328,7 +331,7 @@ class MimecastClient:
                 category,
                 body,
                 "application/json",
-                decode=lambda raw: self._decode_page(decoder, raw),
+                decode=lambda raw: self._decode_page(category, raw),
                 authenticated=True,
             )
             number += 1
@@ -361,13 +364,12 @@ class MimecastClient:
         now = datetime.fromtimestamp(self._clock.time(), UTC)
         window = {"from": format_time(now.replace(microsecond=0)), "to": format_time(now)}
         body = _ENCODER.encode({"meta": {"pagination": {"pageSize": 1}}, "data": [window]})
-        decoder = _PAGE_DECODERS[category]
         await self._call(
             category.path,
             category,
             body,
             "application/json",
-            decode=lambda raw: self._decode_page(decoder, raw),
+            decode=lambda raw: self._decode_page(category, raw),
             authenticated=True,
         )
 
@@ -538,17 +540,18 @@ class MimecastClient:
     # --- decoding ------------------------------------------------------------------------
 
     @staticmethod
-    def _decode_page(
-        decoder: msgspec.json.Decoder[Any], body: bytes
-    ) -> tuple[tuple[_PageT, bool], list[_Fail]]:
+    def _decode_page(category: Category, body: bytes) -> tuple[tuple[_PageT, bool], list[_Fail]]:
         """The page, and whether its body is valid UTF-8 (see :class:`Page`)."""
         if b"\n" in body or b"\r" in body:
             # Outside strings these are whitespace; inside strings JSON forbids them raw.
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
         try:
-            page: _PageT = decoder.decode(body)
+            page: _PageT = _PAGE_DECODERS[category].decode(body)
         except msgspec.DecodeError as exc:
-            raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
+            lenient = _lenient_page(category, body)
+            if lenient is None:
+                raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
+            page = lenient
         except RecursionError:
             raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
         return (page, _is_utf8(body)), page.fail
@@ -627,6 +630,38 @@ def _too_large(cap: int) -> _GiveUp:
         f"more than {cap} bytes; raise max_body_bytes or lower page_size",
         [],
     )
+
+
+def _lenient_page(category: Category, body: bytes) -> _PageT | None:
+    """A page that msgspec refuses but the JSON grammar allows, record by record; else None.
+
+    One record with a lone UTF-16 surrogate escape (``"\\ud800"``, which a Java JSON writer
+    can produce from a broken string) makes msgspec refuse the whole body. Here the standard
+    library parses it instead and every record is written back on its own: records that can
+    be are re-encoded as UTF-8 JSON (equal in meaning to what was sent, not byte for byte),
+    and the one that cannot keeps its escape, so the format check dead-letters it alone.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    page_type, data_type = _PAGE_TYPES[category]
+    try:
+        items = document["data"] if isinstance(document, dict) else None
+        records: list[msgspec.Raw] = []
+        for item in items if isinstance(items, list) else []:
+            for record in item.get(category.list_key, []) if isinstance(item, dict) else []:
+                try:
+                    records.append(msgspec.Raw(_ENCODER.encode(record)))
+                except UnicodeEncodeError:
+                    records.append(msgspec.Raw(json.dumps(record).encode("ascii")))
+        return page_type(
+            meta=msgspec.convert(document.get("meta") or {}, _Meta),
+            data=[data_type(records)],
+            fail=msgspec.convert(document.get("fail") or [], list[_Fail]),
+        )
+    except (msgspec.ValidationError, AttributeError, TypeError):
+        return None
 
 
 def _is_utf8(body: bytes) -> bool:

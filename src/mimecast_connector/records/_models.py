@@ -15,6 +15,7 @@ when present and not null, must have its documented type.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,6 +193,8 @@ def make_checker(category: Category) -> Checker:
         except msgspec.ValidationError as exc:
             return _reason(str(exc))
         except msgspec.DecodeError as exc:
+            if _SURROGATE.search(bytes(raw)):
+                return "$: not valid JSON (a lone UTF-16 surrogate escape such as \\ud800)"
             return f"$: not valid JSON ({exc})"
         except RecursionError:
             return "$: nested too deeply to decode"
@@ -204,6 +207,8 @@ def make_checker(category: Category) -> Checker:
 
     return check
 
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 _CHECKERS = {category: make_checker(category) for category in Category}
 

@@ -14,7 +14,9 @@ the next poll, and what was already delivered is suppressed by id.
 
 A stream's failure is logged, recorded for ``status``, and retried on a backoff; the other
 streams go on. Configuration faults (bad key, missing role) back off longer than upstream
-ones, since only a person can fix them.
+ones, since only a person can fix them. A sink that refuses a batch for good (a 4xx other than
+408/429) halts the whole run: every checkpoint waits for every sink, so retrying could only
+repeat the refusal; the state is left as it was, and a restart after the fix resumes there.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import structlog
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
-from mimecast_connector._errors import ConnectorError
+from mimecast_connector._errors import ConnectorError, SinkRejectedError
 from mimecast_connector.client import (
     Auth,
     ClientOptions,
@@ -126,6 +128,9 @@ class Runner:
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
         self._rng = random.Random()
+        #: Set when a sink refused a batch for good: no checkpoint can advance until a person
+        #: fixes it, so the run stops instead of retrying forever.
+        self.halted: SinkRejectedError | None = None
 
     @property
     def store(self) -> StateStore:
@@ -134,7 +139,7 @@ class Runner:
 
     async def start(self) -> None:
         """Open the state store, the dead-letter file and every sink; build the clients."""
-        self._store = StateStore(self.config.state)
+        self._store = StateStore(self.config.state, writer=True)
         await self._dead.open(self._store.sink_position(self._dead.name))
         for sink in self.sinks:
             await sink.start(self._store.sink_position(sink.name))
@@ -204,6 +209,8 @@ class Runner:
             )
         except ConnectorError as exc:
             result.error = exc
+            if isinstance(exc, SinkRejectedError):
+                self.halted = exc
             self.store.record_error(tenant.name, category.value, str(exc), self._clock.time())
             _log.error(
                 "poll_failed",
@@ -275,6 +282,12 @@ class Runner:
         interval = tenant.poll_interval.total_seconds()
         while not stop.is_set():
             result = await self.poll(tenant, category)
+            if self.halted is not None:
+                _log.error(
+                    "run_halted", error=str(self.halted), reason="a sink refused a batch for good"
+                )
+                stop.set()
+                return
             if result.error is None:
                 failures = 0
                 wait = interval

@@ -5,6 +5,6 @@ Import from here; the module beside it is private.
 
 from __future__ import annotations
 
-from mimecast_connector.state._store import SCHEMA_VERSION, StateStore, StreamState
+from mimecast_connector.state._store import SCHEMA_VERSION, StateStore, StreamState, WriterLock
 
-__all__ = ["SCHEMA_VERSION", "StateStore", "StreamState"]
+__all__ = ["SCHEMA_VERSION", "StateStore", "StreamState", "WriterLock"]

@@ -16,6 +16,9 @@ from API 1.0 to 2.0 keeps its checkpoints and its delivered ids.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -63,6 +66,42 @@ _RECOVERY = (
 )
 
 
+class WriterLock:
+    """One writer per state database: an exclusive ``flock`` on ``<state>.lock``.
+
+    The lock file holds the pid, host and start time of its holder, so a second run can say
+    who holds it. The kernel releases the lock when the holder exits, however it exits
+    (SIGKILL included), so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise StateError(
+                f"the state database {str(self.path.with_suffix(''))!r} is in use by {holder}; "
+                "only one connector may write it. Stop that process first (or give this one its "
+                "own `state` file)."
+            ) from None
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started})".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
 @dataclass(frozen=True, slots=True)
 class StreamState:
     """What the store knows of one tenant and category."""
@@ -83,8 +122,22 @@ def _dt(value: float | None) -> datetime | None:
 class StateStore:
     """The SQLite state file. Not thread-safe: one event loop owns it."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, writer: bool = False) -> None:
+        """Open ``path``. ``writer=True`` takes the one-writer lock first (see :class:`WriterLock`);
+        readers such as ``status`` do not need it."""
         self.path = path
+        self._lock: WriterLock | None = None
+        if writer:
+            self._lock = WriterLock(path)
+            self._lock.acquire()
+        try:
+            self._open(path, create)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _open(self, path: Path, create: bool) -> None:
         if not create and not path.exists():
             raise StateError(
                 f"there is no state database at {str(path)!r} yet: run the connector first"
@@ -135,6 +188,8 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # --- reads -----------------------------------------------------------------------------
 
