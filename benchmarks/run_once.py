@@ -37,7 +37,7 @@ def start_simulator(tmp: Path, records: int) -> tuple[subprocess.Popen[bytes], s
         f'secret_key = "{SECRET_KEY}"\nhistory = "24h"\nrecords = {{ {counts} }}\n'
     )
     port_file = tmp / "port"
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",

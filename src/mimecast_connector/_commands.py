@@ -242,7 +242,7 @@ class SummarySink:
         self.total = 0
         self.last: Alert | None = None
 
-    async def start(self, position: str | None) -> None:
+    async def start(self, position: str | None) -> str | None:
         return None
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:

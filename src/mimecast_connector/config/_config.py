@@ -241,11 +241,14 @@ class WebhookSinkConfig(_Strict):
             raise ValueError("must be an absolute https URL")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise ValueError("must use https (plain http is allowed only for loopback hosts)")
+        if parts.username or parts.password:
+            raise ValueError("must not carry user:password@; put credentials in `headers`")
         return value
 
     def secrets(self) -> list[str]:
+        """The secret and header values, and the URL itself: services put tokens in its path."""
         values = [self.secret, *self.headers.values()]
-        return [v.get_secret_value() for v in values if v is not None]
+        return [self.url, *(v.get_secret_value() for v in values if v is not None)]
 
 
 SinkConfig = Annotated[JsonlSinkConfig | WebhookSinkConfig, Field(discriminator="type")]

@@ -140,9 +140,14 @@ class Runner:
     async def start(self) -> None:
         """Open the state store, the dead-letter file and every sink; build the clients."""
         self._store = StateStore(self.config.state, writer=True)
-        await self._dead.open(self._store.sink_position(self._dead.name))
+        baselines = {
+            self._dead.name: await self._dead.open(self._store.sink_position(self._dead.name))
+        }
         for sink in self.sinks:
-            await sink.start(self._store.sink_position(sink.name))
+            baseline = await sink.start(self._store.sink_position(sink.name))
+            if baseline is not None:
+                baselines[sink.name] = baseline
+        self._store.set_sink_positions(baselines)
         for tenant in self.config.tenants:
             limiter = RateLimiter(clock=self._clock)
             self._clients[tenant.name] = MimecastClient(

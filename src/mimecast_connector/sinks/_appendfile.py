@@ -35,9 +35,14 @@ class AppendFile:
         self._file: BinaryIO | None = None
         self._committed = 0
 
-    async def open(self, position: str | None) -> None:
-        """Open for appending; ``position`` is the last committed size (None: first use)."""
+    async def open(self, position: str | None) -> str:
+        """Open for appending; ``position`` is the last committed size (None: first use).
+
+        Returns the position to record now: on first use, the file's size before anything is
+        written, so that a crash during the first batch is cut back to it too.
+        """
         await asyncio.to_thread(self._open, position)
+        return str(self._committed)
 
     def _open(self, position: str | None) -> None:
         try:

@@ -33,8 +33,12 @@ class Sink(Protocol):
         """The output format of this sink."""
         ...
 
-    async def start(self, position: str | None) -> None:
-        """Open; ``position`` is what was committed last time (None on first use)."""
+    async def start(self, position: str | None) -> str | None:
+        """Open; ``position`` is what was committed last time (None on first use).
+
+        Returns the position to record at once, before anything is written (None if the sink
+        has none): on first use that is the baseline a crash in the first batch is cut back to.
+        """
         ...
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:

@@ -34,9 +34,10 @@ class JsonlSink:
     def format(self) -> Format:
         return self._format
 
-    async def start(self, position: str | None) -> None:
-        if self._file is not None:
-            await self._file.open(position)
+    async def start(self, position: str | None) -> str | None:
+        if self._file is None:
+            return None
+        return await self._file.open(position)
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:
         data = self._encode(alerts)

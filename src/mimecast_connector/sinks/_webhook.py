@@ -18,7 +18,6 @@ import email.utils
 import hashlib
 import hmac
 import random
-import time
 from collections.abc import Mapping, Sequence
 
 import httpx
@@ -43,8 +42,12 @@ def retry_after(value: str | None, now: float, default: float) -> float:
     if value is None:
         return default
     value = value.strip()
-    if value.isdigit():
-        return min(float(value), 300.0)
+    try:
+        seconds = int(value)
+    except ValueError:
+        pass
+    else:
+        return min(float(seconds), 300.0) if seconds >= 0 else default
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -84,8 +87,11 @@ class WebhookSink:
             follow_redirects=False,
             trust_env=False,
         )
-        host = httpx.URL(url).host
-        self.name = f"webhook:{host}{httpx.URL(url).path}"
+        # The name keys the sink in the state store and appears in messages: scheme, host and
+        # port only, plus a digest of the whole URL, since services put tokens in the path.
+        parsed = httpx.URL(url)
+        digest = hashlib.sha256(url.encode()).hexdigest()[:8]
+        self.name = f"webhook:{parsed.scheme}://{parsed.host}:{parsed.port or 443}#{digest}"
 
     def __repr__(self) -> str:
         return f"WebhookSink({self.name!r}, format={self._format!r})"
@@ -94,8 +100,9 @@ class WebhookSink:
     def format(self) -> Format:
         return self._format
 
-    async def start(self, position: str | None) -> None:
+    async def start(self, position: str | None) -> str | None:
         """Nothing to recover: a webhook has no position."""
+        return None
 
     def committed(self, position: str | None) -> None:
         """Nothing to do: a webhook has no position."""
@@ -123,33 +130,39 @@ class WebhookSink:
             headers["X-Signature-256"] = signature(self._secret.get_secret_value(), body)
         started = self._clock.monotonic()
         failures = 0
+        tries = 0
         while True:
+            if self._http.is_closed:
+                raise SinkRejectedError("deliver() after aclose()", sink=self.name)
+            tries += 1
+            wait_hint: float | None = None
             try:
-                response = await self._http.post(self._url, content=body, headers=headers)
-                status = response.status_code
+                # Only the status matters: the answer's body is never read.
+                async with self._http.stream(
+                    "POST", self._url, content=body, headers=headers
+                ) as response:
+                    status = response.status_code
                 problem = f"HTTP {status}"
-                wait_hint = None
                 if 200 <= status < 300:
                     return
                 if status == 429 or status == 503:
-                    wait_hint = (
-                        retry_after(response.headers.get("retry-after"), time.time(), 0.0) or None
-                    )
+                    hint = retry_after(response.headers.get("retry-after"), self._clock.time(), 0.0)
+                    wait_hint = hint if hint > 0 else None
                 if not (status in (408, 429) or status >= 500):
                     raise SinkRejectedError(
                         f"the receiver refused the batch with HTTP {status}; check the sink's url, "
                         "headers and the receiver's logs (not retried: the same request would get the same answer)",
                         sink=self.name,
                     )
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:  # transport failures, and answers httpx cannot read
                 problem = type(exc).__name__
-                wait_hint = None
-            failures += 1
+            if wait_hint is None:
+                failures += 1  # waiting out the receiver's own Retry-After is not a failure
             wait = wait_hint if wait_hint is not None else self._retry.backoff(failures, self._rng)
             elapsed = self._clock.monotonic() - started
             if failures >= self._retry.attempts or elapsed + wait > self._retry.deadline:
                 raise SinkUnavailableError(
-                    f"not acknowledged after {failures} tries ({problem}); the batch stays "
+                    f"not acknowledged after {tries} tries ({problem}); the batch stays "
                     "unacknowledged and is sent again on the next poll",
                     sink=self.name,
                 )
@@ -157,7 +170,7 @@ class WebhookSink:
                 "sink_retrying",
                 sink=self.name,
                 problem=problem,
-                attempt=failures,
+                attempt=tries,
                 wait_s=round(wait, 3),
             )
             await self._clock.sleep(wait)

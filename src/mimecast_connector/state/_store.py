@@ -16,12 +16,13 @@ from API 1.0 to 2.0 keeps its checkpoints and its delivered ids.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,8 +258,7 @@ class StateStore:
     ) -> None:
         """Record one handled batch, atomically. ``cursor`` only ever moves forward."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             db.execute(
                 "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (tenant, category),
@@ -291,21 +291,30 @@ class StateStore:
                     "DELETE FROM delivered WHERE tenant = ? AND category = ? AND event_time < ?",
                     (tenant, category, prune_before.timestamp()),
                 )
-            db.execute("COMMIT")
+
+    def set_sink_positions(self, positions: Mapping[str, str]) -> None:
+        """Record sinks' positions on their own (the baselines taken at start)."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
+                positions.items(),
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
-            db.execute("ROLLBACK")
+            self._db.execute("ROLLBACK")
             raise
+        self._db.execute("COMMIT")
 
     def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
         """Remember the last failure of a stream, for ``status``."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO streams (tenant, category, last_error, last_error_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
                 (tenant, category, message[:2000], at),
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
