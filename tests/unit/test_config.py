@@ -137,7 +137,8 @@ def test_a_complete_file_loads_both_apis(good: Config) -> None:
     assert globex.categories == tuple(Category)
     assert (globex.start, globex.poll_interval) == (None, timedelta(seconds=60))
     assert (good.lookback, good.page_size) == (timedelta(minutes=45), 250)
-    assert sorted(good.secrets()) == sorted(CANARIES.values())
+    # Every secret, plus the webhook URL (services put tokens in its path).
+    assert sorted(good.secrets()) == sorted([*CANARIES.values(), "https://siem.example.com/hook"])
 
 
 def test_both_sink_types_load(good: Config) -> None:
