@@ -326,14 +326,7 @@ class MimecastClient:
             if token is not None:
                 pagination["pageToken"] = token
             body = _ENCODER.encode({"meta": {"pagination": pagination}, "data": [window]})
-            (page, utf8), request_id = await self._call(
-                category.path,
-                category,
-                body,
-                "application/json",
-                decode=lambda raw: self._decode_page(category, raw),
-                authenticated=True,
-            )
+            (page, utf8), request_id = await self._page(category, body)
             number += 1
             records = _records_of(page)
             meta = page.meta.pagination or _Pagination()
@@ -364,7 +357,11 @@ class MimecastClient:
         now = datetime.fromtimestamp(self._clock.time(), UTC)
         window = {"from": format_time(now.replace(microsecond=0)), "to": format_time(now)}
         body = _ENCODER.encode({"meta": {"pagination": {"pageSize": 1}}, "data": [window]})
-        await self._call(
+        await self._page(category, body)
+
+    async def _page(self, category: Category, body: bytes) -> tuple[tuple[_PageT, bool], str]:
+        """One page request: the decoded page, whether it is UTF-8, and the request id."""
+        return await self._call(
             category.path,
             category,
             body,

@@ -93,6 +93,11 @@ def _resolver(info: Any) -> SecretResolver:
     return resolver
 
 
+def _duration_text(value: Any) -> Any:
+    """A duration written as text (``"60s"``) becomes a timedelta; anything else is left to pydantic."""
+    return parse_duration(value) if isinstance(value, str) else value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -136,10 +141,7 @@ class TenantConfig(_Strict):
     )(_secret)
     _plain_fields = field_validator("client_id", "app_id", mode="before")(_plain)
 
-    @field_validator("poll_interval", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
+    _duration = field_validator("poll_interval", mode="before")(_duration_text)
 
     @field_validator("poll_interval")
     @classmethod
@@ -265,10 +267,7 @@ class Config(_Strict):
     tenants: Annotated[list[TenantConfig], Field(min_length=1)]
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
-    @field_validator("lookback", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        return parse_duration(value) if isinstance(value, str) else value
+    _duration = field_validator("lookback", mode="before")(_duration_text)
 
     @field_validator("lookback")
     @classmethod
