@@ -544,6 +544,8 @@ class MimecastClient:
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
         try:
             page: _PageT = _PAGE_DECODERS[category].decode(body)
+        except msgspec.ValidationError as exc:  # JSON, but not the documented shape
+            raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
         except msgspec.DecodeError as exc:
             lenient = _lenient_page(category, body)
             if lenient is None:
@@ -643,11 +645,16 @@ def _lenient_page(category: Category, body: bytes) -> _PageT | None:
     except (ValueError, RecursionError):
         return None
     page_type, data_type = _PAGE_TYPES[category]
+    items = document.get("data", []) if isinstance(document, dict) else None
+    if not isinstance(items, list) or not all(
+        isinstance(item, dict) and isinstance(item.get(category.list_key, []), list)
+        for item in items
+    ):
+        return None  # not the documented shape either: a format error, as msgspec said
     try:
-        items = document["data"] if isinstance(document, dict) else None
         records: list[msgspec.Raw] = []
-        for item in items if isinstance(items, list) else []:
-            for record in item.get(category.list_key, []) if isinstance(item, dict) else []:
+        for item in items:
+            for record in item.get(category.list_key, []):
                 try:
                     records.append(msgspec.Raw(_ENCODER.encode(record)))
                 except UnicodeEncodeError:

@@ -52,6 +52,8 @@ _log = structlog.get_logger("mimecast_connector.runner")
 
 #: How far back the first poll of a stream reaches when the tenant sets no ``start``.
 DEFAULT_START = timedelta(hours=24)
+#: Seconds between progress lines of one long poll.
+PROGRESS_EVERY = 10.0
 #: Ids are kept this much longer than any future window can reach, against clock skew.
 PRUNE_MARGIN = timedelta(hours=1)
 
@@ -194,6 +196,7 @@ class Runner:
         chain = self._chains[(tenant.name, category)]
         chain.new_window()
         client = self._clients[tenant.name]
+        shown = self._clock.monotonic()
         try:
             async for page in client.pages(category, start, end):
                 result.pages += 1
@@ -202,6 +205,22 @@ class Runner:
                 result.alerts += delivered.get("alerts", 0)
                 for name, value in delivered.items():
                     result.counts[name] = result.counts.get(name, 0) + value
+                if self._clock.monotonic() - shown >= PROGRESS_EVERY and handled.newest is not None:
+                    # Long windows (a first run over weeks of logs) say how far they have come.
+                    shown = self._clock.monotonic()
+                    done = (handled.newest - start.timestamp()) / max(
+                        1.0, (end - start).total_seconds()
+                    )
+                    _log.info(
+                        "progress",
+                        tenant=tenant.name,
+                        category=category.value,
+                        reached=datetime.fromtimestamp(handled.newest, UTC).isoformat(),
+                        window_done=f"{min(done, 1.0):.0%}",
+                        pages=result.pages,
+                        records=result.counts.get("fetched", 0),
+                        alerts=result.alerts,
+                    )
             self.store.commit(
                 tenant.name,
                 category.value,

@@ -1,0 +1,59 @@
+"""Page decoding: the documented shape, the lenient path for lone surrogates, nothing silently empty."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimecast_connector import Category, UpstreamFormatError
+from mimecast_connector.client import MimecastClient
+from mimecast_connector.client._client import _GiveUp
+
+GOOD = b'{"date":"2025-03-04T09:12:45+0000","scanResult":"malicious","url":"https://a.example"}'
+BAD = b'{"date":"2025-03-04T09:12:45+0000","scanResult":"malicious","url":"u","subject":"\\ud800"}'
+
+
+def page(*records: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b'{"meta":{"pagination":{"next":"n2"}},"data":[{"clickLogs":['
+        + b",".join(records)
+        + b"]}]"
+        + extra
+        + b',"fail":[]}'
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data":"x"}',
+        b'{"data":[{"clickLogs":5}]}',
+        b'{"data":[{"clickLogs":[{"a":"\\ud800"}]}]',
+        b"<html>",
+    ],
+    ids=["data-not-array", "list-not-array", "truncated-with-surrogate", "html"],
+)
+def test_bodies_of_the_wrong_shape_are_format_errors_not_empty_pages(body: bytes) -> None:
+    """A body that is not the documented page is refused, never read as a page without records."""
+    with pytest.raises(_GiveUp) as caught:
+        MimecastClient._decode_page(Category.URL, body)
+    assert caught.value.verdict.error is UpstreamFormatError
+
+
+def test_a_lone_surrogate_record_does_not_sink_its_page() -> None:
+    """With one record carrying a lone surrogate escape, the page still decodes, records and paging intact."""
+    (decoded, utf8), fail = MimecastClient._decode_page(Category.URL, page(GOOD, BAD, GOOD))
+    records = decoded.data[0].clickLogs  # type: ignore[union-attr]
+    assert len(records) == 3
+    assert decoded.meta.pagination is not None
+    assert decoded.meta.pagination.next == "n2"
+    assert b"\\ud800" in bytes(records[1])
+    assert fail == []
+    assert utf8
+
+
+def test_line_breaks_between_tokens_become_spaces() -> None:
+    """Raw CR/LF between JSON tokens are replaced, so every record fits on one output line."""
+    (decoded, _), _ = MimecastClient._decode_page(Category.URL, page(GOOD.replace(b",", b",\r\n")))
+    (record,) = decoded.data[0].clickLogs  # type: ignore[union-attr]
+    assert b"\n" not in bytes(record)
+    assert b"\r" not in bytes(record)
