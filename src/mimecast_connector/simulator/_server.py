@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -101,6 +102,13 @@ class HttpServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__((host, port), _Handler)
+
+    @override
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-request (killed, timed out) is normal here, not news."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def track(self, connection: socket.socket) -> None:
         """Remember an open connection, to close it on stop."""
