@@ -319,6 +319,7 @@ class MimecastClient:
         window.update(filters or {})
         window["oldestFirst"] = True
         seen: set[str] = set()
+        served: set[tuple[int, int, int]] = set()
         token: str | None = None
         number = 0
         while True:
@@ -331,6 +332,20 @@ class MimecastClient:
             records = _records_of(page)
             meta = page.meta.pagination or _Pagination()
             if records:
+                # A token that leads back to a page already served (the first, say) would hand
+                # its records on twice, and identical records are numbered as new occurrences.
+                # A page is known by its size and its first and last records, which a correct
+                # paging never repeats short of hundreds of byte-identical records.
+                fingerprint = (len(records), hash(bytes(records[0])), hash(bytes(records[-1])))
+                if fingerprint in served:
+                    raise PaginationError(
+                        "Mimecast served a page of this window a second time; stopped instead of "
+                        "delivering it again (the window will be read again on the next poll)",
+                        tenant=self.tenant,
+                        endpoint=category.path,
+                        request_id=request_id,
+                    )
+                served.add(fingerprint)
                 yield Page(category, records, number, meta.totalCount, request_id, utf8)
             if not meta.next or not records:
                 return

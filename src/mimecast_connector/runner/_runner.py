@@ -259,9 +259,19 @@ class Runner:
             dead_lines = b"".join(line for i, line in handled.dead if i in fresh)
             positions: dict[str, str] = {}
             if alerts:
-                answers = await asyncio.gather(*(sink.deliver(alerts) for sink in self.sinks))
+                # Every sink's write finishes before the lock is let go, even when one fails:
+                # a write still running would race the next batch.
+                answers = await asyncio.gather(
+                    *(sink.deliver(alerts) for sink in self.sinks), return_exceptions=True
+                )
+                failures = [a for a in answers if isinstance(a, BaseException)]
+                if failures:
+                    rejected = [f for f in failures if isinstance(f, SinkRejectedError)]
+                    raise (rejected or failures)[0]
                 positions = {
-                    s.name: p for s, p in zip(self.sinks, answers, strict=True) if p is not None
+                    s.name: p
+                    for s, p in zip(self.sinks, answers, strict=True)
+                    if isinstance(p, str)
                 }
             if dead_lines:
                 positions[self._dead.name] = await self._dead.append(dead_lines)
