@@ -15,7 +15,6 @@ one id, and so do API 1.0 and API 2.0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from hashlib import blake2b
 from operator import attrgetter
 from typing import cast
@@ -23,7 +22,13 @@ from typing import cast
 import msgspec
 
 from mimecast_connector._categories import Category
-from mimecast_connector.records import AttachmentLog, ClickLog, ImpersonationLog, Record
+from mimecast_connector.records import (
+    AttachmentLog,
+    ClickLog,
+    ImpersonationLog,
+    Record,
+    format_utc,
+)
 from mimecast_connector.rules import Typed
 
 
@@ -141,12 +146,8 @@ def _digest(prefix: bytes, key: bytes, occurrence: int) -> str:
     return blake2b(b"%b%b\x1f%d" % (prefix, key, occurrence), digest_size=16).hexdigest()
 
 
-def format_alert_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with ``Z``: ``2025-03-04T09:12:45Z`` (milliseconds only when present)."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond >= 1000:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+#: An alert's ``time``: RFC 3339 in UTC with ``Z`` (the records' own formatter).
+format_alert_time = format_utc
 
 
 AlertBuilder = Callable[[str, str, Record, str, Typed, msgspec.Raw], Alert]

@@ -152,11 +152,7 @@ def _full_stamp(text: str) -> Stamp | None:
     result: Stamp | None = None
     if moment is not None and moment.utcoffset() is not None:
         moment = moment.astimezone(UTC)
-        if moment.microsecond >= 1000:
-            utc = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-        else:
-            utc = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-        result = (moment.timestamp(), utc)
+        result = (moment.timestamp(), format_utc(moment))
         if (
             text[10:11] == "T"
             and (text.endswith("+0000") or text.endswith("Z"))
@@ -169,6 +165,14 @@ def _full_stamp(text: str) -> Stamp | None:
         _STAMPS.clear()
     _STAMPS[text] = result
     return result
+
+
+def format_utc(moment: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``: ``2025-03-04T09:12:45Z`` (milliseconds only when there are)."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond >= 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_event_time(text: str) -> datetime | None:
