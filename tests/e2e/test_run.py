@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from ocsf.v1_5_0.events import DetectionFinding
@@ -13,7 +14,7 @@ from mimecast_connector.alerts import OCSF_VERSION
 from mimecast_connector.runner import Runner
 from mimecast_connector.simulator import faults
 from mimecast_connector.state import StateStore
-from tests.e2e.conftest import World, canonical
+from tests.e2e.conftest import NOW, World, canonical
 
 
 async def run_once(world: World, api: str = "2.0") -> Runner:
@@ -110,3 +111,29 @@ async def test_counts_add_up_in_the_state(world: World) -> None:
         assert c.get("alerts", 0) + dropped + c.get("dead_lettered", 0) == len(world.made[category])
         assert streams[category.value].cursor is not None
         assert streams[category.value].last_success is not None
+
+
+async def test_after_a_long_outage_the_window_reaches_back_to_the_checkpoint(world: World) -> None:
+    """With no `start` set, a poll three days after the last one still opens at cursor - lookback."""
+    from datetime import timedelta
+
+    from tests.fakes import FakeClock
+
+    config = world.config()
+    config = config.model_copy(
+        update={"tenants": [config.tenants[0].model_copy(update={"start": None})]}
+    )
+    clock = FakeClock(start=NOW.timestamp())
+    runner = Runner(config, clock=clock)
+    await runner.start()
+    try:
+        await runner.run_once()
+        cursor = runner.store.cursor("acme", "url")
+        assert cursor is not None
+        clock.advance(timedelta(days=3).total_seconds())
+        later = datetime.fromtimestamp(clock.time(), UTC)
+        start, end = runner.window(config.tenants[0], Category.URL, later)
+    finally:
+        await runner.aclose()
+    assert start == cursor - config.lookback
+    assert end == later

@@ -181,11 +181,19 @@ class Runner:
     def window(
         self, tenant: TenantConfig, category: Category, now: datetime
     ) -> tuple[datetime, datetime]:
-        """``[max(start, cursor - lookback), now]``."""
-        start = tenant.start or (now - DEFAULT_START)
+        """``[max(start, cursor - lookback), now]``.
+
+        Without a cursor (the first poll) the window opens at the tenant's ``start``, or 24 h
+        back. With one, the default never applies: after a long outage the window reaches back
+        to the cursor, however far, so nothing in between is skipped.
+        """
         cursor = self.store.cursor(tenant.name, category.value)
-        if cursor is not None:
-            start = max(start, cursor - self.config.lookback)
+        if cursor is None:
+            start = tenant.start or (now - DEFAULT_START)
+        else:
+            start = cursor - self.config.lookback
+            if tenant.start is not None:
+                start = max(start, tenant.start)
         return min(start, now), now
 
     async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
