@@ -113,7 +113,7 @@ def summarize(results: Sequence[StreamResult], console: Console = _err) -> int:
     console.print(table)
     failures = [r for r in results if r.error is not None]
     for r in failures:
-        console.print(f"[red]{r.tenant}/{r.category.value}:[/] {r.error}", soft_wrap=True)
+        console.print(f"[red]{r.tenant}/{r.category.value}:[/] {escape(r.message)}", soft_wrap=True)
     return 1 if failures else 0
 
 

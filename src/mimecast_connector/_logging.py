@@ -16,6 +16,13 @@ import structlog
 LogFormat = Literal["json", "console"]
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (4 characters or longer) replaced by ``***``."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def redactor(secrets: Iterable[str]) -> structlog.types.Processor:
     """A processor that replaces every secret (4 characters or longer) with ``***``."""
     values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)

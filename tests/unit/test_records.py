@@ -122,6 +122,10 @@ def test_url_samples_are_valid_with_every_field_read() -> None:
         messageId="<77c2e1@parcel-notify.example.net>",
         sendingIp="198.51.100.23",
         category="Phishing & Fraud",
+        actions="Block",
+        adminOverride="N/A",
+        userOverride="None",
+        userAwarenessAction="N/A",
     )
     assert click.time == datetime(2025, 3, 4, 10, 1, 33, tzinfo=UTC)
     assert isinstance(entry.record, ClickLog)

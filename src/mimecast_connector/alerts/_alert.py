@@ -5,11 +5,16 @@ An :class:`Alert` is built from a validated record and its rule verdict. Its fie
 writes back unchanged.
 
 Identity (``alert-rules.md`` §5): ``id`` is a hash of the tenant, the category, the event time
-in UTC seconds, the fields that tell two events of one message apart, and an occurrence number
-(see :class:`IdentityCounter`). Impersonation logs carry Mimecast's own stable ``id``; attachment
-logs are told apart by file name and hash, URL logs by clicking user, URL and creation method.
-The time is hashed as a number, so ``+0000``, ``Z`` and ``+00:00`` spellings of one moment give
-one id, and so do API 1.0 and API 2.0.
+in UTC seconds and every field the format check decodes (for an impersonation log that
+includes Mimecast's own ``id``; attachments of one message differ by file name and hash, clicks
+of one URL by user). The values are hashed as decoded, the time as a number, so ``+0000``,
+``Z`` and ``+00:00`` spellings of one moment, key order and whitespace do not matter, and API
+1.0 and API 2.0 give the same ids.
+
+Two records equal in all of these are the same record as far as anyone can tell, and get one
+id: a record Mimecast serves twice (a page repeated, or shifted by records arriving while a
+window is paged) is delivered once. The price: two truly separate events identical in every
+field within one second (a double click) are one alert.
 """
 
 from __future__ import annotations
@@ -58,25 +63,16 @@ class Alert(msgspec.Struct, gc=False):
 
 _key_encoder = msgspec.json.Encoder()
 
-#: The fields that tell two events of one category apart, besides the event time.
+#: The fields that tell two records of one category apart, besides the event time: every
+#: field the format check decodes. Fields it does not decode are free text or evidence
+#: (``tagMap``, ``impersonationResults``) that never differ alone between two events.
 IDENTITY_FIELDS: dict[Category, tuple[str, ...]] = {
-    Category.ATTACHMENT: (
-        "messageId",
-        "senderAddress",
-        "recipientAddress",
-        "fileName",
-        "fileHash",
-        "fileType",
-    ),
-    Category.IMPERSONATION: ("id",),
-    Category.URL: (
-        "messageId",
-        "userEmailAddress",
-        "fromUserEmailAddress",
-        "url",
-        "creationMethod",
-        "action",
-    ),
+    category: tuple(f for f in model.__struct_fields__ if f != category.time_field)
+    for category, model in (
+        (Category.ATTACHMENT, AttachmentLog),
+        (Category.IMPERSONATION, ImpersonationLog),
+        (Category.URL, ClickLog),
+    )
 }
 
 
@@ -84,8 +80,6 @@ def identity_getter(category: Category) -> Callable[[Record], bytes]:
     """Built once per category: a record's identity fields, encoded (JSON array) as bytes."""
     getter = attrgetter(*IDENTITY_FIELDS[category])
     encode = _key_encoder.encode
-    if len(IDENTITY_FIELDS[category]) == 1:
-        return lambda record: encode((getter(record),))
     return lambda record: encode(getter(record))
 
 
@@ -93,43 +87,8 @@ _IDENTITY = {category: identity_getter(category) for category in Category}
 
 
 def identity_key(category: Category, record: Record, epoch: int) -> bytes:
-    """The fields that make one event of ``category`` distinct, with its second (impersonation
-    logs are identified by Mimecast's ``id`` alone)."""
-    fields = _IDENTITY[category](record)
-    if category is Category.IMPERSONATION:
-        return fields
-    return b"%d\x1f%b" % (epoch, fields)
-
-
-class IdentityCounter:
-    """Numbers records that are identical in every identity field, in the order they are read.
-
-    Two clicks of one URL by one user in the same second are two events that no field tells
-    apart; the second gets occurrence 1. Counts are kept per second for the seconds within
-    ``horizon`` of the newest one read: records arrive oldest first, so identical records are
-    never further apart than that, memory stays bounded however long the window, and re-reading
-    an overlapping window numbers them the same way again.
-    """
-
-    __slots__ = ("_by_second", "_horizon", "_newest")
-
-    def __init__(self, horizon: int = 300) -> None:
-        self._horizon = horizon
-        self._newest = -1
-        self._by_second: dict[int, dict[bytes, int]] = {}
-
-    def occurrence(self, key: bytes, second: int) -> int:
-        counts = self._by_second.get(second)
-        if counts is None:
-            counts = self._by_second[second] = {}
-            if second > self._newest:
-                self._newest = second
-                if len(self._by_second) > 2 * self._horizon:
-                    oldest = second - self._horizon
-                    self._by_second = {s: c for s, c in self._by_second.items() if s >= oldest}
-        seen = counts.get(key, 0)
-        counts[key] = seen + 1
-        return seen
+    """The event's second and the fields that make one record of ``category`` distinct."""
+    return b"%d\x1f%b" % (epoch, _IDENTITY[category](record))
 
 
 def id_prefix(tenant: str, category: Category) -> bytes:
@@ -137,13 +96,14 @@ def id_prefix(tenant: str, category: Category) -> bytes:
     return f"{tenant}\x1f{category.value}\x1f".encode()
 
 
-def alert_id(tenant: str, category: Category, key: bytes, occurrence: int) -> str:
-    """The stable id: 32 hex characters of BLAKE2b over tenant, category, key and occurrence."""
-    return _digest(id_prefix(tenant, category), key, occurrence)
+def alert_id(tenant: str, category: Category, key: bytes) -> str:
+    """The stable id: 32 hex characters of BLAKE2b-128 over tenant, category and key."""
+    return _digest(id_prefix(tenant, category), key)
 
 
-def _digest(prefix: bytes, key: bytes, occurrence: int) -> str:
-    return blake2b(b"%b%b\x1f%d" % (prefix, key, occurrence), digest_size=16).hexdigest()
+def _digest(prefix: bytes, key: bytes) -> str:
+    # The trailing "0" is the version of this id scheme.
+    return blake2b(b"%b%b\x1f0" % (prefix, key), digest_size=16).hexdigest()
 
 
 #: An alert's ``time``: RFC 3339 in UTC with ``Z`` (the records' own formatter).

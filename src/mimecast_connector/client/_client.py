@@ -15,7 +15,7 @@ import asyncio
 import ipaddress
 import json
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -265,8 +265,10 @@ class MimecastClient:
         clock: Clock | None = None,
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.tenant = tenant
+        self._secrets = tuple(s for s in secrets if len(s) >= 4)
         self.base_url = check_base_url(base_url)
         self.auth = auth
         self.options = options or ClientOptions()
@@ -319,7 +321,6 @@ class MimecastClient:
         window.update(filters or {})
         window["oldestFirst"] = True
         seen: set[str] = set()
-        served: set[tuple[int, int, int]] = set()
         token: str | None = None
         number = 0
         while True:
@@ -332,20 +333,6 @@ class MimecastClient:
             records = _records_of(page)
             meta = page.meta.pagination or _Pagination()
             if records:
-                # A token that leads back to a page already served (the first, say) would hand
-                # its records on twice, and identical records are numbered as new occurrences.
-                # A page is known by its size and its first and last records, which a correct
-                # paging never repeats short of hundreds of byte-identical records.
-                fingerprint = (len(records), hash(bytes(records[0])), hash(bytes(records[-1])))
-                if fingerprint in served:
-                    raise PaginationError(
-                        "Mimecast served a page of this window a second time; stopped instead of "
-                        "delivering it again (the window will be read again on the next poll)",
-                        tenant=self.tenant,
-                        endpoint=category.path,
-                        request_id=request_id,
-                    )
-                served.add(fingerprint)
                 yield Page(category, records, number, meta.totalCount, request_id, utf8)
             if not meta.next or not records:
                 return
@@ -599,7 +586,7 @@ class MimecastClient:
     # --- errors --------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in self.auth.secrets():
+        for secret in (*self.auth.secrets(), *self._secrets):
             if len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
@@ -650,13 +637,16 @@ def _lenient_page(category: Category, body: bytes) -> _PageT | None:
     """A page that msgspec refuses but the JSON grammar allows, record by record; else None.
 
     One record with a lone UTF-16 surrogate escape (``"\\ud800"``, which a Java JSON writer
-    can produce from a broken string) makes msgspec refuse the whole body. Here the standard
+    can produce from a broken string) or a raw control character in a string makes msgspec
+    refuse the whole body. Here the standard
     library parses it instead and every record is written back on its own: records that can
     be are re-encoded as UTF-8 JSON (equal in meaning to what was sent, not byte for byte),
     and the one that cannot keeps its escape, so the format check dead-letters it alone.
     """
     try:
-        document = json.loads(body)
+        # strict=False also lets a raw control character inside a string through (JSON wants
+        # it escaped); the record is then written back escaped.
+        document = json.loads(body, strict=False)
     except (ValueError, RecursionError):
         return None
     page_type, data_type = _PAGE_TYPES[category]

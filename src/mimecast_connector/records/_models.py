@@ -79,6 +79,10 @@ class ClickLog(msgspec.Struct, gc=False):
     messageId: str | None = None
     sendingIp: str | None = None
     category: str | None = None
+    actions: str | None = None
+    adminOverride: str | None = None
+    userOverride: str | None = None
+    userAwarenessAction: str | None = None
 
 
 Record = AttachmentLog | ImpersonationLog | ClickLog
@@ -127,8 +131,7 @@ def stamp(text: str) -> Stamp | None:
     been parsed in full, the rest of that hour only needs its minutes and seconds checked and
     added, with no datetime objects. Everything else is parsed in full (and cached).
     """
-    length = len(text)
-    if (length == 24 and text[19:] == "+0000") or (length == 20 and text[19] == "Z"):
+    if _fast_shape(text):
         hour = _HOURS.get(text[:13])
         if hour is not None:
             offset = _MINUTES_SECONDS.get(text[13:19])  # checks and converts ":MM:SS" at once
@@ -138,6 +141,12 @@ def stamp(text: str) -> Stamp | None:
 
 
 _MINUTES_SECONDS = {f":{m:02d}:{s:02d}": m * 60 + s for m in range(60) for s in range(60)}
+
+
+def _fast_shape(text: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS+0000`` or ``…Z`` by length and suffix (the rest is checked later)."""
+    length = len(text)
+    return (length == 24 and text[19:] == "+0000") or (length == 20 and text[19] == "Z")
 
 
 def _full_stamp(text: str) -> Stamp | None:
@@ -151,16 +160,15 @@ def _full_stamp(text: str) -> Stamp | None:
         moment = None
     result: Stamp | None = None
     if moment is not None and moment.utcoffset() is not None:
-        moment = moment.astimezone(UTC)
-        result = (moment.timestamp(), format_utc(moment))
-        if (
-            text[10:11] == "T"
-            and (text.endswith("+0000") or text.endswith("Z"))
-            and len(text) in (20, 24)
-        ):
+        try:
+            utc_moment = moment.astimezone(UTC)
+            result = (utc_moment.timestamp(), format_utc(utc_moment))
+        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59:59-01:00: past year 9999
+            result = None
+        if result is not None and _fast_shape(text) and utc_moment.microsecond == 0:
             if len(_HOURS) >= _CACHE_LIMIT:
                 _HOURS.clear()
-            _HOURS[text[:13]] = result[0] - moment.minute * 60 - moment.second
+            _HOURS[text[:13]] = result[0] - utc_moment.minute * 60 - utc_moment.second
     if len(_STAMPS) >= _CACHE_LIMIT:
         _STAMPS.clear()
     _STAMPS[text] = result

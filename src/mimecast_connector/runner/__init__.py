@@ -5,7 +5,7 @@ Import from here; the modules beside it are private.
 
 from __future__ import annotations
 
-from mimecast_connector.runner._chain import Chain, DeadLetter, Handled, count
+from mimecast_connector.runner._chain import Chain, DeadLetter, Handled, count, select_fresh
 from mimecast_connector.runner._runner import (
     DEFAULT_START,
     Runner,
@@ -24,4 +24,5 @@ __all__ = [
     "count",
     "make_auth",
     "make_sinks",
+    "select_fresh",
 ]

@@ -20,7 +20,6 @@ from mimecast_connector._categories import Category
 from mimecast_connector.alerts import (
     BUILDERS,
     Alert,
-    IdentityCounter,
     id_prefix,
     identity_getter,
 )
@@ -52,7 +51,7 @@ class Handled:
 
 
 class Chain:
-    """Records of one tenant and category to alerts. Call :meth:`new_window` per poll."""
+    """Records of one tenant and category to alerts."""
 
     def __init__(self, tenant: str, category: Category, table: AttackTable) -> None:
         self.tenant = tenant
@@ -62,11 +61,6 @@ class Chain:
         self._build = BUILDERS[category]
         self._identity = identity_getter(category)
         self._prefix = id_prefix(tenant, category)
-        self._counter = IdentityCounter()
-
-    def new_window(self) -> None:
-        """Occurrence numbers restart with every window read."""
-        self._counter = IdentityCounter()
 
     def process(self, records: list[msgspec.Raw], now: float, *, utf8: bool = True) -> Handled:
         """Handle one page. ``now`` stands in as the time of records whose own time is unreadable.
@@ -77,8 +71,6 @@ class Chain:
         out = Handled()
         tenant, category, prefix = self.tenant, self.category, self._prefix
         check, rules, build, identity = self._check, self._rules, self._build, self._identity
-        occurrence = self._counter.occurrence
-        by_time = category is not Category.IMPERSONATION
         ids, alerts, dropped = out.ids, out.alerts, out.dropped
         newest = out.newest
         for raw in records:
@@ -96,10 +88,9 @@ class Chain:
             if newest is None or epoch > newest:
                 newest = epoch
             second = int(epoch)
-            key = b"%d\x1f%b" % (second, identity(record)) if by_time else identity(record)
-            id_ = blake2b(
-                b"%b%b\x1f%d" % (prefix, key, occurrence(key, second)), digest_size=16
-            ).hexdigest()
+            key = b"%d\x1f%b" % (second, identity(record))
+            # Inline for speed; alerts.alert_id defines it (and a test holds the two together).
+            id_ = blake2b(b"%b%b\x1f0" % (prefix, key), digest_size=16).hexdigest()
             ids.append((id_, epoch))
             verdict = rules(record)
             if isinstance(verdict, str):
@@ -116,14 +107,42 @@ def _dead_id(tenant: str, category: Category, raw: msgspec.Raw) -> str:
     return digest.hexdigest()
 
 
-def count(handled: Handled, fresh: set[str]) -> Counter[str]:
-    """The counters of a page, counting only records not handled before."""
-    counts: Counter[str] = Counter()
-    counts["fetched"] = len(handled.ids)
-    counts["duplicates"] = len(handled.ids) - len(fresh)
-    counts["alerts"] = sum(1 for a in handled.alerts if a.id in fresh)
-    counts["dead_lettered"] = sum(1 for i, _ in handled.dead if i in fresh)
+def select_fresh(handled: Handled, known: set[str]) -> Handled:
+    """What of ``handled`` was not handled before: ids not in ``known``, each once.
+
+    A record can repeat within one page or across pages of one window (Mimecast serving it
+    twice); only its first copy counts.
+    """
+    out = Handled(newest=handled.newest)
+    seen = set(known)
+    for id_, when in handled.ids:
+        if id_ not in seen:
+            seen.add(id_)
+            out.ids.append((id_, when))
+    fresh = {id_ for id_, _ in out.ids}
+    taken: set[str] = set()
+    for alert in handled.alerts:
+        if alert.id in fresh and alert.id not in taken:
+            taken.add(alert.id)
+            out.alerts.append(alert)
+    for id_, line in handled.dead:
+        if id_ in fresh and id_ not in taken:
+            taken.add(id_)
+            out.dead.append((id_, line))
     for id_, reason in handled.dropped:
-        if id_ in fresh:
-            counts[f"dropped: {reason}"] += 1
+        if id_ in fresh and id_ not in taken:
+            taken.add(id_)
+            out.dropped.append((id_, reason))
+    return out
+
+
+def count(fresh: Handled, fetched: int) -> Counter[str]:
+    """The counters of a page: ``fetched`` records, of which ``fresh`` were not handled before."""
+    counts: Counter[str] = Counter()
+    counts["fetched"] = fetched
+    counts["duplicates"] = fetched - len(fresh.ids)
+    counts["alerts"] = len(fresh.alerts)
+    counts["dead_lettered"] = len(fresh.dead)
+    for _, reason in fresh.dropped:
+        counts[f"dropped: {reason}"] += 1
     return counts

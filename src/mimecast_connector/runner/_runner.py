@@ -34,6 +34,7 @@ import structlog
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import ConnectorError, SinkRejectedError
+from mimecast_connector._logging import redact
 from mimecast_connector.client import (
     Auth,
     ClientOptions,
@@ -44,7 +45,7 @@ from mimecast_connector.client import (
 )
 from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
 from mimecast_connector.rules import AttackTable, load_table
-from mimecast_connector.runner._chain import Chain, Handled, count
+from mimecast_connector.runner._chain import Chain, Handled, count, select_fresh
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import StateStore
 
@@ -67,6 +68,7 @@ class StreamResult:
     alerts: int = 0
     pages: int = 0
     error: ConnectorError | None = None
+    message: str = ""  # the error's text, every configured secret redacted
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -133,6 +135,8 @@ class Runner:
         #: Set when a sink refused a batch for good: no checkpoint can advance until a person
         #: fixes it, so the run stops instead of retrying forever.
         self.halted: SinkRejectedError | None = None
+        # Every secret of the configuration: an error body may quote another tenant's.
+        self._secrets = config.secrets()
 
     @property
     def store(self) -> StateStore:
@@ -160,6 +164,7 @@ class Runner:
                 transport=self._transport(tenant),
                 clock=self._clock,
                 limiter=limiter,
+                secrets=self._secrets,
             )
             for category in tenant.categories:
                 self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
@@ -202,7 +207,6 @@ class Runner:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
         start, end = self.window(tenant, category, now)
         chain = self._chains[(tenant.name, category)]
-        chain.new_window()
         client = self._clients[tenant.name]
         shown = self._clock.monotonic()
         try:
@@ -243,14 +247,15 @@ class Runner:
             result.error = exc
             if isinstance(exc, SinkRejectedError):
                 self.halted = exc
-            self.store.record_error(tenant.name, category.value, str(exc), self._clock.time())
+            result.message = redact(str(exc), self._secrets)
+            self.store.record_error(tenant.name, category.value, result.message, self._clock.time())
             _log.error(
                 "poll_failed",
                 tenant=tenant.name,
                 category=category.value,
                 fault=exc.fault,
                 retryable=exc.retryable,
-                error=str(exc),
+                error=result.message,
             )
         return result
 
@@ -262,9 +267,9 @@ class Runner:
             known = store.already_delivered(
                 tenant.name, category.value, (i for i, _ in handled.ids)
             )
-            fresh = {i for i, _ in handled.ids} - known
-            alerts = [a for a in handled.alerts if a.id in fresh]
-            dead_lines = b"".join(line for i, line in handled.dead if i in fresh)
+            fresh = select_fresh(handled, known)
+            alerts = fresh.alerts
+            dead_lines = b"".join(line for _, line in fresh.dead)
             positions: dict[str, str] = {}
             if alerts:
                 # Every sink's write finishes before the lock is let go, even when one fails:
@@ -287,12 +292,12 @@ class Runner:
                 datetime.fromtimestamp(handled.newest, UTC) if handled.newest is not None else None
             )
             prune = cursor - self.config.lookback - PRUNE_MARGIN if cursor is not None else None
-            counts = count(handled, fresh)
+            counts = count(fresh, len(handled.ids))
             store.commit(
                 tenant.name,
                 category.value,
                 cursor=cursor,
-                delivered=[(i, t) for i, t in handled.ids if i in fresh],
+                delivered=fresh.ids,
                 counts=counts,
                 sink_positions=positions,
                 prune_before=prune,
