@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -137,8 +138,11 @@ def test_a_complete_file_loads_both_apis(good: Config) -> None:
     assert globex.categories == tuple(Category)
     assert (globex.start, globex.poll_interval) == (None, timedelta(seconds=60))
     assert (good.lookback, good.page_size) == (timedelta(minutes=45), 250)
-    # Every secret, plus the webhook URL (services put tokens in its path).
-    assert sorted(good.secrets()) == sorted([*CANARIES.values(), "https://siem.example.com/hook"])
+    # Every secret, the secret key's decoded bytes too, plus the webhook URL (tokens hide there).
+    decoded = base64.b64decode(CANARIES["secret_key"]).decode()
+    assert sorted(good.secrets()) == sorted(
+        [*CANARIES.values(), decoded, "https://siem.example.com/hook"]
+    )
 
 
 def test_both_sink_types_load(good: Config) -> None:

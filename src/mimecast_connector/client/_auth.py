@@ -213,8 +213,11 @@ class HmacSigner:
         )
 
     def secrets(self) -> tuple[str, ...]:
-        values = (self._app_key, self._access_key, self._secret_key)
-        return tuple(v.get_secret_value() for v in values if v.get_secret_value())
+        values = [v.get_secret_value() for v in (self._app_key, self._access_key, self._secret_key)]
+        decoded = base64.b64decode(self._secret_key.get_secret_value()).decode("utf-8", "ignore")
+        if decoded.isprintable():
+            values.append(decoded)  # the key's bytes, should anything print them
+        return tuple(v for v in values if v)
 
     async def headers(
         self, path: str, request_id: str, fetch_token: TokenFetcher

@@ -194,9 +194,14 @@ class TenantConfig(_Strict):
         return self.base_url or DEFAULT_BASE_URL_V2
 
     def secrets(self) -> list[str]:
-        """Every secret value of this tenant, for redaction."""
+        """Every secret value of this tenant, for redaction (the secret key decoded, too)."""
         values = (self.client_secret, self.app_key, self.access_key, self.secret_key)
-        return [v.get_secret_value() for v in values if v is not None]
+        out = [v.get_secret_value() for v in values if v is not None]
+        if self.secret_key is not None:
+            decoded = base64.b64decode(self.secret_key.get_secret_value()).decode("utf-8", "ignore")
+            if decoded.isprintable():
+                out.append(decoded)
+        return out
 
 
 class JsonlSinkConfig(_Strict):
