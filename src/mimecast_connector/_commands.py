@@ -351,6 +351,7 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
                 live.update(summary.table(started))
         finally:
             await runner.aclose()
+        _err.line()
         _err.print(
             f"stopped. `mimecast-connector status --config {out}/config.toml` shows the checkpoints."
         )
