@@ -57,3 +57,24 @@ def test_line_breaks_between_tokens_become_spaces() -> None:
     (record,) = decoded.data[0].clickLogs  # type: ignore[union-attr]
     assert b"\n" not in bytes(record)
     assert b"\r" not in bytes(record)
+
+
+def test_a_record_too_deep_to_decode_is_split_out_and_the_rest_survive() -> None:
+    """A 100,000-deep record makes the page decoder recurse too far; the page is split without recursion."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    tricky = GOOD.replace(b'"https://a.example"', b'"https://a.example/[x],{y}\\"q\\""')
+    hostile = GOOD[:-1] + b',"tagMap":' + deep + b"}"
+    (decoded, _), fail = MimecastClient._decode_page(Category.URL, page(tricky, hostile, b"7"))
+    records = [bytes(r) for r in decoded.data[0].clickLogs]  # type: ignore[union-attr]
+    assert records == [tricky, hostile, b"7"]
+    assert decoded.meta.pagination is not None
+    assert decoded.meta.pagination.next == "n2"
+    assert fail == []
+
+
+def test_a_body_too_deep_outside_the_records_is_still_a_format_error() -> None:
+    """Deep nesting in the envelope itself (not in a record) stays an UpstreamFormatError."""
+    body = b'{"meta":' + b"[" * 100_000 + b"]" * 100_000 + b',"data":[],"fail":[]}'
+    with pytest.raises(_GiveUp) as caught:
+        MimecastClient._decode_page(Category.URL, body)
+    assert caught.value.verdict.error is UpstreamFormatError

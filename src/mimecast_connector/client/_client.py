@@ -554,7 +554,12 @@ class MimecastClient:
                 raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
             page = lenient
         except RecursionError:
-            raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
+            # One record nested too deeply for the decoder must not sink its page: split the
+            # record list without recursion; the format check dead-letters that record alone.
+            split = _split_page(category, body)
+            if split is None:
+                raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
+            page = split
         return (page, _is_utf8(body)), page.fail
 
     @staticmethod
@@ -671,6 +676,78 @@ def _lenient_page(category: Category, body: bytes) -> _PageT | None:
         )
     except (msgspec.ValidationError, AttributeError, TypeError):
         return None
+
+
+_OPEN, _CLOSE, _QUOTE, _BACKSLASH, _COMMA, _COLON = b"[{", b"]}", 34, 92, 44, 58
+
+
+def _split_page(category: Category, body: bytes) -> _PageT | None:
+    """The page, its record list split by a non-recursive scan; None if it is not a page.
+
+    Walks the body once tracking nesting depth and strings. The records are the elements of
+    each ``data[i].<list key>`` array (depth 4); everything else of the page is shallow, so it
+    is decoded normally once the record lists are emptied out of the body.
+    """
+    key = f'"{category.list_key}"'.encode()
+    records: list[msgspec.Raw] = []
+    spans: list[tuple[int, int]] = []  # record lists to cut out of the envelope
+    depth = 0
+    in_string = escaped = False
+    string_start = -1
+    last_string = b""
+    in_list = False
+    element_start = -1
+    list_start = -1
+    for index, byte in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = False
+                last_string = body[string_start : index + 1]
+            continue
+        if byte == _QUOTE:
+            in_string, string_start = True, index
+            if in_list and depth == 4 and element_start < 0:
+                element_start = index
+        elif byte in _OPEN:
+            if depth == 3 and byte == 91 and last_string == key:  # "[" of the record list
+                in_list, list_start, element_start = True, index, -1
+            elif in_list and depth == 4 and element_start < 0:
+                element_start = index
+            depth += 1
+        elif byte in _CLOSE:
+            depth -= 1
+            if depth < 0:
+                return None
+            if in_list and depth == 3:  # the record list closes
+                if element_start >= 0:
+                    records.append(msgspec.Raw(body[element_start:index].rstrip()))
+                spans.append((list_start + 1, index))
+                in_list, element_start = False, -1
+        elif byte == _COMMA and in_list and depth == 4:
+            if element_start >= 0:
+                records.append(msgspec.Raw(body[element_start:index].rstrip()))
+            element_start = -1
+        elif byte == _COLON:
+            continue
+        elif in_list and depth == 4 and element_start < 0 and byte not in b" \t\r\n":
+            element_start = index
+        if byte not in b" \t\r\n" and byte != _QUOTE:
+            last_string = last_string if byte == _COLON else b""
+    if depth != 0 or in_string:
+        return None
+    envelope = bytearray(body)
+    for start, end in reversed(spans):
+        del envelope[start:end]
+    page_type, data_type = _PAGE_TYPES[category]
+    try:
+        shell = _PAGE_DECODERS[category].decode(bytes(envelope))
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return page_type(meta=shell.meta, data=[data_type(records)], fail=shell.fail)
 
 
 def _is_utf8(body: bytes) -> bool:
