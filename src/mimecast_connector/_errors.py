@@ -12,6 +12,7 @@ Two questions decide what happens to a failure, so every error answers both:
     ConnectorError                         fault / retryable
     ├── ConfigError                        config / no     the settings file or a secret
     ├── StateError                         config / no     the state database: damaged, locked, newer
+    ├── InternalError                      ours / yes      anything else, so no stream dies silently
     ├── SinkError                          (carries the sink's name)
     │   ├── SinkUnavailableError           upstream / yes  down, slow, 5xx, 408, 429
     │   └── SinkRejectedError              config / no     a 4xx other than 408/429; a local write failed
@@ -81,6 +82,18 @@ class SinkRejectedError(SinkError):
     """The sink refused the batch in a way a retry will not change; someone must act."""
 
     fault: Fault = "config"
+
+
+class InternalError(ConnectorError):
+    """Something failed that has no error of its own here (a bug, or a local resource such as
+    the disk): reported with its type, so that a stream records it instead of dying."""
+
+    fault: Fault = "ours"
+    retryable = True
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause_type = type(cause).__name__
+        super().__init__(f"unexpected {self.cause_type}: {cause}")
 
 
 class ApiError(ConnectorError):

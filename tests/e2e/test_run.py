@@ -140,3 +140,67 @@ async def test_after_a_long_outage_the_window_reaches_back_to_the_checkpoint(wor
         await runner.aclose()
     assert start == cursor - config.lookback
     assert end == later
+
+
+async def test_a_future_dated_record_does_not_push_the_cursor_past_now(world: World) -> None:
+    """A record dated a year ahead is delivered, the cursor stops at now, and later records still arrive."""
+    from datetime import timedelta
+
+    future = world.tenant.generate(
+        Category.URL,
+        count=1,
+        start=NOW + timedelta(days=365),
+        end=NOW + timedelta(days=365, seconds=1),
+    )
+    world.made[Category.URL] += future
+    runner = await run_once(world)
+    del runner
+    store = StateStore(world.tmp / "state/connector.db")
+    try:
+        cursor = store.cursor("acme", "url")
+    finally:
+        store.close()
+    assert cursor is not None
+    assert cursor <= datetime.now(UTC)
+    later = world.tenant.generate(
+        Category.URL,
+        count=20,
+        start=datetime.now(UTC) - timedelta(seconds=30),
+        end=datetime.now(UTC),
+    )
+    world.made[Category.URL] += later
+    await run_once(world)
+    assert {canonical(a["raw"]) for a in world.alerts()} == set(world.expected())
+
+
+async def test_an_unexpected_exception_in_a_sink_is_reported_not_fatal(world: World) -> None:
+    """A sink raising something outside the error tree fails its streams with InternalError; the run goes on."""
+    from collections.abc import Sequence
+
+    from mimecast_connector import InternalError
+    from mimecast_connector.alerts import Alert, Format
+
+    class Broken:
+        name = "broken"
+        format: Format = "native"
+
+        async def start(self, position: str | None) -> str | None:
+            return None
+
+        async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+            raise RuntimeError("boom")
+
+        def committed(self, position: str | None) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+    runner = Runner(world.config(), sinks=[Broken()])
+    await runner.start()
+    try:
+        results = await runner.run_once()
+    finally:
+        await runner.aclose()
+    assert {type(r.error) for r in results} == {InternalError}
+    assert all("RuntimeError: boom" in r.message for r in results)

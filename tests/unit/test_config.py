@@ -412,3 +412,28 @@ def test_poll_interval_must_be_a_second_or_more(value: str, problem: str, tmp_pa
     assert [(p, problem in m) for p, m in caught.value.problems] == [
         ("tenants[0].poll_interval", True)
     ]
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path: Path) -> None:
+    """Two jsonl sinks (or a sink and the dead-letter file) naming one file would cut each other's writes."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'dead_letter = "out/a.jsonl"\n[[tenants]]\nname = "a"\nclient_id = "x"\nclient_secret = "y"\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "out/a.jsonl"\n[[sinks]]\ntype = "jsonl"\npath = "./out/a.jsonl"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert [p for p, _ in caught.value.problems] == ["sinks[0].path", "sinks[1].path"]
+
+
+def test_webhook_header_values_must_be_ascii_on_one_line(tmp_path: Path) -> None:
+    """A header value that HTTP cannot carry is a config error, not a crash at the first batch."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[tenants]]\nname = "a"\nclient_id = "x"\nclient_secret = "y"\n'
+        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example.net/x"\nheaders = { Authorization = "Bearer t\\u00f6k" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert caught.value.problems[0][0] == "sinks[0].headers"
+    assert "ASCII" in caught.value.problems[0][1]

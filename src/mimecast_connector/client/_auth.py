@@ -149,7 +149,12 @@ class OAuth2ClientCredentials:
 
     def _parse(self, answer: Mapping[str, Any], issued: float) -> _Token:
         access = answer.get("access_token")
-        if not isinstance(access, str) or not access or any(c.isspace() for c in access):
+        if (
+            not isinstance(access, str)
+            or not access
+            or not access.isascii()
+            or any(c.isspace() for c in access)
+        ):
             raise ValueError("token response has no usable access_token")
         kind = answer.get("token_type", "Bearer")
         kind = kind.title() if isinstance(kind, str) and kind else "Bearer"

@@ -416,7 +416,10 @@ class MimecastClient:
                     sent = await self._auth_headers(path, request_id)
                     headers.update(sent)
                 status, response_headers, body = await self._send(path, headers, content)
-            except (httpx.TransportError, TimeoutError) as exc:
+            except (
+                httpx.HTTPError,
+                TimeoutError,
+            ) as exc:  # transport, and bodies httpx cannot decode
                 status, verdict, detail, reset = (
                     None,
                     classify_transport_error(),
@@ -566,6 +569,8 @@ class MimecastClient:
     def _decode_token(body: bytes) -> tuple[Mapping[str, Any], list[_Fail]]:
         try:
             answer: dict[str, Any] = _TOKEN_DECODER.decode(body)
+        except RecursionError:
+            raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
         except msgspec.DecodeError as exc:
             raise _GiveUp(_FORMAT_VERDICT, _describe_decode_error(exc, body), []) from None
         fail: list[_Fail] = []

@@ -231,9 +231,14 @@ class WebhookSinkConfig(_Strict):
         out: dict[str, Any] = {}
         for name, raw in value.items():
             try:
-                out[name] = _secret(raw, info)
+                secret = _secret(raw, info)
             except ValueError as exc:
                 raise ValueError(f"header {name}: {exc}") from None
+            text = secret.get_secret_value() if secret is not None else ""
+            for part, what in ((name, "name"), (text, "value")):
+                if not part.isascii() or "\r" in part or "\n" in part:
+                    raise ValueError(f"header {name}: the {what} must be ASCII on one line")
+            out[name] = secret
         return out
 
     @field_validator("url")
@@ -319,7 +324,22 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(_problems(exc) + problems) from None
     if problems:
         raise ConfigError(problems)
-    return _anchor(config, base_dir)
+    anchored = _anchor(config, base_dir)
+    files = [("dead_letter", anchored.dead_letter), ("state", anchored.state)] + [
+        (f"sinks[{i}].path", Path(s.path))
+        for i, s in enumerate(anchored.sinks)
+        if isinstance(s, JsonlSinkConfig) and s.path != "-"
+    ]
+    seen: dict[Path, str] = {}
+    clashes = []
+    for key, path in files:
+        resolved = path.resolve()
+        if resolved in seen:
+            clashes.append((key, f"is the same file as {seen[resolved]}; each needs its own"))
+        seen.setdefault(resolved, key)
+    if clashes:
+        raise ConfigError(clashes)
+    return anchored
 
 
 def _mapping_problems(data: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:

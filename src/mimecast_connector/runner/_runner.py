@@ -33,7 +33,7 @@ import structlog
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
-from mimecast_connector._errors import ConnectorError, SinkRejectedError
+from mimecast_connector._errors import ConnectorError, InternalError, SinkRejectedError
 from mimecast_connector._logging import redact
 from mimecast_connector.client import (
     Auth,
@@ -213,6 +213,10 @@ class Runner:
             async for page in client.pages(category, start, end):
                 result.pages += 1
                 handled = chain.process(page.records, now.timestamp(), utf8=page.utf8)
+                if handled.newest is not None and handled.newest > end.timestamp():
+                    # A record dated in the future is delivered, but the cursor stops at now:
+                    # otherwise every window until that date would start past the present.
+                    handled.newest = end.timestamp()
                 delivered = await self._deliver(tenant, category, handled)
                 result.alerts += delivered.get("alerts", 0)
                 for name, value in delivered.items():
@@ -243,12 +247,18 @@ class Runner:
                 prune_before=None,
                 success_at=self._clock.time(),
             )
-        except ConnectorError as exc:
+        except Exception as caught:
+            exc = caught if isinstance(caught, ConnectorError) else InternalError(caught)
             result.error = exc
             if isinstance(exc, SinkRejectedError):
                 self.halted = exc
             result.message = redact(str(exc), self._secrets)
-            self.store.record_error(tenant.name, category.value, result.message, self._clock.time())
+            try:
+                self.store.record_error(
+                    tenant.name, category.value, result.message, self._clock.time()
+                )
+            except Exception as store_error:
+                _log.error("recording_error_failed", error=redact(str(store_error), self._secrets))
             _log.error(
                 "poll_failed",
                 tenant=tenant.name,
@@ -317,6 +327,17 @@ class Runner:
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Poll every stream on its interval until ``stop`` is set."""
         tasks = [asyncio.create_task(self._loop(t, c, stop)) for t, c in self.streams()]
+
+        def died(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                error = redact(repr(task.exception()), self._secrets)
+                _log.error(
+                    "stream_task_died", error=error, reason="stopping the run, not hiding it"
+                )
+                stop.set()
+
+        for task in tasks:
+            task.add_done_callback(died)
         try:
             await stop.wait()
         finally:

@@ -108,8 +108,9 @@ class AppendFile:
         held = os.fstat(self._file.fileno())
         if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
             return
-        self._file.close()
-        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+        fresh = open(self.path, "ab")  # noqa: SIM115 - kept open for the run
+        self._file.close()  # only once the new one is open: a failed open keeps the old
+        self._file = fresh
         self._committed = os.fstat(self._file.fileno()).st_size
         _log.warning(
             "file_rotated",
