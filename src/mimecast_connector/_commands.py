@@ -161,7 +161,10 @@ async def _check(config: Config) -> int:
     status = 0
     for tenant in config.tenants:
         client = MimecastClient(
-            tenant=tenant.name, base_url=tenant.url, auth=make_auth(tenant, SystemClock())
+            tenant=tenant.name,
+            base_url=tenant.url,
+            auth=make_auth(tenant, SystemClock()),
+            secrets=config.secrets(),
         )
         try:
             for category in tenant.categories:

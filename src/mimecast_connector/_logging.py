@@ -16,23 +16,30 @@ import structlog
 LogFormat = Literal["json", "console"]
 
 
+def _ordered(secrets: Iterable[str]) -> list[str]:
+    """The secrets worth redacting (4 characters or longer), longest first."""
+    return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+
+def _replace(text: str, ordered: list[str]) -> str:
+    for secret in ordered:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret (4 characters or longer) replaced by ``***``."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    return _replace(text, _ordered(secrets))
 
 
 def redactor(secrets: Iterable[str]) -> structlog.types.Processor:
     """A processor that replaces every secret (4 characters or longer) with ``***``."""
-    values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    values = _ordered(secrets)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
-            for secret in values:
-                if secret in value:
-                    value = value.replace(secret, "***")
-            return value
+            return _replace(value, values)
         if isinstance(value, dict):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

@@ -36,6 +36,7 @@ from mimecast_connector._errors import (
     PaginationError,
     UpstreamFormatError,
 )
+from mimecast_connector._logging import redact
 from mimecast_connector.client._auth import Auth, new_request_id
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
@@ -268,7 +269,7 @@ class MimecastClient:
         secrets: Sequence[str] = (),
     ) -> None:
         self.tenant = tenant
-        self._secrets = tuple(s for s in secrets if len(s) >= 4)
+        self._secrets = tuple(secrets)
         self.base_url = check_base_url(base_url)
         self.auth = auth
         self.options = options or ClientOptions()
@@ -596,10 +597,7 @@ class MimecastClient:
     # --- errors --------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in (*self.auth.secrets(), *self._secrets):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, (*self.auth.secrets(), *self._secrets))
 
     def _error(
         self,
