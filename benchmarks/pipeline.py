@@ -35,6 +35,7 @@ from mimecast_connector.rules import load_table
 from mimecast_connector.runner import Chain
 from mimecast_connector.simulator import Simulator
 
+WINDOW = (0.0, 4e9)  # 1970 to 2096: every generated record is inside
 MALICIOUS = {
     Category.ATTACHMENT: ("result", "malicious"),
     Category.IMPERSONATION: ("taggedMalicious", True),
@@ -107,7 +108,8 @@ def main() -> None:
             for page in pages:
                 # The client's own page decoding: envelope, line-break and UTF-8 checks.
                 (envelope, utf8), _ = MimecastClient._decode_page(category, page)
-                handled = chain.process(_records_of(envelope), 0.0, utf8=utf8)
+                # As the runner calls it: with the window asked for, which every record is in.
+                handled = chain.process(_records_of(envelope), 0.0, utf8=utf8, window=WINDOW)
                 encode(handled.alerts)
                 alerts += len(handled.alerts)
             return alerts

@@ -25,8 +25,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mimecast_connector._categories import Category
-from mimecast_connector._errors import ConfigError, ConnectorError, StateError
-from mimecast_connector._logging import LogFormat, configure_logging
+from mimecast_connector._errors import ConfigError, ConnectorError, InternalError, StateError
+from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, load_config
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
@@ -121,27 +121,49 @@ async def _run(config: Config, once: bool) -> int:
     runner = Runner(config)
     try:
         await runner.start()
-    except (StateError, ConnectorError) as exc:
+    except ConnectorError as exc:
         await runner.aclose()
         _fail(str(exc))
+    except Exception as exc:  # a local resource, or a bug: say so, never a traceback
+        await runner.aclose()
+        _fail(redact(f"could not start: {InternalError(exc)}", config.secrets()), status=1)
+    try:
+        return await serve(runner, once)
+    finally:
+        await runner.aclose()
+
+
+async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -> int:
+    """Run a started ``runner`` once or until ``stop`` (SIGINT/SIGTERM); return the exit status.
+
+    Only a requested stop ends with 0: a run halted by a sink or the state store, a stream task
+    that died, or anything unexpected here says why and ends with 1, so that a supervisor
+    restarts it.
+    """
     try:
         if once:
             return summarize(await runner.run_once())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
         await runner.run_forever(stop)
-        if runner.halted is not None:
-            _err.print(f"[bold red]stopped:[/] {runner.halted}", soft_wrap=True)
-            _err.print(
-                "Fix the sink, then start again: nothing was committed past the refused batch."
-            )
-            return 1
-        return 0
-    finally:
-        await runner.aclose()
+    except Exception as exc:
+        message = redact(str(InternalError(exc)), runner.config.secrets())
+        _err.print(f"[bold red]stopped:[/] {escape(message)}", soft_wrap=True)
+        return 1
+    if runner.halted is not None:
+        message = redact(str(runner.halted), runner.config.secrets())
+        _err.print(f"[bold red]stopped:[/] {escape(message)}", soft_wrap=True)
+        _err.print("Fix it, then start again: nothing was committed past the refused batch.")
+        return 1
+    if runner.died is not None:
+        _err.print(f"[bold red]stopped:[/] {escape(runner.died)}", soft_wrap=True)
+        _err.print("This is a bug: please report it. A restart resumes at the last checkpoint.")
+        return 1
+    return 0
 
 
 @click.command()

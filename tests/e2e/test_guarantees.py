@@ -1,8 +1,9 @@
 """The delivery guarantees end to end, under the faults that test them.
 
-The guarantees (``state/_store.py``, ``runner/_runner.py``): a stream's cursor is the newest
-event time of the pages fully handled and acknowledged by every sink, so it never runs ahead of
-what was delivered; every kept record becomes exactly one alert, whatever fails on the way, once
+The guarantees (``state/_store.py``, ``runner/_runner.py``): a stream's cursor is the end of the
+last window read in full, or, within a window read oldest first, the newest event time of the
+pages fully handled and acknowledged by every sink, so it never runs ahead of what was
+delivered; every kept record becomes exactly one alert, whatever fails on the way, once
 the fault is gone; late records within the lookback are still delivered, once; one process
 writes a state file; a damaged state file is refused untouched; a tenant keeps its checkpoints
 across an API version switch.
@@ -15,8 +16,8 @@ the simulator was given (never from the code under test):
   only once handled, so every alert strictly older than the cursor must be out already. A
   cursor committed for a page that was not delivered (or set to the window's end after a
   failure) puts an undelivered alert behind it and fails here.
-* *not past the data*: the cursor is the event time of a record of that stream, so it cannot
-  have been set to the window's end or to the clock.
+* *nothing invented*: the cursor is the event time of a record of that stream or the ``to`` of
+  a window the simulator was asked for, never some other time.
 * it never moves backwards, and no alert is in the output twice.
 """
 
@@ -65,6 +66,7 @@ TENANT = "acme"
 PAGE_SIZE = 20  # small pages, so that a fault lands in the middle of a window
 FAST = RetryPolicy(attempts=3, initial=0.01, maximum=0.05)
 Cursors = dict[Category, datetime | None]
+NEVER = datetime.min.replace(tzinfo=UTC)  # stands in for a missing cursor in comparisons
 
 
 def options(read: float = 10.0) -> ClientOptions:
@@ -110,7 +112,18 @@ def delivered(world: World) -> Counter[str]:
     return Counter(canonical(a["raw"]) for a in world.alerts())
 
 
-def check_run(runner: Runner, ledger: Ledger, before: Cursors, out: Counter[str]) -> Cursors:
+def window_ends(world: World, category: Category) -> set[datetime]:
+    """The ``to`` of every window of ``category`` the simulator was asked for."""
+    return {
+        datetime.strptime(r.json["data"][0]["to"], "%Y-%m-%dT%H:%M:%S%z")
+        for r in world.sim.requests
+        if r.category is category and r.json
+    }
+
+
+def check_run(
+    runner: Runner, world: World, ledger: Ledger, before: Cursors, out: Counter[str]
+) -> Cursors:
     """The cursor invariants of the module docstring, given what is out (``out``, acknowledged)."""
     now = cursors(runner)
     for category in Category:
@@ -118,7 +131,9 @@ def check_run(runner: Runner, ledger: Ledger, before: Cursors, out: Counter[str]
         if cursor is None:
             assert before[category] is None, f"{category}: the cursor was dropped"
             continue
-        assert cursor in ledger.times[category], f"{category}: cursor {cursor} is no record's time"
+        assert cursor in ledger.times[category] | window_ends(world, category), (
+            f"{category}: cursor {cursor} is neither a record's time nor a window's end"
+        )
         pending = [t for key, t in ledger.wanted[category].items() if key not in out]
         assert not pending or cursor <= min(pending), (
             f"{category}: cursor {cursor} is past an alert not delivered yet ({min(pending)})"
@@ -223,7 +238,7 @@ async def test_api_fault_loses_nothing_and_duplicates_nothing(world: World, case
             results = await runner.run_once()
             out = delivered(world)
             assert max(out.values(), default=1) == 1, f"run {number}: an alert went out twice"
-            before = check_run(runner, ledger, before, out)
+            before = check_run(runner, world, ledger, before, out)
             complete = set(out) == ledger.expected()
             history.append((results, complete))
             if number == 1:
@@ -259,7 +274,8 @@ async def test_api_fault_loses_nothing_and_duplicates_nothing(world: World, case
     assert len(history) == 3, "not recovered on the first run after the fault was cleared"
     assert runner.halted is None
     assert_exactly(world, world.expected())
-    assert before == {c: max(ledger.times[c]) for c in Category}, "the cursor stopped short"
+    # The last window of every stream was read in full: its cursor is that window's end.
+    assert before == {c: max(window_ends(world, c)) for c in Category}, "the cursor stopped short"
 
 
 # --- late records ------------------------------------------------------------------------------
@@ -280,7 +296,7 @@ def redated(
 async def test_late_records_within_the_lookback_are_delivered_once_and_older_ones_not(
     world: World,
 ) -> None:
-    """Records published late and dated in [cursor - lookback, cursor] are delivered exactly once; one dated a second before that is (documented) not."""
+    """Records published at most the lookback after their event time are delivered exactly once; one dated a second before the next window can reach is (documented) not."""
     runner = Runner(world.config(), client_options=options())
     await runner.start()
     inside: dict[Category, list[dict[str, Any]]] = {}
@@ -294,8 +310,11 @@ async def test_late_records_within_the_lookback_are_delivered_once_and_older_one
             cursor = runner.store.cursor(TENANT, category.value)
             assert cursor is not None
             template = next(r for r in world.made[category] if expected_kept(category, r))
-            moments = [cursor - lookback, cursor - lookback + second, cursor - lookback / 2]
-            moments += [cursor - second, cursor]
+            # They show up during the next poll, at about `now`: each is at most the lookback
+            # late (10 s to spare for the poll's own time), which README "late records" covers.
+            now = datetime.now(UTC).replace(microsecond=0)
+            assert now >= cursor
+            moments = [now - lookback + 10 * second, now - lookback / 2, now - second, now]
             inside[category] = [
                 redated(category, template, m, f"late-{n}") for n, m in enumerate(moments)
             ]
@@ -311,7 +330,7 @@ async def test_late_records_within_the_lookback_are_delivered_once_and_older_one
             await run_ok(runner)
             out = delivered(world)
             assert max(out.values()) == 1
-            before = check_run(runner, ledger, before, out)
+            before = check_run(runner, world, ledger, before, out)
     finally:
         await runner.aclose()
 
@@ -339,17 +358,17 @@ def with_webhook(world: World, url: str) -> list[Sink]:
     ]
 
 
-def add_fresh_alerts(world: World, count: int = 10) -> None:
-    """New records of every category, all of them alerts, newer than every checkpoint so far:
+def add_fresh_alerts(world: World, held: Cursors, count: int = 10) -> None:
+    """New records of every category, all of them alerts, dated a second after every checkpoint
+    in ``held`` (waiting until the clock is past that second, so the next window reaches them):
     the first page that reaches them has an alert to deliver, so no cursor can pass them
     without a sink's acknowledgement."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    moment = max(c for c in held.values() if c is not None) + timedelta(seconds=1)
+    while datetime.now(UTC) < moment + timedelta(seconds=1):
+        time.sleep(0.05)
     for category in Category:
         kept = [r for r in world.made[category] if expected_kept(category, r)]
-        fresh = [
-            redated(category, kept[n], now - timedelta(seconds=3 * (count - n)), f"fresh-{n}")
-            for n in range(count)
-        ]
+        fresh = [redated(category, kept[n], moment, f"fresh-{n}") for n in range(count)]
         world.tenant.add_records(category, fresh)
         world.made[category].extend(fresh)
 
@@ -407,7 +426,7 @@ async def test_webhook_fault_holds_the_checkpoint_until_the_receiver_acknowledge
     try:
         await run_ok(runner)
         held = cursors(runner)
-        add_fresh_alerts(world)
+        add_fresh_alerts(world, held)
         ledger = Ledger.of(world)
         policy = case.policy()
         if case.id == "down":
@@ -418,7 +437,7 @@ async def test_webhook_fault_holds_the_checkpoint_until_the_receiver_acknowledge
             sent = len(first.requests)
             results = await runner.run_once()
             acked = Counter(canonical(a["raw"]) for a in first.acknowledged())
-            before = check_run(runner, ledger, before, acked)
+            before = check_run(runner, world, ledger, before, acked)
             no_duplicates(world)
             if case.error is None:
                 continue
@@ -445,7 +464,9 @@ async def test_webhook_fault_holds_the_checkpoint_until_the_receiver_acknowledge
     assert set(world.expected()) <= raws
     ids = {a["id"] for r in receivers for a in r.acknowledged()}
     assert {a["id"] for a in world.alerts()} <= ids
-    assert final == {c: max(ledger.times[c]) for c in Category}
+    # The last window of every stream was read in full: its cursor is that window's end.
+    assert final == {c: max(window_ends(world, c)) for c in Category}
+    assert all((final[c] or NEVER) >= max(ledger.times[c]) for c in Category)
 
 
 async def test_webhook_400_halts_the_run_without_retrying_and_a_restart_resumes(
@@ -458,7 +479,7 @@ async def test_webhook_400_halts_the_run_without_retrying_and_a_restart_resumes(
     try:
         await run_ok(runner)
         held = cursors(runner)
-        add_fresh_alerts(world)
+        add_fresh_alerts(world, held)
         receiver.policy = lambda request: Answer(400)
         sent = len(receiver.requests)
         results = await runner.run_once()
@@ -664,7 +685,7 @@ async def test_switching_a_tenant_from_api_1_to_2_continues_its_checkpoints(worl
 
     first = await run(world.config("1.0"))
     assert all(r.headers.get("authorization", "").startswith("MC ") for r in world.sim.requests)
-    add_fresh_alerts(world)
+    add_fresh_alerts(world, first)
     ledger = Ledger.of(world)
     world.sim.clear_requests()
     second = await run(world.config("2.0"))
@@ -681,5 +702,9 @@ async def test_switching_a_tenant_from_api_1_to_2_continues_its_checkpoints(worl
             if r.category is category and "pageToken" not in r.json["meta"]["pagination"]
         )
         assert opening.json["data"][0]["from"] == stamp(cursor - timedelta(minutes=30))
-        assert second[category] == max(ledger.times[category]) > cursor
+        # The second window was read in full: the cursor is its end.
+        reached = second[category]
+        assert reached is not None
+        assert stamp(reached) == opening.json["data"][0]["to"]
+        assert reached >= max(ledger.times[category]) > cursor
     assert_exactly(world, world.expected())

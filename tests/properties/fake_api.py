@@ -6,6 +6,11 @@ lists the test fills, with Mimecast's paging: ``from``/``to`` inclusive, ``oldes
 JSON bytes with the event time the *server* files them under, so a test can serve records whose
 own time field is hostile. Everything is synchronous with the test's event loop: no sockets.
 
+A server that misbehaves the ways a real one might: ``order`` serves each window ``"asked"``
+(as ``oldestFirst`` says), ``"newest"`` first whatever was asked, or ``"shuffled"`` (a fixed
+shuffle per window, so its pages agree); ``ignore_window`` serves every record whatever
+``from``/``to`` say.
+
 Two hooks let a test interrupt a run at an exact request: :attr:`FakeMimecast.on_request` is
 called with the running number of every log request, and may return an awaitable to wait on
 (a gate that never opens, while the test cancels the run); :attr:`FakeMimecast.body_override`
@@ -15,9 +20,11 @@ answers a log request with any bytes or stream instead of a page.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import httpx
 
@@ -51,6 +58,7 @@ class LogRequest:
     token: str | None
 
 
+Order = Literal["asked", "newest", "shuffled"]
 BodyOverride = Callable[[Category], "bytes | AsyncIterator[bytes] | None"]
 
 
@@ -65,6 +73,8 @@ class FakeMimecast:
     token_requests: int = 0
     on_request: Callable[[int], Awaitable[None] | None] | None = None
     body_override: BodyOverride | None = None
+    order: Order = "asked"
+    ignore_window: bool = False
     _seq: int = 0
 
     def add(self, category: Category, raw: bytes, epoch: float) -> None:
@@ -112,8 +122,15 @@ class FakeMimecast:
 
     def page(self, category: Category, request: LogRequest, *, oldest_first: bool) -> bytes:
         """The page Mimecast would send: ``{"meta":...,"data":[{"<listKey>":[...]}],"fail":[]}``."""
-        inside = [r for r in self.records[category] if request.start <= r.epoch <= request.end]
-        inside.sort(key=lambda r: (r.epoch, r.seq), reverse=not oldest_first)
+        inside = [
+            r
+            for r in self.records[category]
+            if self.ignore_window or request.start <= r.epoch <= request.end
+        ]
+        newest_first = self.order == "newest" or (self.order == "asked" and not oldest_first)
+        inside.sort(key=lambda r: (r.epoch, r.seq), reverse=newest_first)
+        if self.order == "shuffled":
+            random.Random(f"{request.start}:{request.end}:{len(inside)}").shuffle(inside)
         offset = int(request.token or 0)
         chosen = inside[offset : offset + request.page_size]
         pagination: dict[str, object] = {"pageSize": request.page_size, "totalCount": len(inside)}

@@ -10,6 +10,7 @@ they were alerts, dropped as safe, or dead-lettered, and nothing is counted twic
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -41,13 +42,24 @@ class DeadLetter(msgspec.Struct):
 
 @dataclass(slots=True)
 class Handled:
-    """What one page became. ``ids`` lists every record's id with its event time (epoch s)."""
+    """What one page became. ``ids`` lists every record's id with its event time (epoch s).
+
+    ``newest`` and ``oldest`` are the extreme event times of the page's valid records inside
+    the window the page was asked for, and ``ordered`` says whether those records came oldest
+    first; ``outside`` counts valid records dated outside that window. The runner uses them to
+    decide how far the cursor may move (``runner._runner``): only order it has seen proves
+    that nothing older is still to come.
+    """
 
     ids: list[tuple[str, float]] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead: list[tuple[str, bytes]] = field(default_factory=list)  # id, encoded DeadLetter line
     dropped: list[tuple[str, str]] = field(default_factory=list)  # id, reason
     newest: float | None = None
+    oldest: float | None = None
+    ordered: bool = True
+    outside: int = 0
+    too_old: int = 0  # records older than the id memory reaches (set by select_fresh)
 
 
 class Chain:
@@ -62,17 +74,30 @@ class Chain:
         self._identity = identity_getter(category)
         self._prefix = id_prefix(tenant, category)
 
-    def process(self, records: list[msgspec.Raw], now: float, *, utf8: bool = True) -> Handled:
+    def process(
+        self,
+        records: list[msgspec.Raw],
+        now: float,
+        *,
+        utf8: bool = True,
+        window: tuple[float, float] = (-math.inf, math.inf),
+    ) -> Handled:
         """Handle one page. ``now`` stands in as the time of records whose own time is unreadable.
 
         ``utf8`` is the client's word that the whole page is UTF-8; when it is not, each
-        record is checked, and those that are not are dead-lettered.
+        record is checked, and those that are not are dead-lettered. ``window`` is the
+        ``[from, to]`` the page was asked for (epoch seconds).
         """
         out = Handled()
         tenant, category, prefix = self.tenant, self.category, self._prefix
         check, rules, build, identity = self._check, self._rules, self._build, self._identity
         ids, alerts, dropped = out.ids, out.alerts, out.dropped
-        newest = out.newest
+        low, high = window
+        newest: float | None = None
+        oldest: float | None = None
+        previous = -math.inf
+        ordered = True
+        outside = 0
         for raw in records:
             checked = check(raw) if utf8 else (check_utf8(raw) or check(raw))
             if isinstance(checked, str):
@@ -85,8 +110,17 @@ class Chain:
                 ids.append((dead_id, now))
                 continue
             record, (epoch, utc) = checked
-            if newest is None or epoch > newest:
-                newest = epoch
+            if low <= epoch <= high:
+                if epoch < previous:
+                    ordered = False
+                else:
+                    previous = epoch
+                if newest is None or epoch > newest:
+                    newest = epoch
+                if oldest is None or epoch < oldest:
+                    oldest = epoch
+            else:
+                outside += 1
             second = int(epoch)
             key = b"%d\x1f%b" % (second, identity(record))
             # Inline for speed; alerts.alert_id defines it (and a test holds the two together).
@@ -97,7 +131,7 @@ class Chain:
                 dropped.append((id_, verdict))
             else:
                 alerts.append(build(id_, tenant, record, utc, verdict, raw))
-        out.newest = newest
+        out.newest, out.oldest, out.ordered, out.outside = newest, oldest, ordered, outside
         return out
 
 
@@ -107,16 +141,25 @@ def _dead_id(tenant: str, category: Category, raw: msgspec.Raw) -> str:
     return digest.hexdigest()
 
 
-def select_fresh(handled: Handled, known: set[str]) -> Handled:
+def select_fresh(handled: Handled, known: set[str], horizon: float = -math.inf) -> Handled:
     """What of ``handled`` was not handled before: ids not in ``known``, each once.
 
     A record can repeat within one page or across pages of one window (Mimecast serving it
-    twice); only its first copy counts.
+    twice); only its first copy counts. A record dated before ``horizon``, the oldest time the
+    store still remembers ids for, cannot be told from one delivered long ago: it is counted
+    in ``too_old`` and not delivered (only a server that ignores the window sends such).
     """
-    out = Handled(newest=handled.newest)
+    out = Handled(
+        newest=handled.newest,
+        oldest=handled.oldest,
+        ordered=handled.ordered,
+        outside=handled.outside,
+    )
     seen = set(known)
     for id_, when in handled.ids:
-        if id_ not in seen:
+        if when < horizon:
+            out.too_old += 1
+        elif id_ not in seen:
             seen.add(id_)
             out.ids.append((id_, when))
     fresh = {id_ for id_, _ in out.ids}
@@ -140,7 +183,11 @@ def count(fresh: Handled, fetched: int) -> Counter[str]:
     """The counters of a page: ``fetched`` records, of which ``fresh`` were not handled before."""
     counts: Counter[str] = Counter()
     counts["fetched"] = fetched
-    counts["duplicates"] = fetched - len(fresh.ids)
+    counts["duplicates"] = fetched - len(fresh.ids) - fresh.too_old
+    if fresh.outside:
+        counts["outside_window"] = fresh.outside
+    if fresh.too_old:
+        counts["too_old"] = fresh.too_old
     counts["alerts"] = len(fresh.alerts)
     counts["dead_lettered"] = len(fresh.dead)
     for _, reason in fresh.dropped:

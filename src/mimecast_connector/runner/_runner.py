@@ -1,13 +1,27 @@
 """The run: every tenant and category polled concurrently, delivered, committed.
 
 One *stream* is a tenant and a category. A poll of a stream reads the window
-``[max(start, cursor - lookback), now]`` oldest first, page by page, and for each page:
+``[max(start, cursor - lookback), now]`` (asked for oldest first), page by page, and for each
+page:
 
 1. runs the chain (format check, safe filter, alert type, ATT&CK, identity);
 2. takes the delivery lock, drops what the state store says was handled before, hands the
    new alerts to every sink and the new dead letters to the dead-letter file;
 3. commits, in one state transaction, the handled ids, the counters, the sinks' positions and
-   the new cursor (the page's newest event time), then tells the sinks their position is safe.
+   the cursor, then tells the sinks their position is safe.
+
+How far the cursor moves is decided from what has been *seen*, never from what Mimecast
+promises. When the whole window has been read, the cursor becomes the window's end. Within a
+window it moves to the newest event time read so far only while every record of the window
+has come oldest first, checked page by page, and on a page that climbs (two distinct times at
+least, so a server paging newest first is caught before it can move anything). Once one
+record is out of order (newest first, or no order at all) the cursor waits for the window's
+end, so a window interrupted part-way is read again in full. (A server that shuffles can only
+be caught once a page shows it; pages of two records that happen to climb are the one case in
+which the order is taken on trust.) Records dated
+outside the window asked for are counted (``outside_window``) and handled by id, and never
+move the cursor; one dated before the oldest time whose ids the store still remembers cannot
+be told from one delivered long ago, so it is counted (``too_old``) and not delivered.
 
 Anything that fails before step 3 leaves the cursor where it was: the page is read again on
 the next poll, and what was already delivered is suppressed by id.
@@ -15,14 +29,18 @@ the next poll, and what was already delivered is suppressed by id.
 A stream's failure is logged, recorded for ``status``, and retried on a backoff; the other
 streams go on. Configuration faults (bad key, missing role) back off longer than upstream
 ones, since only a person can fix them. A sink that refuses a batch for good (a 4xx other than
-408/429) halts the whole run: every checkpoint waits for every sink, so retrying could only
-repeat the refusal; the state is left as it was, and a restart after the fix resumes there.
+408/429), or a state database that cannot take a commit (deleted or replaced under the
+process), halts the whole run: every checkpoint waits for every sink and for the store, so
+retrying could only repeat the refusal; the state is left as it was, and a restart after the
+fix resumes there. A run that stops for any reason but a requested stop says why and exits
+non-zero (``_commands``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +51,12 @@ import structlog
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
-from mimecast_connector._errors import ConnectorError, InternalError, SinkRejectedError
+from mimecast_connector._errors import (
+    ConnectorError,
+    InternalError,
+    SinkRejectedError,
+    StateError,
+)
 from mimecast_connector._logging import redact
 from mimecast_connector.client import (
     Auth,
@@ -132,11 +155,17 @@ class Runner:
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
         self._rng = random.Random()
-        #: Set when a sink refused a batch for good: no checkpoint can advance until a person
-        #: fixes it, so the run stops instead of retrying forever.
-        self.halted: SinkRejectedError | None = None
+        #: Set when a sink refused a batch for good, or the state database cannot take a commit
+        #: (replaced, deleted): no checkpoint can advance until a person acts, so the run stops
+        #: instead of retrying forever.
+        self.halted: SinkRejectedError | StateError | None = None
         # Every secret of the configuration: an error body may quote another tenant's.
         self._secrets = config.secrets()
+        #: How far behind its cursor a stream's ids are kept: every later window starts at
+        #: ``cursor - lookback`` at the earliest, and the margin absorbs clock skew.
+        self._keep = config.lookback + PRUNE_MARGIN
+        #: Why the run stopped, when a stream's task died instead of stopping cleanly.
+        self.died: str | None = None
 
     @property
     def store(self) -> StateStore:
@@ -202,82 +231,123 @@ class Runner:
         return min(start, now), now
 
     async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
-        """Read one stream's window to its end, delivering and committing page by page."""
+        """Read one stream's window to its end, delivering and committing page by page.
+
+        Nothing here may raise: every failure, ours included, ends up in the result (and in
+        the store, for ``status``), so that no stream stops without saying why.
+        """
         result = StreamResult(tenant.name, category)
+        try:
+            await self._poll(tenant, category, result)
+        except Exception as caught:
+            self._failed(result, caught)
+        return result
+
+    async def _poll(self, tenant: TenantConfig, category: Category, result: StreamResult) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
         start, end = self.window(tenant, category, now)
+        low, high = start.timestamp(), end.timestamp()
+        stored = self.store.cursor(tenant.name, category.value)
+        # The oldest event time whose ids the store still remembers (see ``_deliver``'s prune):
+        # a record older than that cannot be told from one delivered long ago.
+        horizon = (stored - self._keep).timestamp() if stored is not None else low
         chain = self._chains[(tenant.name, category)]
         client = self._clients[tenant.name]
         shown = self._clock.monotonic()
-        try:
-            async for page in client.pages(category, start, end):
-                result.pages += 1
-                handled = chain.process(page.records, now.timestamp(), utf8=page.utf8)
-                if handled.newest is not None and handled.newest > end.timestamp():
-                    # A record dated in the future is delivered, but the cursor stops at now:
-                    # otherwise every window until that date would start past the present.
-                    handled.newest = end.timestamp()
-                delivered = await self._deliver(tenant, category, handled)
-                result.alerts += delivered.get("alerts", 0)
-                for name, value in delivered.items():
-                    result.counts[name] = result.counts.get(name, 0) + value
-                if self._clock.monotonic() - shown >= PROGRESS_EVERY and handled.newest is not None:
-                    # Long windows (a first run over weeks of logs) say how far they have come.
-                    shown = self._clock.monotonic()
-                    done = (handled.newest - start.timestamp()) / max(
-                        1.0, (end - start).total_seconds()
-                    )
+        # Whether every record of the window read so far came oldest first, and the newest of
+        # them: only then does a committed page prove that nothing older is still to come.
+        # A page proves it only if it climbs (two distinct times at least): a page of one
+        # second could be the first page of a server paging newest first.
+        ordered, reached = True, -math.inf
+        async for page in client.pages(category, start, end):
+            result.pages += 1
+            handled = chain.process(page.records, high, utf8=page.utf8, window=(low, high))
+            cursor: datetime | None = None
+            if ordered and handled.newest is not None and handled.oldest is not None:
+                if handled.ordered and handled.oldest >= reached:
+                    if handled.newest > handled.oldest:
+                        cursor = datetime.fromtimestamp(handled.newest, UTC)
+                    reached = handled.newest
+                else:
+                    ordered = False
                     _log.info(
-                        "progress",
+                        "records_out_of_order",
                         tenant=tenant.name,
                         category=category.value,
-                        reached=datetime.fromtimestamp(handled.newest, UTC).isoformat(),
-                        window_done=f"{min(done, 1.0):.0%}",
-                        pages=result.pages,
-                        records=result.counts.get("fetched", 0),
-                        alerts=result.alerts,
+                        reason="Mimecast did not page this window oldest first; the checkpoint "
+                        "moves when the whole window has been read",
                     )
-            self.store.commit(
-                tenant.name,
-                category.value,
-                cursor=None,
-                delivered=(),
-                counts={},
-                sink_positions={},
-                prune_before=None,
-                success_at=self._clock.time(),
-            )
-        except Exception as caught:
-            exc = caught if isinstance(caught, ConnectorError) else InternalError(caught)
-            result.error = exc
-            if isinstance(exc, SinkRejectedError):
-                self.halted = exc
-            result.message = redact(str(exc), self._secrets)
-            try:
-                self.store.record_error(
-                    tenant.name, category.value, result.message, self._clock.time()
+            counts = await self._deliver(tenant, category, handled, cursor, horizon)
+            if cursor is not None:
+                horizon = max(horizon, (cursor - self._keep).timestamp())
+            result.alerts += counts.get("alerts", 0)
+            for name, value in counts.items():
+                result.counts[name] = result.counts.get(name, 0) + value
+            if self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
+                # Long windows (a first run over weeks of logs) say how far they have come.
+                shown = self._clock.monotonic()
+                done = (reached - low) / max(1.0, high - low)
+                _log.info(
+                    "progress",
+                    tenant=tenant.name,
+                    category=category.value,
+                    reached=datetime.fromtimestamp(reached, UTC).isoformat(),
+                    window_done=f"{min(done, 1.0):.0%}",
+                    pages=result.pages,
+                    records=result.counts.get("fetched", 0),
+                    alerts=result.alerts,
                 )
-            except Exception as store_error:
-                _log.error("recording_error_failed", error=redact(str(store_error), self._secrets))
-            _log.error(
-                "poll_failed",
-                tenant=tenant.name,
-                category=category.value,
-                fault=exc.fault,
-                retryable=exc.retryable,
-                error=result.message,
+        # The whole window has been read and every page committed: nothing dated before its
+        # end is still to come (beyond the lookback's late records), whatever the order.
+        self.store.commit(
+            tenant.name,
+            category.value,
+            cursor=end,
+            delivered=(),
+            counts={},
+            sink_positions={},
+            prune_before=end - self._keep,
+            success_at=self._clock.time(),
+        )
+
+    def _failed(self, result: StreamResult, caught: Exception) -> None:
+        """Record a failed poll: in the result, in the store for ``status``, in the log."""
+        exc = caught if isinstance(caught, ConnectorError) else InternalError(caught)
+        result.error = exc
+        if isinstance(exc, SinkRejectedError | StateError):
+            # No checkpoint can advance until a person acts: stop instead of retrying forever.
+            self.halted = exc
+        result.message = redact(str(exc), self._secrets)
+        try:
+            self.store.record_error(
+                result.tenant, result.category.value, result.message, self._clock.time()
             )
-        return result
+        except Exception as store_error:
+            _log.error("recording_error_failed", error=redact(str(store_error), self._secrets))
+        _log.error(
+            "poll_failed",
+            tenant=result.tenant,
+            category=result.category.value,
+            fault=exc.fault,
+            retryable=exc.retryable,
+            error=result.message,
+        )
 
     async def _deliver(
-        self, tenant: TenantConfig, category: Category, handled: Handled
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        handled: Handled,
+        cursor: datetime | None,
+        horizon: float,
     ) -> dict[str, int]:
+        """Deliver one page's new alerts and dead letters, then commit them with ``cursor``."""
         store = self.store
         async with self._lock:
             known = store.already_delivered(
                 tenant.name, category.value, (i for i, _ in handled.ids)
             )
-            fresh = select_fresh(handled, known)
+            fresh = select_fresh(handled, known, horizon)
             alerts = fresh.alerts
             dead_lines = b"".join(line for _, line in fresh.dead)
             positions: dict[str, str] = {}
@@ -298,10 +368,6 @@ class Runner:
                 }
             if dead_lines:
                 positions[self._dead.name] = await self._dead.append(dead_lines)
-            cursor = (
-                datetime.fromtimestamp(handled.newest, UTC) if handled.newest is not None else None
-            )
-            prune = cursor - self.config.lookback - PRUNE_MARGIN if cursor is not None else None
             counts = count(fresh, len(handled.ids))
             store.commit(
                 tenant.name,
@@ -310,7 +376,7 @@ class Runner:
                 delivered=fresh.ids,
                 counts=counts,
                 sink_positions=positions,
-                prune_before=prune,
+                prune_before=cursor - self._keep if cursor is not None else None,
             )
             for sink in self.sinks:
                 sink.committed(positions.get(sink.name))
@@ -334,6 +400,8 @@ class Runner:
                 _log.error(
                     "stream_task_died", error=error, reason="stopping the run, not hiding it"
                 )
+                if self.died is None:
+                    self.died = f"a stream's task died: {error}"
                 stop.set()
 
         for task in tasks:
@@ -352,7 +420,9 @@ class Runner:
             result = await self.poll(tenant, category)
             if self.halted is not None:
                 _log.error(
-                    "run_halted", error=str(self.halted), reason="a sink refused a batch for good"
+                    "run_halted",
+                    error=redact(str(self.halted), self._secrets),
+                    reason="nothing can be committed until a person acts",
                 )
                 stop.set()
                 return
