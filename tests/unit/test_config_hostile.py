@@ -291,6 +291,7 @@ def test_a_file_secret_of_exactly_64_kib_is_read(tmp_path: Path) -> None:
         ('{ "Transfer-Encoding" = "chunked" }', "sets itself"),
         ('{ "X-Token" = "a", "x-token" = "b" }', "twice"),
         ('{ "X-Token" = "' + "a" * 8193 + '" }', "8192"),
+        ('{ "X-' + "a" * 255 + '" = "v" }', "longer than 256"),
     ],
 )
 def test_header_names_and_values_http_cannot_carry_are_refused(
@@ -454,3 +455,11 @@ def test_the_cli_exits_2_with_the_problem_never_a_traceback(top: str, tmp_path: 
     assert result.exit_code == 2, result.output
     assert "problem(s) in the configuration" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_file_secret_under_an_unknown_home_is_a_problem(tmp_path: Path) -> None:
+    """`file:~nobody/x` (a user without a home) is a problem at the key, not a RuntimeError."""
+    ref = "file:~nobody-such-user-42/secret"
+    found = problems(tmp_path, config_text(base=TENANT.replace('"s3cret-CANARY-91"', f'"{ref}"')))
+    assert [p for p, _ in found] == ["tenants[0].client_secret"], found
+    assert "home directory" in found[0][1]

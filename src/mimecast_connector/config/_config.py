@@ -66,8 +66,9 @@ START_SKEW = timedelta(minutes=5)
 SECRET_FILE_CAP = 64 * 1024
 #: The configuration file and the ATT&CK mapping file: regular files of at most this size.
 CONFIG_FILE_CAP = 1024 * 1024
-#: Webhook headers: at most this many, each value at most this long; URLs at most this long.
+#: Webhook headers: at most this many, names and values at most this long; URLs too.
 MAX_HEADERS = 64
+MAX_HEADER_NAME = 256
 MAX_HEADER_VALUE = 8192
 MAX_URL = 8192
 #: Headers the webhook sink (or httpx under it) sets itself; a user value would break or forge them.
@@ -215,7 +216,12 @@ class SecretResolver:
         if value.startswith("file:"):
             if "\x00" in value:
                 raise ValueError("the file: path contains a NUL character")
-            path = Path(value[5:]).expanduser()
+            try:
+                path = Path(value[5:]).expanduser()
+            except RuntimeError:  # ~user with no such user, or no home directory
+                raise ValueError(
+                    f"cannot find the home directory in {value[5:]!r}; write the path in full"
+                ) from None
             if not path.is_absolute():
                 path = self._base_dir / path
             data = read_regular_file(path, SECRET_FILE_CAP)
@@ -393,7 +399,9 @@ class WebhookSinkConfig(_Strict):
         seen: set[str] = set()
         for name, raw in value.items():
             shown = f"header {_short(name)}"
-            if not _TOKEN.match(name):
+            if len(name) > MAX_HEADER_NAME:
+                problems.append(f"{shown}: the name is longer than {MAX_HEADER_NAME} characters")
+            elif not _TOKEN.match(name):
                 problems.append(
                     f"{shown}: the name must be an HTTP token "
                     "(letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)"
