@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mimecast_connector._commands import COMMANDS
+from mimecast_connector._text import visible
 from mimecast_connector.client import is_loopback_host
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def simulate(
             sim = Simulator.from_scenario(scenario, seed=seed, live_rate=rate)
         url = sim.start(host, port)
     except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(visible(str(exc))) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     stop = threading.Event()
@@ -134,4 +135,4 @@ def _banner(sim: Simulator, url: str) -> str:
         f'  curl -s {url}/api/ttp/url/get-logs -H "Authorization: Bearer $TOKEN" \\',
         f"    -H 'Content-Type: application/json' -d '{body}'",
     ]
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)  # scenario names reach the terminal

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import ConfigError, ConnectorError, InternalError, StateError
 from mimecast_connector._logging import LogFormat, configure_logging, redact
+from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, load_config
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
@@ -39,7 +40,7 @@ _err = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    _err.print(Text.assemble(("error:", "bold red"), " ", shown(message)), soft_wrap=True)
     sys.exit(status)
 
 
@@ -48,10 +49,14 @@ def _load(path: Path, level: str, log_format: LogFormat) -> Config:
         config = load_config(path, os.environ)
     except ConfigError as exc:
         _err.print(
-            f"[bold red]error:[/] {path}: {len(exc.problems)} problem(s) in the configuration:"
+            Text.assemble(
+                ("error:", "bold red"),
+                f" {visible(str(path))}: {len(exc.problems)} problem(s) in the configuration:",
+            ),
+            soft_wrap=True,
         )
         for key, message in exc.problems:
-            _err.print(f"  {key + ': ' if key else ''}{message}", markup=False, soft_wrap=True)
+            _err.print(shown(f"  {key + ': ' if key else ''}{message}"), soft_wrap=True)
         sys.exit(2)
     configure_logging(level=level, format=log_format, secrets=config.secrets())
     return config
@@ -102,18 +107,21 @@ def summarize(results: Sequence[StreamResult], console: Console = _err) -> int:
         table.add_column(column)
     for r in results:
         table.add_row(
-            r.tenant,
-            r.category.value,
+            shown(r.tenant),
+            shown(r.category.value),
             str(r.pages),
             str(r.alerts),
             str(r.counts.get("duplicates", 0)),
             str(r.counts.get("dead_lettered", 0)),
-            "ok" if r.error is None else f"FAILED ({r.error.fault} fault)",
+            "ok" if r.error is None else shown(f"FAILED ({r.error.fault} fault)"),
         )
     console.print(table)
     failures = [r for r in results if r.error is not None]
     for r in failures:
-        console.print(f"[red]{r.tenant}/{r.category.value}:[/] {escape(r.message)}", soft_wrap=True)
+        console.print(
+            Text.assemble(shown(f"{r.tenant}/{r.category.value}:", "red"), " ", shown(r.message)),
+            soft_wrap=True,
+        )
     return 1 if failures else 0
 
 
@@ -131,6 +139,10 @@ async def _run(config: Config, once: bool) -> int:
         return await serve(runner, once)
     finally:
         await runner.aclose()
+
+
+def _stopped(message: str) -> None:
+    _err.print(Text.assemble(("stopped:", "bold red"), " ", shown(message)), soft_wrap=True)
 
 
 async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -> int:
@@ -152,15 +164,14 @@ async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -
         await runner.run_forever(stop)
     except Exception as exc:
         message = redact(str(InternalError(exc)), runner.config.secrets())
-        _err.print(f"[bold red]stopped:[/] {escape(message)}", soft_wrap=True)
+        _stopped(message)
         return 1
     if runner.halted is not None:
-        message = redact(str(runner.halted), runner.config.secrets())
-        _err.print(f"[bold red]stopped:[/] {escape(message)}", soft_wrap=True)
+        _stopped(redact(str(runner.halted), runner.config.secrets()))
         _err.print("Fix it, then start again: nothing was committed past the refused batch.")
         return 1
     if runner.died is not None:
-        _err.print(f"[bold red]stopped:[/] {escape(runner.died)}", soft_wrap=True)
+        _stopped(runner.died)
         _err.print("This is a bug: please report it. A restart resumes at the last checkpoint.")
         return 1
     return 0
@@ -191,10 +202,21 @@ async def _check(config: Config) -> int:
         try:
             for category in tenant.categories:
                 await client.check(category)
-            _err.print(f"[green]ok[/]      {tenant.name} (API {tenant.api}, {tenant.url})")
+            _err.print(
+                Text.assemble(
+                    ("ok", "green"),
+                    "      ",
+                    shown(f"{tenant.name} (API {tenant.api}, {tenant.url})"),
+                )
+            )
         except ConnectorError as exc:
             status = 1
-            _err.print(f"[red]FAILED[/]  {tenant.name} (API {tenant.api}): {exc}", soft_wrap=True)
+            _err.print(
+                Text.assemble(
+                    ("FAILED", "red"), "  ", shown(f"{tenant.name} (API {tenant.api}): {exc}")
+                ),
+                soft_wrap=True,
+            )
         finally:
             await client.aclose()
     return status
@@ -207,7 +229,10 @@ def check(config_path: Path, log_level: str, log_format: LogFormat) -> None:
     """Validate the configuration and authenticate each tenant once."""
     config = _load(config_path, log_level, log_format)
     _err.print(
-        f"configuration {config_path}: ok ({len(config.tenants)} tenant(s), {len(config.sinks)} sink(s))"
+        shown(
+            f"configuration {config_path}: ok "
+            f"({len(config.tenants)} tenant(s), {len(config.sinks)} sink(s))"
+        )
     )
     sys.exit(asyncio.run(_check(config)))
 
@@ -226,11 +251,16 @@ def status(config_path: Path) -> None:
     finally:
         store.close()
     out = Console(highlight=False, soft_wrap=True)
-    out.print(f"state: {config.state}")
+    out.print(shown(f"state: {config.state}"))
     for tenant in config.tenants:
         for category in tenant.categories:
             s = streams.get((tenant.name, category.value))
-            out.print(f"\n[bold]{tenant.name} / {category.value}[/] (API {tenant.api})")
+            out.print()
+            out.print(
+                Text.assemble(
+                    shown(f"{tenant.name} / {category.value}", "bold"), f" (API {tenant.api})"
+                )
+            )
             if s is None:
                 out.print("  never polled")
                 continue
@@ -246,11 +276,9 @@ def status(config_path: Path) -> None:
                 f"duplicates suppressed {c.get('duplicates', 0)}"
             )
             for reason, n in dropped.items():
-                out.print(f"  dropped        {n} ({reason})")
+                out.print(shown(f"  dropped        {n} ({reason})"))
             if s.last_error:
-                out.print(
-                    f"  last error     {_when(s.last_error_at)}: {s.last_error}", markup=False
-                )
+                out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
 
 
 # --- the demo ---------------------------------------------------------------------------------
@@ -293,10 +321,10 @@ class SummarySink:
         for column in ("alertType", "ATT&CK", "technique", "alerts"):
             table.add_column(column)
         for (alert_type, threat_id, threat_name), n in self.by_type.most_common():
-            table.add_row(alert_type, threat_id, threat_name, str(n))
+            table.add_row(shown(alert_type), shown(threat_id), shown(threat_name), str(n))
         if self.last is not None:
             last = self.last
-            table.caption = escape(
+            table.caption = shown(
                 f"latest: [{last.severity}] {last.alertType} -> {last.recipient}: {last.subject}"
             )
         return table
@@ -363,7 +391,10 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
             loop.call_later(duration, stop.set)
         started = datetime.now(UTC)
         _err.print(
-            f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native) and alerts.ocsf.jsonl (OCSF)"
+            shown(
+                f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native) "
+                "and alerts.ocsf.jsonl (OCSF)"
+            )
         )
         try:
             with Live(summary.table(started), console=_err, refresh_per_second=2) as live:
@@ -378,7 +409,10 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
             await runner.aclose()
         _err.line()
         _err.print(
-            f"stopped. `mimecast-connector status --config {out}/config.toml` shows the checkpoints."
+            shown(
+                f"stopped. `mimecast-connector status --config {out}/config.toml` "
+                "shows the checkpoints."
+            )
         )
         return 0
     finally:

@@ -13,6 +13,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from mimecast_connector._text import visible_event
+
 LogFormat = Literal["json", "console"]
 
 
@@ -69,12 +71,15 @@ def configure_logging(
         if format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # The console renderer prints strings raw: upstream escapes must be shown, not obeyed.
+    terminal_safe: list[structlog.types.Processor] = [] if format == "json" else [visible_event]
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redactor(secrets),
+            *terminal_safe,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -9,46 +9,190 @@ header values) may be written three ways: ``env:NAME`` (an environment variable)
 Every problem in the file is reported at once, each with its key path
 (``tenants[0].client_secret: environment variable ACME_SECRET is not set``); an unknown key is
 a problem too, since a typo must not silently switch something off.
+
+Every value is bounded, so nothing that loads can fail later for ever: durations
+(:data:`LOOKBACK_BOUNDS`, :data:`POLL_INTERVAL_BOUNDS`), ``start`` (the epoch to
+:data:`START_SKEW` past now), ``file:`` secrets (regular files of at most
+:data:`SECRET_FILE_CAP`), webhook headers (what HTTP can carry, not the sink's own), URLs (what
+httpx can use) and paths (no NUL; outputs are regular files or absent).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
 from mimecast_connector._categories import Category
+from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import ConfigError
 from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
+from mimecast_connector.config._files import kind_problem, read_regular_file, size_text
 from mimecast_connector.rules import load_table
 
 DEFAULT_BASE_URL_V2 = "https://api.services.mimecast.com"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_EXAMPLES = "a duration such as '60s', '30m', '24h' or '1d'"
+
+#: Inclusive bounds of each duration key. ``lookback`` is re-read on every poll and sizes the
+#: dedup table; Mimecast keeps TTP logs about 30 days, and a week covers any late publication.
+LOOKBACK_BOUNDS = (timedelta(0), timedelta(days=7))
+POLL_INTERVAL_BOUNDS = (timedelta(seconds=1), timedelta(days=1))
+#: ``start`` lies in [EPOCH, now + START_SKEW]: a later one would read nothing until then.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+START_SKEW = timedelta(minutes=5)
+#: ``file:`` secrets come from regular files of at most this many bytes.
+SECRET_FILE_CAP = 64 * 1024
+#: The configuration file and the ATT&CK mapping file: regular files of at most this size.
+CONFIG_FILE_CAP = 1024 * 1024
+#: Webhook headers: at most this many, names and values at most this long; URLs too.
+MAX_HEADERS = 64
+MAX_HEADER_NAME = 256
+MAX_HEADER_VALUE = 8192
+MAX_URL = 8192
+#: Headers the webhook sink (or httpx under it) sets itself; a user value would break or forge them.
+RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-signature-256",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
+_VISIBLE = re.compile(r"^[!-~]+$")  # visible ASCII, no space
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _duration_seconds(text: str) -> float:
+    """The seconds ``text`` spells (possibly inf for an absurd number), or a ValueError."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{_short(text)} is not {_DURATION_EXAMPLES}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"30m"`` → 30 minutes. Units: ms, s, m, h, d."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration such as '60s', '30m', '24h' or '1d'")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    """``"30m"`` → 30 minutes. Units: ms, s, m, h, d.
+
+    A number no :class:`~datetime.timedelta` can hold is a ValueError, never an OverflowError.
+    """
+    seconds = _duration_seconds(text)
+    if not seconds < timedelta.max.total_seconds():
+        raise ValueError(f"{_short(text)} is too long a duration")
+    return timedelta(seconds=seconds)
+
+
+def _show(delta: timedelta) -> str:
+    """``timedelta(days=7)`` → ``"7d"``: the largest unit that divides it."""
+    seconds = delta.total_seconds()
+    if seconds == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds}s"
+
+
+def _bounded_duration(low: timedelta, high: timedelta) -> Callable[[Any], timedelta]:
+    """A before-validator: text (``"60s"``) or a number of seconds, within ``[low, high]``."""
+    wanted = f"must be {_DURATION_EXAMPLES}, between {_show(low)} and {_show(high)}"
+
+    def check(value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, str):
+            seconds = _duration_seconds(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise ValueError(wanted)
+        if math.isnan(seconds):
+            raise ValueError(wanted)
+        if seconds < 0 and low == timedelta(0):
+            raise ValueError("must not be negative")
+        if seconds < low.total_seconds():
+            raise ValueError(f"must be at least {_show(low)}")
+        if seconds > high.total_seconds():
+            raise ValueError(f"must be at most {_show(high)}")
+        return timedelta(seconds=seconds)
+
+    return check
+
+
+def _path_text(value: Any) -> Any:
+    """A path with a NUL byte, or an empty one, is refused before any system call sees it."""
+    text = str(value) if isinstance(value, str | Path) else None
+    if text is not None:
+        if not text:
+            raise ValueError("must not be empty")
+        if "\x00" in text:
+            raise ValueError("contains a NUL character")
+    return value
+
+
+def _url_problem(value: str) -> str | None:
+    """Why httpx could not use ``value`` (never echoing it: webhook URLs carry tokens), or None."""
+    if len(value) > MAX_URL:
+        return f"is longer than {MAX_URL} characters"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "contains a space or a control character; percent-encode it"
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "is not a valid URL (check the brackets around an IPv6 address)"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "has a port that is not a number between 1 and 65535"
+    try:
+        httpx.URL(value)
+    except httpx.InvalidURL:
+        return "is not a URL an HTTP client can use; check its host and port"
+    return None
+
+
+def _visible_ascii(value: str | None, key: str) -> None:
+    if value is not None and not _VISIBLE.match(value):
+        raise ValueError(
+            f"must be visible ASCII without spaces (the {key} is sent in an HTTP header); "
+            "paste it exactly as Mimecast shows it"
+        )
 
 
 class SecretResolver:
@@ -70,13 +214,19 @@ class SecretResolver:
                 raise ValueError(f"environment variable {name} is empty")
             return found
         if value.startswith("file:"):
-            path = Path(value[5:]).expanduser()
+            if "\x00" in value:
+                raise ValueError("the file: path contains a NUL character")
+            try:
+                path = Path(value[5:]).expanduser()
+            except RuntimeError:  # ~user with no such user, or no home directory
+                raise ValueError(
+                    f"cannot find the home directory in {value[5:]!r}; write the path in full"
+                ) from None
             if not path.is_absolute():
                 path = self._base_dir / path
+            data = read_regular_file(path, SECRET_FILE_CAP)
             try:
-                text = path.read_text("utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"cannot read file {str(path)!r}: {exc.strerror}") from None
+                text = data.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise ValueError(f"file {str(path)!r} is not UTF-8 text") from None
             if not text:
@@ -91,11 +241,6 @@ def _resolver(info: Any) -> SecretResolver:
         return SecretResolver({}, Path.cwd())
     resolver: SecretResolver = context["resolver"]
     return resolver
-
-
-def _duration_text(value: Any) -> Any:
-    """A duration written as text (``"60s"``) becomes a timedelta; anything else is left to pydantic."""
-    return parse_duration(value) if isinstance(value, str) else value
 
 
 class _Strict(BaseModel):
@@ -141,21 +286,34 @@ class TenantConfig(_Strict):
     )(_secret)
     _plain_fields = field_validator("client_id", "app_id", mode="before")(_plain)
 
-    _duration = field_validator("poll_interval", mode="before")(_duration_text)
-
-    @field_validator("poll_interval")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise ValueError("must be at least 1s")
-        return value
+    _duration = field_validator("poll_interval", mode="before")(
+        _bounded_duration(*POLL_INTERVAL_BOUNDS)
+    )
 
     @field_validator("start")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-11-01T00:00:00Z")
-        return value.astimezone(UTC) if value is not None else None
+        # Compared before converting: astimezone() overflows at the ends of the calendar.
+        if value < EPOCH:
+            raise ValueError("must not be before 1970-01-01T00:00:00Z")
+        now = _now(info)
+        if value > now + START_SKEW:
+            raise ValueError(
+                f"is in the future (now is {now:%Y-%m-%dT%H:%M:%SZ}): nothing would be read "
+                "until then; set a past time, or leave it out for 24 h before the first poll"
+            )
+        return value.astimezone(UTC)
+
+    @field_validator("app_id", "access_key")
+    @classmethod
+    def _header_safe(cls, value: str | SecretStr | None, info: ValidationInfo) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        _visible_ascii(text, str(info.field_name))
+        return value
 
     @field_validator("categories")
     @classmethod
@@ -183,6 +341,9 @@ class TenantConfig(_Strict):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        problem = _url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         try:
             return check_base_url(value)
         except ConfigError as exc:
@@ -211,6 +372,8 @@ class JsonlSinkConfig(_Strict):
     path: str
     format: Literal["native", "ocsf"] = "native"
 
+    _path = field_validator("path", mode="before")(_path_text)
+
 
 class WebhookSinkConfig(_Strict):
     """Alerts POSTed as a JSON array per batch."""
@@ -226,28 +389,49 @@ class WebhookSinkConfig(_Strict):
     @field_validator("headers", mode="before")
     @classmethod
     def _header_secrets(cls, value: Any, info: Any) -> Any:
+        """Each header as HTTP (RFC 9110) can carry it; every problem named at once, no value shown."""
         if not isinstance(value, dict):
             return value
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers, not {len(value)}")
         out: dict[str, Any] = {}
+        problems: list[str] = []
+        seen: set[str] = set()
         for name, raw in value.items():
+            shown = f"header {_short(name)}"
+            if len(name) > MAX_HEADER_NAME:
+                problems.append(f"{shown}: the name is longer than {MAX_HEADER_NAME} characters")
+            elif not _TOKEN.match(name):
+                problems.append(
+                    f"{shown}: the name must be an HTTP token "
+                    "(letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)"
+                )
+            elif name.lower() in RESERVED_HEADERS:
+                problems.append(f"{shown}: the webhook sink sets itself; remove it")
+            elif name.lower() in seen:
+                problems.append(f"{shown}: is given twice (header names ignore case)")
+            seen.add(name.lower())
             try:
                 secret = _secret(raw, info)
             except ValueError as exc:
-                raise ValueError(f"header {name}: {exc}") from None
-            text = secret.get_secret_value() if secret is not None else ""
-            for part, what in ((name, "name"), (text, "value")):
-                if not part.isascii() or "\r" in part or "\n" in part:
-                    raise ValueError(f"header {name}: the {what} must be ASCII on one line")
+                problems.append(f"{shown}: {exc}")
+                continue
+            problem = _header_value_problem(secret.get_secret_value() if secret else "")
+            if problem is not None:
+                problems.append(f"{shown}: {problem}")
             out[name] = secret
+        if problems:
+            raise ValueError("; ".join(problems))
         return out
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
         from mimecast_connector.client import is_loopback_host
 
+        problem = _url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         parts = urlsplit(value)
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             raise ValueError("must be an absolute https URL")
@@ -272,19 +456,13 @@ class Config(_Strict):
     state: Path = Path("state/connector.db")
     dead_letter: Path = Path("state/dead-letter.jsonl")
     lookback: timedelta = timedelta(minutes=30)
-    page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE
+    page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, strict=True)] = MAX_PAGE_SIZE
     mapping: Path | None = None
     tenants: Annotated[list[TenantConfig], Field(min_length=1)]
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
-    _duration = field_validator("lookback", mode="before")(_duration_text)
-
-    @field_validator("lookback")
-    @classmethod
-    def _not_negative(cls, value: timedelta) -> timedelta:
-        if value < timedelta(0):
-            raise ValueError("must not be negative")
-        return value
+    _duration = field_validator("lookback", mode="before")(_bounded_duration(*LOOKBACK_BOUNDS))
+    _paths = field_validator("state", "dead_letter", "mapping", mode="before")(_path_text)
 
     def secrets(self) -> list[str]:
         """Every secret in the file, for redaction of anything that leaves the process."""
@@ -297,29 +475,62 @@ class Config(_Strict):
         return out
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def _now(info: Any) -> datetime:
+    context = info.context if info is not None else None
+    if isinstance(context, dict) and isinstance(context.get("now"), datetime):
+        now: datetime = context["now"]
+        return now
+    return datetime.now(UTC)
+
+
+def _header_value_problem(text: str) -> str | None:
+    """Why HTTP (RFC 9110 field-value) cannot carry ``text``, or None. obs-text is refused."""
+    if len(text) > MAX_HEADER_VALUE:
+        return f"the value is longer than {MAX_HEADER_VALUE} characters"
+    if not text.isascii():
+        return "the value must be ASCII (no accented or other non-ASCII characters)"
+    if any((c < " " and c != "\t") or c == "\x7f" for c in text):
+        return "the value contains a control character (CR, LF, NUL or another)"
+    if text != text.strip(" \t"):
+        return "the value has leading or trailing whitespace"
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed configuration file, or one ConfigError saying why it cannot be read."""
+    shown = f"the configuration {str(path)!r}"
+    try:
+        text = read_regular_file(path, CONFIG_FILE_CAP, "the configuration").decode("utf-8")
+        return tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError([("", f"{shown} is not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"{shown} is not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([("", f"{shown} is nested too deeply to read")]) from None
+    except ValueError as exc:  # our reader's refusals, and integers too long to convert
+        message = str(exc)
+        if "integer string conversion" in message:
+            message = f"{shown} holds an integer too long to read"
+        raise ConfigError([("", message)]) from None
+
+
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, clock: Clock | None = None
+) -> Config:
     """Read, resolve and check ``path``; relative paths in it are relative to its folder.
 
-    ``environ`` is where ``env:`` secrets come from (the caller passes ``os.environ``).
+    ``environ`` is where ``env:`` secrets come from (the caller passes ``os.environ``);
+    ``clock`` tells the present, against which ``start`` is checked.
     Raises :class:`ConfigError` listing every problem.
     """
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            [("", f"cannot read the configuration {str(path)!r}: {exc.strerror}")]
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError([("", f"the configuration {str(path)!r} is not UTF-8 text")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            [("", f"the configuration {str(path)!r} is not valid TOML: {exc}")]
-        ) from None
+    data = _read_toml(path)
     base_dir = path.resolve().parent
     resolver = SecretResolver(os.environ if environ is None else environ, base_dir)
+    now = datetime.fromtimestamp((clock or SystemClock()).time(), UTC)
     problems = _cross_checks(data) + _mapping_problems(data, base_dir)
     try:
-        config = Config.model_validate(data, context={"resolver": resolver})
+        config = Config.model_validate(data, context={"resolver": resolver, "now": now})
     except ValidationError as exc:
         raise ConfigError(_problems(exc) + problems) from None
     if problems:
@@ -333,6 +544,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     seen: dict[Path, str] = {}
     clashes = []
     for key, path in files:
+        try:
+            kind = kind_problem(os.stat(path).st_mode)
+        except OSError:
+            kind = None  # absent (created on start) or unreachable (reported when opened)
+        if kind is not None:
+            hint = ' (use "-" for standard output)' if key.startswith("sinks") else ""
+            clashes.append((key, f"{kind}{hint}"))
+            continue
         resolved = path.resolve()
         if resolved in seen:
             clashes.append((key, f"is the same file as {seen[resolved]}; each needs its own"))
@@ -345,11 +564,23 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def _mapping_problems(data: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:
     """The ATT&CK mapping file's problems, so they are reported with the rest."""
     mapping = data.get("mapping")
-    if not isinstance(mapping, str):
-        return []
+    if not isinstance(mapping, str) or not mapping or "\x00" in mapping:
+        return []  # the field's own validator reports these
     path = Path(mapping)
+    path = path if path.is_absolute() else base_dir / path
+    # load_table reads the file itself: check first that reading cannot hang or run away.
     try:
-        load_table(path if path.is_absolute() else base_dir / path)
+        found = os.stat(path)
+    except OSError:
+        found = None  # load_table names the reason
+    if found is not None:
+        kind = kind_problem(found.st_mode)
+        if kind is not None:
+            return [("mapping", kind)]
+        if found.st_size > CONFIG_FILE_CAP:
+            return [("mapping", f"is larger than {size_text(CONFIG_FILE_CAP)}")]
+    try:
+        load_table(path)
     except ConfigError as exc:
         return exc.problems
     return []
