@@ -277,6 +277,12 @@ def status(config_path: Path) -> None:
             )
             for reason, n in dropped.items():
                 out.print(shown(f"  dropped        {n} ({reason})"))
+            if c.get("outside_window"):
+                # Only a server that ignores the window it was asked for sends these.
+                out.print(
+                    f"  outside window {c['outside_window']} (dated outside the window asked "
+                    f"for; of them {c.get('too_old', 0)} older than the ids kept, not delivered)"
+                )
             if s.last_error:
                 out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
 

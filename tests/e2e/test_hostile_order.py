@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from mimecast_connector import Category
+from mimecast_connector._cli import main
 from mimecast_connector.runner import Runner, StreamResult
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast, Order
@@ -148,6 +150,10 @@ async def test_a_server_ignoring_the_window_never_delivers_a_record_twice(tmp_pa
     assert counts["too_old"] == 3 * 6
     assert counts["outside_window"] == 3 * 6
     assert store_counts["too_old"] == 3 * 6
+    shown = CliRunner().invoke(main, ["status", "--config", str(tmp_path / "config.toml")])
+    assert shown.exit_code == 0, shown.output
+    assert "outside window 18 (" in shown.output
+    assert "of them 18 older than the ids kept, not delivered" in shown.output
 
 
 async def test_records_outside_the_window_never_move_the_cursor(tmp_path: Path) -> None:
