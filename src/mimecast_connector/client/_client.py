@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 import structlog
+from msgspec import UNSET, UnsetType
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
@@ -159,33 +160,37 @@ class _Meta(msgspec.Struct):
     pagination: _Pagination | None = None
 
 
+# UNSET marks a key the body did not have: the shape check (``_shape_problem``) tells an
+# absent ``meta``, ``data`` or log list apart from an empty one.
+
+
 class _AttachmentData(msgspec.Struct):
-    attachmentLogs: list[msgspec.Raw] = []
+    attachmentLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _ImpersonationData(msgspec.Struct):
-    impersonationLogs: list[msgspec.Raw] = []
+    impersonationLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _UrlData(msgspec.Struct):
-    clickLogs: list[msgspec.Raw] = []
+    clickLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _AttachmentPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_AttachmentData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_AttachmentData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
 class _ImpersonationPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_ImpersonationData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_ImpersonationData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
 class _UrlPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_UrlData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_UrlData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
@@ -209,15 +214,71 @@ _ENCODER = msgspec.json.Encoder()
 
 
 def _records_of(page: _PageT) -> list[msgspec.Raw]:
+    """The records of a page that passed the shape check."""
     records: list[msgspec.Raw] = []
-    for item in page.data:
+    for item in page.data or ():
         if isinstance(item, _AttachmentData):
-            records.extend(item.attachmentLogs)
+            logs = item.attachmentLogs
         elif isinstance(item, _ImpersonationData):
-            records.extend(item.impersonationLogs)
+            logs = item.impersonationLogs
         else:
-            records.extend(item.clickLogs)
+            logs = item.clickLogs
+        if isinstance(logs, list):
+            records.extend(logs)
     return records
+
+
+def _pagination(page: _PageT) -> _Pagination:
+    meta = page.meta
+    return (meta.pagination if isinstance(meta, _Meta) else None) or _Pagination()
+
+
+def _shape_problem(category: Category, page: _PageT) -> bool:
+    """Whether a page without ``fail`` entries lacks part of its documented envelope.
+
+    ``meta`` and ``data`` must be there, and every item of ``data`` must hold the endpoint's
+    log list (``mimecast-api.md`` §5.2, §6.2, §7.2). ``data: []`` is the documented empty
+    result (§4.3), and so is an item with an empty list.
+    """
+    if page.meta is UNSET or page.data is UNSET:
+        return True
+    key = category.list_key
+    return any(getattr(item, key) is UNSET for item in page.data)
+
+
+_KEYS_SHOWN = 8
+_KEY_CHARS = 40
+
+
+def _describe_shape(category: Category, body: bytes, redact: Callable[[str], str]) -> str:
+    """What the body had instead of the envelope: key names only, redacted, bounded."""
+    expected = f"meta, data: [{{{category.list_key}: [...]}}] and fail"
+    try:
+        document = json.loads(body, strict=False)
+    except (ValueError, RecursionError):
+        return f"a page of this endpoint has {expected}; this body's keys could not be listed"
+    parts = [f"top-level keys {_key_list(document, redact)}"]
+    data = document.get("data") if isinstance(document, dict) else None
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            if not isinstance(item, dict) or category.list_key not in item:
+                parts.append(f"data[{index}] keys {_key_list(item, redact)}")
+                break
+    return f"a page of this endpoint has {expected}; this one has {' and '.join(parts)}"
+
+
+def _key_list(value: Any, redact: Callable[[str], str]) -> str:
+    if not isinstance(value, dict):
+        return f"(none: a JSON {type(value).__name__.replace('NoneType', 'null')})"
+    if not value:
+        return "(none)"
+    shown = []
+    for key in list(value)[:_KEYS_SHOWN]:
+        name = redact(str(key))
+        name = name if len(name) <= _KEY_CHARS else name[:_KEY_CHARS] + "..."
+        shown.append(json.dumps(name))
+    more = len(value) - len(shown)
+    return "[" + ", ".join(shown) + (f", ... {more} more" if more > 0 else "") + "]"
 
 
 def _failures(fail: list[_Fail]) -> tuple[list[tuple[str, str]], list[bool]]:
@@ -332,7 +393,7 @@ class MimecastClient:
             (page, utf8), request_id = await self._page(category, body)
             number += 1
             records = _records_of(page)
-            meta = page.meta.pagination or _Pagination()
+            meta = _pagination(page)
             if records:
                 yield Page(category, records, number, meta.totalCount, request_id, utf8)
             if not meta.next or not records:
@@ -369,7 +430,7 @@ class MimecastClient:
             category,
             body,
             "application/json",
-            decode=lambda raw: self._decode_page(category, raw),
+            decode=lambda raw: self._decode_page(category, raw, self._redact),
             authenticated=True,
         )
 
@@ -543,8 +604,14 @@ class MimecastClient:
     # --- decoding ------------------------------------------------------------------------
 
     @staticmethod
-    def _decode_page(category: Category, body: bytes) -> tuple[tuple[_PageT, bool], list[_Fail]]:
-        """The page, and whether its body is valid UTF-8 (see :class:`Page`)."""
+    def _decode_page(
+        category: Category, body: bytes, redact: Callable[[str], str] = str
+    ) -> tuple[tuple[_PageT, bool], list[_Fail]]:
+        """The page, and whether its body is valid UTF-8 (see :class:`Page`).
+
+        A page without ``fail`` entries must have the documented envelope, else it is an
+        UpstreamFormatError naming the keys it had (passed through ``redact`` first).
+        """
         if b"\n" in body or b"\r" in body:
             # Outside strings these are whitespace; inside strings JSON forbids them raw.
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
@@ -564,6 +631,8 @@ class MimecastClient:
             if split is None:
                 raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
             page = split
+        if not page.fail and _shape_problem(category, page):
+            raise _GiveUp(_FORMAT_VERDICT, _describe_shape(category, body, redact), [])
         return (page, _is_utf8(body)), page.fail
 
     @staticmethod
@@ -658,23 +727,30 @@ def _lenient_page(category: Category, body: bytes) -> _PageT | None:
     except (ValueError, RecursionError):
         return None
     page_type, data_type = _PAGE_TYPES[category]
-    items = document.get("data", []) if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    items = document.get("data", [])
+    key = category.list_key
     if not isinstance(items, list) or not all(
-        isinstance(item, dict) and isinstance(item.get(category.list_key, []), list)
-        for item in items
+        isinstance(item, dict) and isinstance(item.get(key, []), list) for item in items
     ):
         return None  # not the documented shape either: a format error, as msgspec said
     try:
         records: list[msgspec.Raw] = []
         for item in items:
-            for record in item.get(category.list_key, []):
+            for record in item.get(key, []):
                 try:
                     records.append(msgspec.Raw(_ENCODER.encode(record)))
                 except UnicodeEncodeError:
                     records.append(msgspec.Raw(json.dumps(record).encode("ascii")))
+        data: Any = UNSET
+        if "data" in document:
+            # An item without the log list stays without it, for the shape check to see.
+            whole = all(key in item for item in items)
+            data = [data_type(records)] if whole else [data_type()]
         return page_type(
-            meta=msgspec.convert(document.get("meta") or {}, _Meta),
-            data=[data_type(records)],
+            meta=msgspec.convert(document["meta"] or {}, _Meta) if "meta" in document else UNSET,
+            data=data,
             fail=msgspec.convert(document.get("fail") or [], list[_Fail]),
         )
     except (msgspec.ValidationError, AttributeError, TypeError):
@@ -750,7 +826,12 @@ def _split_page(category: Category, body: bytes) -> _PageT | None:
         shell = _PAGE_DECODERS[category].decode(bytes(envelope))
     except (msgspec.DecodeError, RecursionError):
         return None
-    return page_type(meta=shell.meta, data=[data_type(records)], fail=shell.fail)
+    data: Any = shell.data
+    if isinstance(data, list) and not any(
+        getattr(item, category.list_key) is UNSET for item in data
+    ):
+        data = [data_type(records)]
+    return page_type(meta=shell.meta, data=data, fail=shell.fail)
 
 
 def _is_utf8(body: bytes) -> bool:

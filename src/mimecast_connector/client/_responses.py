@@ -18,6 +18,7 @@
     3xx                                     FAIL           UnexpectedResponseError (never followed)
     any other status                        FAIL           UnexpectedResponseError
     body not JSON, truncated, too large     FAIL           UpstreamFormatError
+    200 without the documented envelope     FAIL           UpstreamFormatError, naming its keys
 
 A 200 whose body does not decode is an upstream format error at once: the same bytes would
 come back on a retry within seconds, and the poller retries the whole window on its backoff.
