@@ -6,7 +6,8 @@ may go (``_ratelimit``), what every answer means (``_responses``) and how long t
 can validate every record on its own and keep the original bytes.
 
 A window is read oldest first with ``from``/``to`` frozen for all its pages. Paging stops when
-``next`` is missing or a page holds no records; a ``next`` token seen twice is an error.
+``next`` is missing; an empty page that carries ``next`` is followed. A ``next`` token seen twice
+in one window, or more than ``max_pages`` pages, is a PaginationError.
 """
 
 from __future__ import annotations
@@ -396,8 +397,11 @@ class MimecastClient:
             meta = _pagination(page)
             if records:
                 yield Page(category, records, number, meta.totalCount, request_id, utf8)
-            if not meta.next or not records:
+            if not meta.next:
                 return
+            # An empty page that still carries a next token goes on (mimecast-api.md §4.3):
+            # stopping there would drop the rest of the window on every poll. The repeated-token
+            # check and the page guard below bound a server that never ends.
             if meta.next in seen:
                 raise PaginationError(
                     "Mimecast sent the same next-page token twice in one window; stopped "

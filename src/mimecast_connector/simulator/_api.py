@@ -276,22 +276,23 @@ class Api:
             state = self._pages.read(raw_token)
             if state is None or (state.tenant, state.category) != (tenant.name, category.value):
                 raise Problem("err_validation_invalid_page_token", "Invalid page token", item)
-            query, snapshot, offset = state.query, state.snapshot, state.offset
+            query, snapshot, offset, hop = state.query, state.snapshot, state.offset, state.hop
         else:
             query = _parse_query(item, category, self._wall_clock())
-            snapshot, offset = store.snapshot, 0
+            snapshot, offset, hop = store.snapshot, 0, 0
         entries = store.select(query, snapshot)
 
-        def token_at(position: int) -> str:
+        def token_at(position: int, hops: int = 0) -> str:
             return self._pages.issue(
-                PageState(tenant.name, category.value, query, snapshot, position)
+                PageState(tenant.name, category.value, query, snapshot, position, hops)
             )
 
         end = offset + page_size
         records = [e.encoded for e in entries[offset:end]]
         next_token = token_at(end) if end < len(entries) else None
         if isinstance(fault, faults.EmptyPageWithNext):
-            records, next_token = [], token_at(offset)
+            # A fresh token (never one already sent) that serves the page this one skipped.
+            records, next_token = [], token_at(offset, hop + 1)
         elif isinstance(fault, faults.RepeatNextToken):
             next_token = raw_token or token_at(offset)
         elif isinstance(fault, faults.Malformed):

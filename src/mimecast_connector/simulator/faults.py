@@ -129,7 +129,11 @@ class Malformed:
 
 @dataclass(frozen=True, slots=True)
 class EmptyPageWithNext:
-    """A page with no records that still carries a ``next`` token, which continues (§4.3)."""
+    """A page with no records that still carries a fresh ``next`` token, which continues (§4.3).
+
+    The token is one the client has not sent before in this window, and it yields the page
+    that was skipped: a client that stops at an empty page loses the rest of the window.
+    """
 
 
 @dataclass(frozen=True, slots=True)
