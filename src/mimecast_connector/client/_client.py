@@ -36,14 +36,16 @@ from mimecast_connector._errors import (
     AuthError,
     ConfigError,
     PaginationError,
+    UnavailableError,
     UpstreamFormatError,
 )
-from mimecast_connector._logging import redact
+from mimecast_connector._logging import Redactor, redact
 from mimecast_connector.client._auth import Auth, new_request_id
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
     Outcome,
     Verdict,
+    certificate_failure,
     classify_failures,
     classify_status,
     classify_transport_error,
@@ -331,7 +333,7 @@ class MimecastClient:
         secrets: Sequence[str] = (),
     ) -> None:
         self.tenant = tenant
-        self._secrets = tuple(secrets)
+        self._static_redactor = Redactor(secrets)
         self.base_url = check_base_url(base_url)
         self.auth = auth
         self.options = options or ClientOptions()
@@ -440,7 +442,9 @@ class MimecastClient:
 
     # --- one call, with the response table ---------------------------------------------
 
-    async def _fetch_token(self, form: Mapping[str, str]) -> Mapping[str, Any]:
+    async def _fetch_token(
+        self, form: Mapping[str, str], *, deadline: float | None = None
+    ) -> Mapping[str, Any]:
         content = urlencode(dict(form)).encode()
         answer, _ = await self._call(
             TOKEN_PATH,
@@ -449,6 +453,7 @@ class MimecastClient:
             "application/x-www-form-urlencoded",
             decode=self._decode_token,
             authenticated=False,
+            deadline=deadline,
         )
         return answer
 
@@ -461,13 +466,24 @@ class MimecastClient:
         *,
         decode: Callable[[bytes], tuple[_T, list[_Fail]]],
         authenticated: bool,
+        deadline: float | None = None,
     ) -> tuple[_T, str]:
-        """Send one call until the table says stop; return the decoded answer and request id."""
+        """Send one call until the table says stop; return the decoded answer and request id.
+
+        Everything the call does ends by ``deadline`` (on the client's monotonic clock; by
+        default ``retry.deadline`` seconds from now): every try and its body read, the waits
+        between tries, and the token request it may need on the way, which shares it.
+        """
         started = self._clock.monotonic()
-        failures = 0
+        if deadline is None:
+            deadline = started + self.options.retry.deadline
+        failures = tries = 0
         refreshed = False
         request_id = ""
         status: int | None = None
+        sent: dict[str, str] = {}
+        verdict = _OUT_OF_TIME
+        happened = said = ""
         while True:
             await self.limiter.acquire()
             request_id = new_request_id()
@@ -476,47 +492,77 @@ class MimecastClient:
                 "Accept": "application/json",
                 "x-mc-req-id": request_id,
             }
-            sent: dict[str, str] = {}
+            sent = {}
+            budget = 0.0
             try:
                 if authenticated:
-                    sent = await self._auth_headers(path, request_id)
+                    sent = await self._auth_headers(path, request_id, deadline)
                     headers.update(sent)
-                status, response_headers, body = await self._send(path, headers, content)
+                budget = min(self.options.request_deadline, deadline - self._clock.monotonic())
+                if budget <= 0:
+                    raise self._error(
+                        verdict,
+                        happened=self._gave_up(happened or said, tries, started),
+                        said="",
+                        path=path,
+                        request_id=request_id,
+                        status=status,
+                        sent=sent,
+                    )
+                tries += 1
+                status, response_headers, body = await self._send(path, headers, content, budget)
             except (
                 httpx.HTTPError,
                 TimeoutError,
             ) as exc:  # transport, and bodies httpx cannot decode
-                status, verdict, detail, reset = (
-                    None,
-                    classify_transport_error(),
-                    type(exc).__name__,
-                    0.0,
-                )
+                status, reset, said = None, 0.0, ""
+                verdict = classify_transport_error(exc)
+                happened = self._describe_transport(exc, budget)
             except _GiveUp as stop:
                 raise self._error(
-                    stop.verdict, stop.detail, stop.failures, path, request_id, status
+                    stop.verdict,
+                    happened=stop.detail,
+                    failures=stop.failures,
+                    path=path,
+                    request_id=request_id,
+                    status=status,
+                    sent=sent,
                 ) from None
             else:
                 self.limiter.observe(response_headers)
                 verdict = classify_status(status, category, token_request=not authenticated)
-                detail = ""
+                happened = said = ""
                 reset = 0.0
                 if verdict.outcome is Outcome.RECORDS:
                     try:
                         answer, fail = decode(body)
                     except _GiveUp as stop:
                         raise self._error(
-                            stop.verdict, stop.detail, stop.failures, path, request_id, status
+                            stop.verdict,
+                            happened=stop.detail,
+                            failures=stop.failures,
+                            path=path,
+                            request_id=request_id,
+                            status=status,
+                            sent=sent,
                         ) from None
                     if not fail:
                         return answer, request_id
                     pairs, retryable = _failures(fail)
                     verdict = classify_failures([c for c, _ in pairs], retryable)
-                    detail = "; ".join(f"{c}: {m}" for c, m in pairs)
+                    said = "; ".join(f"{c}: {m}" for c, m in pairs)
                     if verdict.outcome is Outcome.FAIL:
-                        raise self._error(verdict, detail, pairs, path, request_id, status)
+                        raise self._error(
+                            verdict,
+                            said=said,
+                            failures=pairs,
+                            path=path,
+                            request_id=request_id,
+                            status=status,
+                            sent=sent,
+                        )
                 else:
-                    detail = self._error_detail(body)
+                    said = self._error_detail(body)
                     if verdict.outcome is Outcome.WAIT:
                         reset = parse_reset(
                             response_headers.get("x-ratelimit-reset"),
@@ -524,12 +570,15 @@ class MimecastClient:
                             cap=self.options.retry.maximum * 10,
                         )
 
-            elapsed = self._clock.monotonic() - started
-            if verdict.outcome is Outcome.FAIL:
-                raise self._error(verdict, detail, [], path, request_id, status)
+            now = self._clock.monotonic()
+            if verdict.outcome is Outcome.FAIL or (
+                verdict.outcome is Outcome.REFRESH_AUTH and (refreshed or not authenticated)
+            ):
+                raise self._error(
+                    verdict, happened=happened, said=said, path=path, request_id=request_id,
+                    status=status, sent=sent,
+                )  # fmt: skip
             if verdict.outcome is Outcome.REFRESH_AUTH:
-                if refreshed or not authenticated:
-                    raise self._error(verdict, detail, [], path, request_id, status)
                 refreshed = True
                 await self.auth.invalidate(sent)
                 _log.info(
@@ -541,19 +590,22 @@ class MimecastClient:
                 continue
             if verdict.outcome is Outcome.WAIT:
                 wait = max(reset, 0.05)
-                if elapsed + wait > self.options.retry.deadline:
-                    raise self._error(verdict, detail, [], path, request_id, status)
+                if now + wait > deadline:
+                    raise self._error(
+                        verdict, happened=self._gave_up(happened, tries, started), said=said,
+                        path=path, request_id=request_id, status=status, sent=sent,
+                    )  # fmt: skip
                 self.limiter.block(wait)
                 _log.info("rate_limited", tenant=self.tenant, endpoint=path, wait_s=round(wait, 3))
                 continue
             # RETRY
             failures += 1
             wait = self.options.retry.backoff(failures, self._rng)
-            if (
-                failures >= self.options.retry.attempts
-                or elapsed + wait > self.options.retry.deadline
-            ):
-                raise self._error(verdict, detail, [], path, request_id, status)
+            if failures >= self.options.retry.attempts or now + wait >= deadline:
+                raise self._error(
+                    verdict, happened=self._gave_up(happened, tries, started), said=said,
+                    path=path, request_id=request_id, status=status, sent=sent,
+                )  # fmt: skip
             _log.warning(
                 "retrying",
                 tenant=self.tenant,
@@ -562,13 +614,43 @@ class MimecastClient:
                 request_id=request_id,
                 attempt=failures,
                 wait_s=round(wait, 3),
-                detail=self._redact(detail),
+                detail=self._redact(said or happened, sent),
             )
             await self._clock.sleep(wait)
 
-    async def _auth_headers(self, path: str, request_id: str) -> dict[str, str]:
+    def _gave_up(self, happened: str, tries: int, started: float) -> str:
+        """``happened``, plus how many tries and how long the call took before it stopped."""
+        elapsed = self._clock.monotonic() - started
+        plural = "try" if tries == 1 else "tries"
+        spent = f"gave up after {tries} {plural} in {elapsed:.1f} s"
+        return f"{happened}; {spent}" if happened else spent
+
+    def _describe_transport(self, exc: BaseException, budget: float) -> str:
+        """What happened locally when no answer came: never phrased as Mimecast's words."""
+        host = urlsplit(self.base_url).hostname or self.base_url
+        name = type(exc).__name__
+        if (failure := certificate_failure(exc)) is not None:
+            reason = failure.verify_message or failure.reason or "not trusted"
+            return f"the certificate of {host} failed verification: {reason}"
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"connecting to {host} timed out ({name})"
+        if isinstance(exc, httpx.ReadTimeout):
+            return f"{host} sent nothing for {self.options.timeout.read} s ({name})"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"a request to {host} timed out ({name})"
+        if isinstance(exc, TimeoutError):
+            return f"the answer from {host} did not complete within {budget:.1f} s ({name})"
+        if isinstance(exc, httpx.ConnectError):
+            return f"could not connect to {host} ({name}: {exc})"
+        if isinstance(exc, httpx.DecodingError):
+            return f"the body from {host} could not be decoded ({name})"
+        return f"the connection to {host} failed ({name}: {exc})"
+
+    async def _auth_headers(self, path: str, request_id: str, deadline: float) -> dict[str, str]:
         try:
-            return await self.auth.headers(path, request_id, self._fetch_token)
+            return await self.auth.headers(
+                path, request_id, lambda form: self._fetch_token(form, deadline=deadline)
+            )
         except ValueError as exc:  # the token response had no usable token
             raise _GiveUp(
                 Verdict(Outcome.FAIL, UpstreamFormatError, "the token response is unusable"),
@@ -577,10 +659,10 @@ class MimecastClient:
             ) from None
 
     async def _send(
-        self, path: str, headers: dict[str, str], content: bytes
+        self, path: str, headers: dict[str, str], content: bytes, budget: float
     ) -> tuple[int, httpx.Headers, bytes]:
-        """POST and read the body within the size cap and the whole-request deadline."""
-        async with asyncio.timeout(self.options.request_deadline):
+        """POST and read the body within the size cap and ``budget`` seconds for the whole."""
+        async with asyncio.timeout(budget):
             request = self._http.build_request(
                 "POST", self.base_url + path, headers=headers, content=content
             )
@@ -669,27 +751,43 @@ class MimecastClient:
 
     # --- errors --------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        return redact(text, (*self.auth.secrets(), *self._secrets))
+    def _redact(self, text: str, sent: Mapping[str, str] | None = None) -> str:
+        """``text`` without any form of a secret this client holds or just sent.
+
+        The configured secrets' redactor is built once (``__init__``); the auth's own secrets
+        (the current token) and the credentials of the request ``sent`` (the API 1.0
+        signature) change, so theirs is built for the set in use and kept while it lasts.
+        """
+        dynamic = (*self.auth.secrets(), *_sent_secrets(sent or {}))
+        return self._static_redactor(redact(text, dynamic))
 
     def _error(
         self,
         verdict: Verdict,
-        detail: str,
-        failures: list[tuple[str, str]],
+        *,
+        happened: str = "",
+        said: str = "",
+        failures: Sequence[tuple[str, str]] = (),
         path: str,
         request_id: str,
         status: int | None,
+        sent: Mapping[str, str],
     ) -> ApiError:
+        """The error for ``verdict``. ``happened`` is what the client saw (a timeout, a body of
+        the wrong shape); ``said`` is text from Mimecast's answer, and only that is quoted."""
         error_type = verdict.error or ApiError
         advice = verdict.advice
         if error_type is AuthError:
             advice = f"{verdict.advice}: {self.auth.credential_hint}"
-        message = self._redact(f"{advice} (Mimecast said: {detail[:500]})" if detail else advice)
+        message = f"{advice}: {happened}" if happened else advice
+        if said:
+            quoted = self._redact(said, sent)  # before the cut, so no secret is cut in half
+            message += f" (Mimecast said: {quoted[:500]})"
+        message = self._redact(message, sent)
         if issubclass(error_type, ApiFailure):
             return error_type(
                 message,
-                failures=[(self._redact(c), self._redact(m)) for c, m in failures],
+                failures=[(self._redact(c, sent), self._redact(m, sent)) for c, m in failures],
                 retryable=verdict.outcome is Outcome.RETRY,
                 tenant=self.tenant,
                 endpoint=path,
@@ -701,15 +799,30 @@ class MimecastClient:
         )
 
 
+def _sent_secrets(sent: Mapping[str, str]) -> list[str]:
+    """The credentials in the headers of one request: the Authorization value, its credential
+    part (a bearer token, or ``access key:signature``) and the API 1.0 signature alone."""
+    value = sent.get("Authorization", "")
+    credential = value.partition(" ")[2]
+    return [value, credential, credential.rpartition(":")[2]] if credential else []
+
+
+_OUT_OF_TIME = Verdict(Outcome.RETRY, UnavailableError, "the call ran out of time")
+
+
 _FORMAT_VERDICT = Verdict(
     Outcome.FAIL, UpstreamFormatError, "Mimecast's response is not the JSON the API documents"
 )
 
 
 def _too_large(cap: int) -> _GiveUp:
+    mib = 1024 * 1024
+    size = f"{cap // mib} MiB" if cap % mib == 0 else f"{cap} bytes"
     return _GiveUp(
         Verdict(Outcome.FAIL, UpstreamFormatError, "Mimecast's response is larger than the cap"),
-        f"more than {cap} bytes; raise max_body_bytes or lower page_size",
+        f"one response may hold at most {size} (a safety limit of the connector, not a "
+        "setting); lower page_size in the configuration so that each page is smaller, and "
+        "if pages stay this large, report it to the connector's maintainers",
         [],
     )
 

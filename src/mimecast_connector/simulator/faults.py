@@ -21,6 +21,7 @@ __all__ = [
     "KINDS",
     "BindingExpired",
     "Disconnect",
+    "Echo",
     "EmptyPageWithNext",
     "ExpireToken",
     "FailResponse",
@@ -141,6 +142,23 @@ class RepeatNextToken:
     """The ``next`` token equals the ``pageToken`` the request carried: a loop to detect (§4.3)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """Answer ``status`` with an error whose message quotes the request back, as a careless
+    server or proxy might: the body as sent (a token request's form stays percent-encoded),
+    then the headers and the body JSON-escaped, with and without ``ensure_ascii``.
+
+    On 200 the quote is a ``fail`` entry (§8.1); otherwise it is the error body of the request's
+    API generation (§3.2, §8.1). Used to prove no encoding of a secret reaches a message.
+    """
+
+    status: int = 401
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status code (100..599), not {self.status}")
+
+
 Fault: TypeAlias = (
     HttpStatus
     | FailResponse
@@ -151,6 +169,7 @@ Fault: TypeAlias = (
     | NotJson
     | Slow
     | Disconnect
+    | Echo
     | Malformed
     | EmptyPageWithNext
     | RepeatNextToken
