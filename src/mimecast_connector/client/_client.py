@@ -64,8 +64,9 @@ class ClientOptions:
     """Limits of one client. Every one is finite.
 
     ``timeout`` bounds each phase of a request (connect, write, each read, pool);
-    ``request_deadline`` bounds one whole request including a slowly dripping body;
-    ``retry`` bounds the tries of one call; ``max_pages`` bounds one window's paging;
+    ``request_deadline`` bounds one try including a slowly dripping body; ``retry`` bounds the
+    tries of one call, and its ``deadline`` the whole call: every try, body read and wait, and
+    the token request on the way; ``max_pages`` bounds one window's paging;
     ``max_body_bytes`` bounds one decoded response body.
     """
 
