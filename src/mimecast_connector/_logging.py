@@ -137,17 +137,20 @@ def _cached(secrets: tuple[str, ...]) -> Redactor:
     return Redactor(secrets)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every form of every secret (4 characters or longer) replaced by ``***``.
+def redactor_of(secrets: Iterable[str]) -> Redactor:
+    """The :class:`Redactor` for ``secrets``, built once and shared (the last 16 sets are kept):
+    every client of a fleet holds the configuration's secrets, and builds them only once."""
+    return _cached(tuple(secrets))
 
-    The :class:`Redactor` for a set of secrets is built once and kept (the last 16 sets).
-    """
-    return _cached(tuple(secrets))(text)
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of every secret (4 characters or longer) replaced by ``***``."""
+    return redactor_of(secrets)(text)
 
 
 def redactor(secrets: Iterable[str]) -> structlog.types.Processor:
     """A processor that replaces every form of every secret with ``***`` (see :class:`Redactor`)."""
-    replace = Redactor(secrets)
+    replace = redactor_of(secrets)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from mimecast_connector import Category, ConnectorError
 from mimecast_connector._cli import main
-from mimecast_connector._logging import Redactor, redact, redactor
+from mimecast_connector._logging import Redactor, redact, redactor, redactor_of
 from mimecast_connector.client import (
     Auth,
     ClientOptions,
@@ -343,3 +343,20 @@ async def test_a_secret_straddling_the_quote_cut_leaves_no_prefix() -> None:
         await client.check()
     await client.aclose()
     assert secret[:7] not in str(caught.value)
+
+
+def test_a_fleets_clients_share_one_redactor_for_the_configured_secrets() -> None:
+    """Every client given the same configured secrets reuses one Redactor: the forms are built once."""
+    fleet = [f"tenant-{i:04d}-secret/+=" for i in range(3000)]
+    clients = [
+        MimecastClient(
+            tenant=f"t{i}",
+            base_url="https://api.example.test",
+            auth=OAuth2ClientCredentials("cid", SecretStr(fleet[i])),
+            secrets=list(fleet),
+        )
+        for i in range(3)
+    ]
+    first = clients[0]._static_redactor
+    assert all(c._static_redactor is first for c in clients)
+    assert redactor_of(fleet) is first

@@ -39,7 +39,7 @@ from mimecast_connector._errors import (
     UnavailableError,
     UpstreamFormatError,
 )
-from mimecast_connector._logging import Redactor, redact
+from mimecast_connector._logging import redact, redactor_of
 from mimecast_connector.client._auth import Auth, new_request_id
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
@@ -334,7 +334,7 @@ class MimecastClient:
         secrets: Sequence[str] = (),
     ) -> None:
         self.tenant = tenant
-        self._static_redactor = Redactor(secrets)
+        self._static_redactor = redactor_of(secrets)
         self.base_url = check_base_url(base_url)
         self.auth = auth
         self.options = options or ClientOptions()
