@@ -503,8 +503,8 @@ class MimecastClient:
                 if budget <= 0:
                     raise self._error(
                         verdict,
-                        happened=self._gave_up(happened or said, tries, started),
-                        said="",
+                        happened=self._gave_up(happened, tries, started),
+                        said=said,
                         path=path,
                         request_id=request_id,
                         status=status,
