@@ -24,7 +24,7 @@ Two questions decide what happens to a failure, so every error answers both:
         ├── ApiFailure                     upstream / per item   200 with a non-empty ``fail``
         ├── RateLimitedError               upstream / yes  429 that outlasted the retry budget
         ├── UnavailableError               upstream / yes  5xx, timeouts, connection errors
-        ├── UpstreamFormatError            upstream / yes  body not JSON, truncated, too large
+        ├── UpstreamFormatError            upstream / yes  body not JSON, not the envelope, truncated, too large
         ├── PaginationError                upstream / yes  a repeated ``next`` token, too many pages
         └── UnexpectedResponseError        upstream / no   a status the table does not know
 

@@ -414,3 +414,24 @@ async def test_the_body_cap_message_names_the_cap_and_a_possible_action() -> Non
     assert "page_size" in text
     assert "max_body_bytes" not in text
     assert "Mimecast said" not in text
+
+
+async def test_the_token_request_shares_the_deadline_of_the_call_that_needs_it() -> None:
+    """A trickling /oauth/token answer cannot stretch the page call past its own deadline."""
+    deadline = 2.0
+    options = ClientOptions(
+        retry=RetryPolicy(deadline=deadline, initial=0.1, maximum=0.2),
+        request_deadline=6.0,
+        timeout=httpx.Timeout(connect=2.0, read=1.0, write=2.0, pool=2.0),
+    )
+    with LoopbackServer([trickle]) as server:
+        auth = OAuth2ClientCredentials("cid", SecretStr("s3cret-value"))
+        base_url = f"http://127.0.0.1:{server.port}"
+        async with MimecastClient(
+            tenant="acme", base_url=base_url, auth=auth, options=options
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(UnavailableError, match="oauth/token"):
+                await collect(client)
+            took = time.monotonic() - started
+    assert took < deadline + 0.75, f"the call took {took:.2f} s for a {deadline} s deadline"
