@@ -20,10 +20,11 @@ Two questions decide what happens to a failure, so every error answers both:
         ├── AuthError                      config / no     401 after one refresh; bad token request
         ├── ForbiddenError                 config / no     403: the API user lacks a role
         ├── BindingExpiredError            config / no     418: API 1.0 key binding expired
+        ├── CertificateError               config / no     the host's TLS certificate fails verification
         ├── ApiFailure                     upstream / per item   200 with a non-empty ``fail``
         ├── RateLimitedError               upstream / yes  429 that outlasted the retry budget
         ├── UnavailableError               upstream / yes  5xx, timeouts, connection errors
-        ├── UpstreamFormatError            upstream / yes  body not JSON, truncated, too large
+        ├── UpstreamFormatError            upstream / yes  body not JSON, not the envelope, truncated, too large
         ├── PaginationError                upstream / yes  a repeated ``next`` token, too many pages
         └── UnexpectedResponseError        upstream / no   a status the table does not know
 
@@ -148,6 +149,13 @@ class ForbiddenError(ApiError):
 
 class BindingExpiredError(ApiError):
     """API 1.0 only: the access key / secret key binding has expired (HTTP 418)."""
+
+    fault: Fault = "config"
+
+
+class CertificateError(ApiError):
+    """The API host's TLS certificate failed verification (self-signed, an intercepting proxy,
+    the wrong host): not retried, since every retry meets the same certificate."""
 
     fault: Fault = "config"
 

@@ -1,15 +1,23 @@
 """Logging: structlog, JSON lines on stderr by default, every secret redacted on the way out.
 
 The redaction processor is built once with the secrets of the loaded configuration and
-runs last before rendering, so no event, whoever wrote it, can carry a secret out.
+runs last before rendering, so no event, whoever wrote it, can carry a secret out. It and
+:func:`redact` (used by the client and the runner for error messages) are one implementation,
+:class:`Redactor`, which knows every encoding a secret can take in a message.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal, TextIO
+from urllib.parse import quote, quote_plus, urlsplit
 
 import structlog
 
@@ -18,30 +26,137 @@ from mimecast_connector._text import visible_event
 LogFormat = Literal["json", "console"]
 
 
-def _ordered(secrets: Iterable[str]) -> list[str]:
-    """The secrets worth redacting (4 characters or longer), longest first."""
-    return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+_MIN_LENGTH = 4  # shorter values are not redacted: they would blank out ordinary words
+_WINDOW = _MIN_LENGTH  # every form is at least this long, so its first characters index it
+_LINEAR_MAX = 512  # up to this many forms a plain scan is cheaper per event (measured)
+_URL_PIECE = 16
+_MASK = "***"
+_HEX = re.compile(r"%[0-9A-F]{2}")
+_JSON_U = re.compile(r"\\u[0-9a-f]{4}")
 
 
-def _replace(text: str, ordered: list[str]) -> str:
-    for secret in ordered:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+def forms(secret: str) -> set[str]:
+    """Every form ``secret`` can take in a message, the value itself included.
+
+    Form and URL encodings (``quote`` and ``quote_plus``, with and without ``/`` kept, hex in
+    upper and lower case); JSON string escaping (``ensure_ascii`` on and off, ``/`` escaped or
+    not, ``\\u`` hex in both cases, and escaped twice, as a JSON body quoted inside a JSON
+    string); base64, standard and URL-safe, without padding, of the value's UTF-8 bytes and,
+    when the value is itself base64 (an API 1.0 Secret Key), of the bytes it decodes to; for a
+    URL, its path and its long path segments and query values (see :func:`_url_parts`).
+    """
+    out = {secret}
+    for safe in ("", "/"):
+        out.add(quote(secret, safe=safe))
+        out.add(quote_plus(secret, safe=safe))
+    out |= {_HEX.sub(lambda m: m.group().lower(), f) for f in out if "%" in f}
+    for ensure_ascii in (True, False):
+        escaped = json.dumps(secret, ensure_ascii=ensure_ascii)[1:-1]
+        out |= {escaped, escaped.replace("/", "\\/"), json.dumps(escaped)[1:-1]}
+        out.add(_JSON_U.sub(lambda m: "\\u" + m.group()[2:].upper(), escaped))
+    out |= _url_parts(secret)
+    out |= _base64_forms(secret.encode())
+    try:
+        decoded = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) >= 3:
+        out |= _base64_forms(decoded)
+    return {f for f in out if len(f) >= _MIN_LENGTH}
+
+
+def _url_parts(secret: str) -> set[str]:
+    """For a URL (a webhook's, whose path may hold a token): its path with the query, the
+    path alone, and each path segment or query value, when 16 characters or longer (shorter
+    ones are words such as ``/api`` or ``hook``, which would blank out ordinary text)."""
+    if "://" not in secret:
+        return set()
+    parts = urlsplit(secret)
+    if not parts.netloc:
+        return set()
+    values = [v for _, _, v in (q.partition("=") for q in parts.query.split("&"))]
+    pieces = [parts.path, f"{parts.path}?{parts.query}", *parts.path.split("/"), *values]
+    return {p for p in pieces if len(p) >= _URL_PIECE}
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    std = base64.b64encode(raw).decode("ascii").rstrip("=")
+    return {std, std.replace("+", "-").replace("/", "_")}
+
+
+class Redactor:
+    """Replaces every form (see :func:`forms`) of every secret of 4 characters or more by ``***``.
+
+    Built once: the forms are computed here, longest first, so that a secret inside a longer
+    one cannot leave the rest of the longer one behind. With few forms each text is scanned
+    for each form; with many (a fleet's worth of secrets) the forms are indexed by their first
+    four characters and each text is cut into four-character windows once, so the cost per
+    text follows its length rather than the number of secrets.
+    """
+
+    __slots__ = ("_index", "_ordered")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        every: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= _MIN_LENGTH:
+                every |= forms(secret)
+        self._ordered = sorted(every, key=lambda f: (-len(f), f))
+        self._index: dict[str, list[str]] | None = None
+        if len(self._ordered) > _LINEAR_MAX:
+            index: dict[str, list[str]] = {}
+            for form in self._ordered:  # each list stays longest first
+                index.setdefault(form[:_WINDOW], []).append(form)
+            self._index = index
+
+    def __bool__(self) -> bool:
+        return bool(self._ordered)
+
+    def __call__(self, text: str) -> str:
+        index = self._index
+        if index is None:
+            candidates = self._ordered
+        else:
+            if len(text) < _WINDOW:
+                return text
+            windows = {text[i : i + _WINDOW] for i in range(len(text) - _WINDOW + 1)}
+            hits = [index[w] for w in windows & index.keys()]
+            if not hits:
+                return text
+            candidates = (
+                hits[0]
+                if len(hits) == 1
+                else sorted({f for hit in hits for f in hit}, key=lambda f: (-len(f), f))
+            )
+        for form in candidates:
+            if form in text:
+                text = text.replace(form, _MASK)
+        return text
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(secrets: tuple[str, ...]) -> Redactor:
+    return Redactor(secrets)
+
+
+def redactor_of(secrets: Iterable[str]) -> Redactor:
+    """The :class:`Redactor` for ``secrets``, built once and shared (the last 16 sets are kept):
+    every client of a fleet holds the configuration's secrets, and builds them only once."""
+    return _cached(tuple(secrets))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (4 characters or longer) replaced by ``***``."""
-    return _replace(text, _ordered(secrets))
+    """``text`` with every form of every secret (4 characters or longer) replaced by ``***``."""
+    return redactor_of(secrets)(text)
 
 
 def redactor(secrets: Iterable[str]) -> structlog.types.Processor:
-    """A processor that replaces every secret (4 characters or longer) with ``***``."""
-    values = _ordered(secrets)
+    """A processor that replaces every form of every secret with ``***`` (see :class:`Redactor`)."""
+    replace = redactor_of(secrets)
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
-            return _replace(value, values)
+            return replace(value)
         if isinstance(value, dict):
             return {k: scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -51,7 +166,7 @@ def redactor(secrets: Iterable[str]) -> structlog.types.Processor:
         return value
 
     def process(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not values:
+        if not replace:
             return event
         return {k: scrub(v) for k, v in event.items()}
 

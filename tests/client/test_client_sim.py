@@ -450,15 +450,3 @@ async def test_repeated_next_token_is_an_error_not_a_loop(
     with pytest.raises(PaginationError):
         await collect(client)
     assert len(api_requests(sim)) <= 3
-
-
-async def test_empty_page_ends_the_window(
-    sim: Simulator, tenant: SimTenant, client: MimecastClient
-) -> None:
-    """A page without records ends the window even when it carries a next token."""
-    tenant.generate(Category.URL, count=120, start=START, end=END)
-    pages = client.pages(Category.URL, START, END)
-    first = await anext(pages)
-    sim.inject(faults.EmptyPageWithNext())
-    assert [p async for p in pages] == []
-    assert len(first.records) == 50

@@ -6,7 +6,7 @@ import pytest
 
 from mimecast_connector import Category, UpstreamFormatError
 from mimecast_connector.client import MimecastClient
-from mimecast_connector.client._client import _GiveUp
+from mimecast_connector.client._client import _GiveUp, _pagination, _records_of
 
 GOOD = b'{"date":"2025-03-04T09:12:45+0000","scanResult":"malicious","url":"https://a.example"}'
 BAD = b'{"date":"2025-03-04T09:12:45+0000","scanResult":"malicious","url":"u","subject":"\\ud800"}'
@@ -42,10 +42,9 @@ def test_bodies_of_the_wrong_shape_are_format_errors_not_empty_pages(body: bytes
 def test_a_lone_surrogate_record_does_not_sink_its_page() -> None:
     """With one record carrying a lone surrogate escape, the page still decodes, records and paging intact."""
     (decoded, utf8), fail = MimecastClient._decode_page(Category.URL, page(GOOD, BAD, GOOD))
-    records = decoded.data[0].clickLogs  # type: ignore[union-attr]
+    records = _records_of(decoded)
     assert len(records) == 3
-    assert decoded.meta.pagination is not None
-    assert decoded.meta.pagination.next == "n2"
+    assert _pagination(decoded).next == "n2"
     assert b"\\ud800" in bytes(records[1])
     assert fail == []
     assert utf8
@@ -54,7 +53,7 @@ def test_a_lone_surrogate_record_does_not_sink_its_page() -> None:
 def test_line_breaks_between_tokens_become_spaces() -> None:
     """Raw CR/LF between JSON tokens are replaced, so every record fits on one output line."""
     (decoded, _), _ = MimecastClient._decode_page(Category.URL, page(GOOD.replace(b",", b",\r\n")))
-    (record,) = decoded.data[0].clickLogs  # type: ignore[union-attr]
+    (record,) = _records_of(decoded)
     assert b"\n" not in bytes(record)
     assert b"\r" not in bytes(record)
 
@@ -65,10 +64,9 @@ def test_a_record_too_deep_to_decode_is_split_out_and_the_rest_survive() -> None
     tricky = GOOD.replace(b'"https://a.example"', b'"https://a.example/[x],{y}\\"q\\""')
     hostile = GOOD[:-1] + b',"tagMap":' + deep + b"}"
     (decoded, _), fail = MimecastClient._decode_page(Category.URL, page(tricky, hostile, b"7"))
-    records = [bytes(r) for r in decoded.data[0].clickLogs]  # type: ignore[union-attr]
+    records = [bytes(r) for r in _records_of(decoded)]
     assert records == [tricky, hostile, b"7"]
-    assert decoded.meta.pagination is not None
-    assert decoded.meta.pagination.next == "n2"
+    assert _pagination(decoded).next == "n2"
     assert fail == []
 
 

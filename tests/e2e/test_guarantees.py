@@ -208,7 +208,7 @@ FAULTS = [
     Fault("fail-not-retryable", faults.FailResponse(), 2, "fails", ApiFailure),
     Fault("truncated-json", faults.Truncate(0.5), 2, "fails", UpstreamFormatError),
     Fault("not-json", faults.NotJson(), 2, "fails", UpstreamFormatError),
-    Fault("empty-page-with-next", faults.EmptyPageWithNext(), 1, "early"),
+    Fault("empty-page-with-next", faults.EmptyPageWithNext(), 1, "absorbed"),
     Fault("repeated-next-token", faults.RepeatNextToken(), 1, "fails", PaginationError),
     # A token leading back to the first page re-serves its records: they carry the ids they
     # had, so the repeat is delivered nothing new and the window completes.

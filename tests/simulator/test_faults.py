@@ -307,10 +307,11 @@ def test_fault_fields_are_checked(make: Any) -> None:
 
 
 def test_every_fault_kind_has_a_snake_case_name() -> None:
-    """``faults.KINDS`` names all twelve kinds as scenario files spell them."""
+    """``faults.KINDS`` names all thirteen kinds as scenario files spell them."""
     assert sorted(faults.KINDS) == [
         "binding_expired",
         "disconnect",
+        "echo",
         "empty_page_with_next",
         "expire_token",
         "fail_response",

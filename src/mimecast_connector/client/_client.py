@@ -6,7 +6,8 @@ may go (``_ratelimit``), what every answer means (``_responses``) and how long t
 can validate every record on its own and keep the original bytes.
 
 A window is read oldest first with ``from``/``to`` frozen for all its pages. Paging stops when
-``next`` is missing or a page holds no records; a ``next`` token seen twice is an error.
+``next`` is missing; an empty page that carries ``next`` is followed. A ``next`` token seen twice
+in one window, or more than ``max_pages`` pages, is a PaginationError.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 import msgspec
 import structlog
+from msgspec import UNSET, UnsetType
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
@@ -34,14 +36,16 @@ from mimecast_connector._errors import (
     AuthError,
     ConfigError,
     PaginationError,
+    UnavailableError,
     UpstreamFormatError,
 )
-from mimecast_connector._logging import redact
+from mimecast_connector._logging import redact, redactor_of
 from mimecast_connector.client._auth import Auth, new_request_id
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
     Outcome,
     Verdict,
+    certificate_failure,
     classify_failures,
     classify_status,
     classify_transport_error,
@@ -60,8 +64,9 @@ class ClientOptions:
     """Limits of one client. Every one is finite.
 
     ``timeout`` bounds each phase of a request (connect, write, each read, pool);
-    ``request_deadline`` bounds one whole request including a slowly dripping body;
-    ``retry`` bounds the tries of one call; ``max_pages`` bounds one window's paging;
+    ``request_deadline`` bounds one try including a slowly dripping body; ``retry`` bounds the
+    tries of one call, and its ``deadline`` the whole call: every try, body read and wait, and
+    the token request on the way; ``max_pages`` bounds one window's paging;
     ``max_body_bytes`` bounds one decoded response body.
     """
 
@@ -159,33 +164,37 @@ class _Meta(msgspec.Struct):
     pagination: _Pagination | None = None
 
 
+# UNSET marks a key the body did not have: the shape check (``_shape_problem``) tells an
+# absent ``meta``, ``data`` or log list apart from an empty one.
+
+
 class _AttachmentData(msgspec.Struct):
-    attachmentLogs: list[msgspec.Raw] = []
+    attachmentLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _ImpersonationData(msgspec.Struct):
-    impersonationLogs: list[msgspec.Raw] = []
+    impersonationLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _UrlData(msgspec.Struct):
-    clickLogs: list[msgspec.Raw] = []
+    clickLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
 class _AttachmentPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_AttachmentData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_AttachmentData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
 class _ImpersonationPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_ImpersonationData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_ImpersonationData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
 class _UrlPage(msgspec.Struct):
-    meta: _Meta = msgspec.field(default_factory=_Meta)
-    data: list[_UrlData] = []
+    meta: _Meta | UnsetType = UNSET
+    data: list[_UrlData] | UnsetType = UNSET
     fail: list[_Fail] = []
 
 
@@ -209,15 +218,71 @@ _ENCODER = msgspec.json.Encoder()
 
 
 def _records_of(page: _PageT) -> list[msgspec.Raw]:
+    """The records of a page that passed the shape check."""
     records: list[msgspec.Raw] = []
-    for item in page.data:
+    for item in page.data or ():
         if isinstance(item, _AttachmentData):
-            records.extend(item.attachmentLogs)
+            logs = item.attachmentLogs
         elif isinstance(item, _ImpersonationData):
-            records.extend(item.impersonationLogs)
+            logs = item.impersonationLogs
         else:
-            records.extend(item.clickLogs)
+            logs = item.clickLogs
+        if isinstance(logs, list):
+            records.extend(logs)
     return records
+
+
+def _pagination(page: _PageT) -> _Pagination:
+    meta = page.meta
+    return (meta.pagination if isinstance(meta, _Meta) else None) or _Pagination()
+
+
+def _shape_problem(category: Category, page: _PageT) -> bool:
+    """Whether a page without ``fail`` entries lacks part of its documented envelope.
+
+    ``meta`` and ``data`` must be there, and every item of ``data`` must hold the endpoint's
+    log list (``mimecast-api.md`` §5.2, §6.2, §7.2). ``data: []`` is the documented empty
+    result (§4.3), and so is an item with an empty list.
+    """
+    if page.meta is UNSET or page.data is UNSET:
+        return True
+    key = category.list_key
+    return any(getattr(item, key) is UNSET for item in page.data)
+
+
+_KEYS_SHOWN = 8
+_KEY_CHARS = 40
+
+
+def _describe_shape(category: Category, body: bytes, redact: Callable[[str], str]) -> str:
+    """What the body had instead of the envelope: key names only, redacted, bounded."""
+    expected = f"meta, data: [{{{category.list_key}: [...]}}] and fail"
+    try:
+        document = json.loads(body, strict=False)
+    except (ValueError, RecursionError):
+        return f"a page of this endpoint has {expected}; this body's keys could not be listed"
+    parts = [f"top-level keys {_key_list(document, redact)}"]
+    data = document.get("data") if isinstance(document, dict) else None
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            if not isinstance(item, dict) or category.list_key not in item:
+                parts.append(f"data[{index}] keys {_key_list(item, redact)}")
+                break
+    return f"a page of this endpoint has {expected}; this one has {' and '.join(parts)}"
+
+
+def _key_list(value: Any, redact: Callable[[str], str]) -> str:
+    if not isinstance(value, dict):
+        return f"(none: a JSON {type(value).__name__.replace('NoneType', 'null')})"
+    if not value:
+        return "(none)"
+    shown = []
+    for key in list(value)[:_KEYS_SHOWN]:
+        name = redact(str(key))
+        name = name if len(name) <= _KEY_CHARS else name[:_KEY_CHARS] + "..."
+        shown.append(json.dumps(name))
+    more = len(value) - len(shown)
+    return "[" + ", ".join(shown) + (f", ... {more} more" if more > 0 else "") + "]"
 
 
 def _failures(fail: list[_Fail]) -> tuple[list[tuple[str, str]], list[bool]]:
@@ -269,7 +334,7 @@ class MimecastClient:
         secrets: Sequence[str] = (),
     ) -> None:
         self.tenant = tenant
-        self._secrets = tuple(secrets)
+        self._static_redactor = redactor_of(secrets)
         self.base_url = check_base_url(base_url)
         self.auth = auth
         self.options = options or ClientOptions()
@@ -332,11 +397,14 @@ class MimecastClient:
             (page, utf8), request_id = await self._page(category, body)
             number += 1
             records = _records_of(page)
-            meta = page.meta.pagination or _Pagination()
+            meta = _pagination(page)
             if records:
                 yield Page(category, records, number, meta.totalCount, request_id, utf8)
-            if not meta.next or not records:
+            if not meta.next:
                 return
+            # An empty page that still carries a next token goes on (mimecast-api.md §4.3):
+            # stopping there would drop the rest of the window on every poll. The repeated-token
+            # check and the page guard below bound a server that never ends.
             if meta.next in seen:
                 raise PaginationError(
                     "Mimecast sent the same next-page token twice in one window; stopped "
@@ -369,13 +437,15 @@ class MimecastClient:
             category,
             body,
             "application/json",
-            decode=lambda raw: self._decode_page(category, raw),
+            decode=lambda raw: self._decode_page(category, raw, self._redact),
             authenticated=True,
         )
 
     # --- one call, with the response table ---------------------------------------------
 
-    async def _fetch_token(self, form: Mapping[str, str]) -> Mapping[str, Any]:
+    async def _fetch_token(
+        self, form: Mapping[str, str], *, deadline: float | None = None
+    ) -> Mapping[str, Any]:
         content = urlencode(dict(form)).encode()
         answer, _ = await self._call(
             TOKEN_PATH,
@@ -384,6 +454,7 @@ class MimecastClient:
             "application/x-www-form-urlencoded",
             decode=self._decode_token,
             authenticated=False,
+            deadline=deadline,
         )
         return answer
 
@@ -396,13 +467,24 @@ class MimecastClient:
         *,
         decode: Callable[[bytes], tuple[_T, list[_Fail]]],
         authenticated: bool,
+        deadline: float | None = None,
     ) -> tuple[_T, str]:
-        """Send one call until the table says stop; return the decoded answer and request id."""
+        """Send one call until the table says stop; return the decoded answer and request id.
+
+        Everything the call does ends by ``deadline`` (on the client's monotonic clock; by
+        default ``retry.deadline`` seconds from now): every try and its body read, the waits
+        between tries, and the token request it may need on the way, which shares it.
+        """
         started = self._clock.monotonic()
-        failures = 0
+        if deadline is None:
+            deadline = started + self.options.retry.deadline
+        failures = tries = 0
         refreshed = False
         request_id = ""
         status: int | None = None
+        sent: dict[str, str] = {}
+        verdict = _OUT_OF_TIME
+        happened = said = ""
         while True:
             await self.limiter.acquire()
             request_id = new_request_id()
@@ -411,47 +493,77 @@ class MimecastClient:
                 "Accept": "application/json",
                 "x-mc-req-id": request_id,
             }
-            sent: dict[str, str] = {}
+            sent = {}
+            budget = 0.0
             try:
                 if authenticated:
-                    sent = await self._auth_headers(path, request_id)
+                    sent = await self._auth_headers(path, request_id, deadline)
                     headers.update(sent)
-                status, response_headers, body = await self._send(path, headers, content)
+                budget = min(self.options.request_deadline, deadline - self._clock.monotonic())
+                if budget <= 0:
+                    raise self._error(
+                        verdict,
+                        happened=self._gave_up(happened, tries, started),
+                        said=said,
+                        path=path,
+                        request_id=request_id,
+                        status=status,
+                        sent=sent,
+                    )
+                tries += 1
+                status, response_headers, body = await self._send(path, headers, content, budget)
             except (
                 httpx.HTTPError,
                 TimeoutError,
             ) as exc:  # transport, and bodies httpx cannot decode
-                status, verdict, detail, reset = (
-                    None,
-                    classify_transport_error(),
-                    type(exc).__name__,
-                    0.0,
-                )
+                status, reset, said = None, 0.0, ""
+                verdict = classify_transport_error(exc)
+                happened = self._describe_transport(exc, budget)
             except _GiveUp as stop:
                 raise self._error(
-                    stop.verdict, stop.detail, stop.failures, path, request_id, status
+                    stop.verdict,
+                    happened=stop.detail,
+                    failures=stop.failures,
+                    path=path,
+                    request_id=request_id,
+                    status=status,
+                    sent=sent,
                 ) from None
             else:
                 self.limiter.observe(response_headers)
                 verdict = classify_status(status, category, token_request=not authenticated)
-                detail = ""
+                happened = said = ""
                 reset = 0.0
                 if verdict.outcome is Outcome.RECORDS:
                     try:
                         answer, fail = decode(body)
                     except _GiveUp as stop:
                         raise self._error(
-                            stop.verdict, stop.detail, stop.failures, path, request_id, status
+                            stop.verdict,
+                            happened=stop.detail,
+                            failures=stop.failures,
+                            path=path,
+                            request_id=request_id,
+                            status=status,
+                            sent=sent,
                         ) from None
                     if not fail:
                         return answer, request_id
                     pairs, retryable = _failures(fail)
                     verdict = classify_failures([c for c, _ in pairs], retryable)
-                    detail = "; ".join(f"{c}: {m}" for c, m in pairs)
+                    said = "; ".join(f"{c}: {m}" for c, m in pairs)
                     if verdict.outcome is Outcome.FAIL:
-                        raise self._error(verdict, detail, pairs, path, request_id, status)
+                        raise self._error(
+                            verdict,
+                            said=said,
+                            failures=pairs,
+                            path=path,
+                            request_id=request_id,
+                            status=status,
+                            sent=sent,
+                        )
                 else:
-                    detail = self._error_detail(body)
+                    said = self._error_detail(body)
                     if verdict.outcome is Outcome.WAIT:
                         reset = parse_reset(
                             response_headers.get("x-ratelimit-reset"),
@@ -459,12 +571,15 @@ class MimecastClient:
                             cap=self.options.retry.maximum * 10,
                         )
 
-            elapsed = self._clock.monotonic() - started
-            if verdict.outcome is Outcome.FAIL:
-                raise self._error(verdict, detail, [], path, request_id, status)
+            now = self._clock.monotonic()
+            if verdict.outcome is Outcome.FAIL or (
+                verdict.outcome is Outcome.REFRESH_AUTH and (refreshed or not authenticated)
+            ):
+                raise self._error(
+                    verdict, happened=happened, said=said, path=path, request_id=request_id,
+                    status=status, sent=sent,
+                )  # fmt: skip
             if verdict.outcome is Outcome.REFRESH_AUTH:
-                if refreshed or not authenticated:
-                    raise self._error(verdict, detail, [], path, request_id, status)
                 refreshed = True
                 await self.auth.invalidate(sent)
                 _log.info(
@@ -476,19 +591,22 @@ class MimecastClient:
                 continue
             if verdict.outcome is Outcome.WAIT:
                 wait = max(reset, 0.05)
-                if elapsed + wait > self.options.retry.deadline:
-                    raise self._error(verdict, detail, [], path, request_id, status)
+                if now + wait > deadline:
+                    raise self._error(
+                        verdict, happened=self._gave_up(happened, tries, started), said=said,
+                        path=path, request_id=request_id, status=status, sent=sent,
+                    )  # fmt: skip
                 self.limiter.block(wait)
                 _log.info("rate_limited", tenant=self.tenant, endpoint=path, wait_s=round(wait, 3))
                 continue
             # RETRY
             failures += 1
             wait = self.options.retry.backoff(failures, self._rng)
-            if (
-                failures >= self.options.retry.attempts
-                or elapsed + wait > self.options.retry.deadline
-            ):
-                raise self._error(verdict, detail, [], path, request_id, status)
+            if failures >= self.options.retry.attempts or now + wait >= deadline:
+                raise self._error(
+                    verdict, happened=self._gave_up(happened, tries, started), said=said,
+                    path=path, request_id=request_id, status=status, sent=sent,
+                )  # fmt: skip
             _log.warning(
                 "retrying",
                 tenant=self.tenant,
@@ -497,13 +615,43 @@ class MimecastClient:
                 request_id=request_id,
                 attempt=failures,
                 wait_s=round(wait, 3),
-                detail=self._redact(detail),
+                detail=self._redact(said or happened, sent),
             )
             await self._clock.sleep(wait)
 
-    async def _auth_headers(self, path: str, request_id: str) -> dict[str, str]:
+    def _gave_up(self, happened: str, tries: int, started: float) -> str:
+        """``happened``, plus how many tries and how long the call took before it stopped."""
+        elapsed = self._clock.monotonic() - started
+        plural = "try" if tries == 1 else "tries"
+        spent = f"gave up after {tries} {plural} in {elapsed:.1f} s"
+        return f"{happened}; {spent}" if happened else spent
+
+    def _describe_transport(self, exc: BaseException, budget: float) -> str:
+        """What happened locally when no answer came: never phrased as Mimecast's words."""
+        host = urlsplit(self.base_url).hostname or self.base_url
+        name = type(exc).__name__
+        if (failure := certificate_failure(exc)) is not None:
+            reason = failure.verify_message or failure.reason or "not trusted"
+            return f"the certificate of {host} failed verification: {reason}"
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"connecting to {host} timed out ({name})"
+        if isinstance(exc, httpx.ReadTimeout):
+            return f"{host} sent nothing for {self.options.timeout.read} s ({name})"
+        if isinstance(exc, httpx.TimeoutException):
+            return f"a request to {host} timed out ({name})"
+        if isinstance(exc, TimeoutError):
+            return f"the answer from {host} did not complete within {budget:.1f} s ({name})"
+        if isinstance(exc, httpx.ConnectError):
+            return f"could not connect to {host} ({name}: {exc})"
+        if isinstance(exc, httpx.DecodingError):
+            return f"the body from {host} could not be decoded ({name})"
+        return f"the connection to {host} failed ({name}: {exc})"
+
+    async def _auth_headers(self, path: str, request_id: str, deadline: float) -> dict[str, str]:
         try:
-            return await self.auth.headers(path, request_id, self._fetch_token)
+            return await self.auth.headers(
+                path, request_id, lambda form: self._fetch_token(form, deadline=deadline)
+            )
         except ValueError as exc:  # the token response had no usable token
             raise _GiveUp(
                 Verdict(Outcome.FAIL, UpstreamFormatError, "the token response is unusable"),
@@ -512,10 +660,10 @@ class MimecastClient:
             ) from None
 
     async def _send(
-        self, path: str, headers: dict[str, str], content: bytes
+        self, path: str, headers: dict[str, str], content: bytes, budget: float
     ) -> tuple[int, httpx.Headers, bytes]:
-        """POST and read the body within the size cap and the whole-request deadline."""
-        async with asyncio.timeout(self.options.request_deadline):
+        """POST and read the body within the size cap and ``budget`` seconds for the whole."""
+        async with asyncio.timeout(budget):
             request = self._http.build_request(
                 "POST", self.base_url + path, headers=headers, content=content
             )
@@ -543,8 +691,14 @@ class MimecastClient:
     # --- decoding ------------------------------------------------------------------------
 
     @staticmethod
-    def _decode_page(category: Category, body: bytes) -> tuple[tuple[_PageT, bool], list[_Fail]]:
-        """The page, and whether its body is valid UTF-8 (see :class:`Page`)."""
+    def _decode_page(
+        category: Category, body: bytes, redact: Callable[[str], str] = str
+    ) -> tuple[tuple[_PageT, bool], list[_Fail]]:
+        """The page, and whether its body is valid UTF-8 (see :class:`Page`).
+
+        A page without ``fail`` entries must have the documented envelope, else it is an
+        UpstreamFormatError naming the keys it had (passed through ``redact`` first).
+        """
         if b"\n" in body or b"\r" in body:
             # Outside strings these are whitespace; inside strings JSON forbids them raw.
             body = body.replace(b"\r", b" ").replace(b"\n", b" ")
@@ -564,6 +718,8 @@ class MimecastClient:
             if split is None:
                 raise _GiveUp(_FORMAT_VERDICT, "nested too deeply to decode", []) from None
             page = split
+        if not page.fail and _shape_problem(category, page):
+            raise _GiveUp(_FORMAT_VERDICT, _describe_shape(category, body, redact), [])
         return (page, _is_utf8(body)), page.fail
 
     @staticmethod
@@ -596,27 +752,43 @@ class MimecastClient:
 
     # --- errors --------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        return redact(text, (*self.auth.secrets(), *self._secrets))
+    def _redact(self, text: str, sent: Mapping[str, str] | None = None) -> str:
+        """``text`` without any form of a secret this client holds or just sent.
+
+        The configured secrets' redactor is built once (``__init__``); the auth's own secrets
+        (the current token) and the credentials of the request ``sent`` (the API 1.0
+        signature) change, so theirs is built for the set in use and kept while it lasts.
+        """
+        dynamic = (*self.auth.secrets(), *_sent_secrets(sent or {}))
+        return self._static_redactor(redact(text, dynamic))
 
     def _error(
         self,
         verdict: Verdict,
-        detail: str,
-        failures: list[tuple[str, str]],
+        *,
+        happened: str = "",
+        said: str = "",
+        failures: Sequence[tuple[str, str]] = (),
         path: str,
         request_id: str,
         status: int | None,
+        sent: Mapping[str, str],
     ) -> ApiError:
+        """The error for ``verdict``. ``happened`` is what the client saw (a timeout, a body of
+        the wrong shape); ``said`` is text from Mimecast's answer, and only that is quoted."""
         error_type = verdict.error or ApiError
         advice = verdict.advice
         if error_type is AuthError:
             advice = f"{verdict.advice}: {self.auth.credential_hint}"
-        message = self._redact(f"{advice} (Mimecast said: {detail[:500]})" if detail else advice)
+        message = f"{advice}: {happened}" if happened else advice
+        if said:
+            quoted = self._redact(said, sent)  # before the cut, so no secret is cut in half
+            message += f" (Mimecast said: {quoted[:500]})"
+        message = self._redact(message, sent)
         if issubclass(error_type, ApiFailure):
             return error_type(
                 message,
-                failures=[(self._redact(c), self._redact(m)) for c, m in failures],
+                failures=[(self._redact(c, sent), self._redact(m, sent)) for c, m in failures],
                 retryable=verdict.outcome is Outcome.RETRY,
                 tenant=self.tenant,
                 endpoint=path,
@@ -628,15 +800,30 @@ class MimecastClient:
         )
 
 
+def _sent_secrets(sent: Mapping[str, str]) -> list[str]:
+    """The credentials in the headers of one request: the Authorization value, its credential
+    part (a bearer token, or ``access key:signature``) and the API 1.0 signature alone."""
+    value = sent.get("Authorization", "")
+    credential = value.partition(" ")[2]
+    return [value, credential, credential.rpartition(":")[2]] if credential else []
+
+
+_OUT_OF_TIME = Verdict(Outcome.RETRY, UnavailableError, "the call ran out of time")
+
+
 _FORMAT_VERDICT = Verdict(
     Outcome.FAIL, UpstreamFormatError, "Mimecast's response is not the JSON the API documents"
 )
 
 
 def _too_large(cap: int) -> _GiveUp:
+    mib = 1024 * 1024
+    size = f"{cap // mib} MiB" if cap % mib == 0 else f"{cap} bytes"
     return _GiveUp(
         Verdict(Outcome.FAIL, UpstreamFormatError, "Mimecast's response is larger than the cap"),
-        f"more than {cap} bytes; raise max_body_bytes or lower page_size",
+        f"one response may hold at most {size} (a safety limit of the connector, not a "
+        "setting); lower page_size in the configuration so that each page is smaller, and "
+        "if pages stay this large, report it to the connector's maintainers",
         [],
     )
 
@@ -658,23 +845,30 @@ def _lenient_page(category: Category, body: bytes) -> _PageT | None:
     except (ValueError, RecursionError):
         return None
     page_type, data_type = _PAGE_TYPES[category]
-    items = document.get("data", []) if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    items = document.get("data", [])
+    key = category.list_key
     if not isinstance(items, list) or not all(
-        isinstance(item, dict) and isinstance(item.get(category.list_key, []), list)
-        for item in items
+        isinstance(item, dict) and isinstance(item.get(key, []), list) for item in items
     ):
         return None  # not the documented shape either: a format error, as msgspec said
     try:
         records: list[msgspec.Raw] = []
         for item in items:
-            for record in item.get(category.list_key, []):
+            for record in item.get(key, []):
                 try:
                     records.append(msgspec.Raw(_ENCODER.encode(record)))
                 except UnicodeEncodeError:
                     records.append(msgspec.Raw(json.dumps(record).encode("ascii")))
+        data: Any = UNSET
+        if "data" in document:
+            # An item without the log list stays without it, for the shape check to see.
+            whole = all(key in item for item in items)
+            data = [data_type(records)] if whole else [data_type()]
         return page_type(
-            meta=msgspec.convert(document.get("meta") or {}, _Meta),
-            data=[data_type(records)],
+            meta=msgspec.convert(document["meta"] or {}, _Meta) if "meta" in document else UNSET,
+            data=data,
             fail=msgspec.convert(document.get("fail") or [], list[_Fail]),
         )
     except (msgspec.ValidationError, AttributeError, TypeError):
@@ -750,7 +944,12 @@ def _split_page(category: Category, body: bytes) -> _PageT | None:
         shell = _PAGE_DECODERS[category].decode(bytes(envelope))
     except (msgspec.DecodeError, RecursionError):
         return None
-    return page_type(meta=shell.meta, data=[data_type(records)], fail=shell.fail)
+    data: Any = shell.data
+    if isinstance(data, list) and not any(
+        getattr(item, category.list_key) is UNSET for item in data
+    ):
+        data = [data_type(records)]
+    return page_type(meta=shell.meta, data=data, fail=shell.fail)
 
 
 def _is_utf8(body: bytes) -> bool:

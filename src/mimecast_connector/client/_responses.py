@@ -15,9 +15,15 @@
     429                                     WAIT           RateLimitedError (past the deadline)
     5xx                                     RETRY          UnavailableError
     timeout, connection error               RETRY          UnavailableError
+    TLS certificate fails verification      FAIL           CertificateError, naming the host
     3xx                                     FAIL           UnexpectedResponseError (never followed)
     any other status                        FAIL           UnexpectedResponseError
     body not JSON, truncated, too large     FAIL           UpstreamFormatError
+    200 without the documented envelope     FAIL           UpstreamFormatError, naming its keys
+
+Every call, its retries, waits and body reads included, ends by the retry policy's deadline.
+Only text from a response is quoted as "Mimecast said"; for a failure without an answer the
+message says what happened locally.
 
 A 200 whose body does not decode is an upstream format error at once: the same bytes would
 come back on a retry within seconds, and the poller retries the whole window on its backoff.
@@ -26,6 +32,7 @@ come back on a retry within seconds, and the poller retries the whole window on 
 from __future__ import annotations
 
 import enum
+import ssl
 from dataclasses import dataclass
 
 from mimecast_connector._categories import Category
@@ -34,6 +41,7 @@ from mimecast_connector._errors import (
     ApiFailure,
     AuthError,
     BindingExpiredError,
+    CertificateError,
     ForbiddenError,
     RateLimitedError,
     UnavailableError,
@@ -118,6 +126,31 @@ def classify_failures(codes: list[str], retryable: list[bool]) -> Verdict:
     return Verdict(Outcome.FAIL, ApiFailure, "Mimecast reported a failure")
 
 
-def classify_transport_error() -> Verdict:
-    """The row of the table for a timeout or a connection error: no answer at all."""
+def classify_transport_error(exc: BaseException) -> Verdict:
+    """The row of the table for a timeout or a connection error: no answer at all.
+
+    A certificate that fails verification is not a passing network fault: a retry meets the
+    same certificate, so it fails at once, as the configuration's (or the network's) fault.
+    """
+    if certificate_failure(exc) is not None:
+        return Verdict(
+            Outcome.FAIL,
+            CertificateError,
+            "the server's TLS certificate could not be verified (not retried): check that "
+            "base_url is Mimecast's API host and whether a proxy or firewall on the way "
+            "intercepts TLS; the connector trusts only the public CAs of the certifi bundle, "
+            "for loopback hosts too",
+        )
     return Verdict(Outcome.RETRY, UnavailableError, "Mimecast could not be reached")
+
+
+def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error behind ``exc`` (httpx wraps it twice), if any."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None

@@ -18,6 +18,7 @@ the outcome into bytes on the wire; this module never sleeps, blocks or touches 
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -169,7 +170,11 @@ class Api:
         tenant = self._directory.by_client_id.get(form.get("client_id", ""))
         name = tenant.name if tenant else None
         fault = self._faults.take(tenant=name, category=None, scheme=Scheme.V2, token_endpoint=True)
-        outcome = self._transport_fault(fault, Scheme.V2, tenant) or self._issue(form, tenant)
+        outcome = (
+            _echo(fault, Scheme.V2, request)
+            or self._transport_fault(fault, Scheme.V2, tenant)
+            or self._issue(form, tenant)
+        )
         outcome.tenant = name
         return _finish(outcome, fault)
 
@@ -202,7 +207,8 @@ class Api:
         if allowed:
             fault = self._faults.take(tenant=tenant.name, category=category, scheme=scheme)
             outcome = (
-                self._api_fault(fault, bearer, request)
+                _echo(fault, scheme, request)
+                or self._api_fault(fault, bearer, request)
                 or self._transport_fault(fault, scheme, tenant)
                 or _finish(self._serve(request, tenant, category, scheme, fault), fault)
             )
@@ -276,22 +282,23 @@ class Api:
             state = self._pages.read(raw_token)
             if state is None or (state.tenant, state.category) != (tenant.name, category.value):
                 raise Problem("err_validation_invalid_page_token", "Invalid page token", item)
-            query, snapshot, offset = state.query, state.snapshot, state.offset
+            query, snapshot, offset, hop = state.query, state.snapshot, state.offset, state.hop
         else:
             query = _parse_query(item, category, self._wall_clock())
-            snapshot, offset = store.snapshot, 0
+            snapshot, offset, hop = store.snapshot, 0, 0
         entries = store.select(query, snapshot)
 
-        def token_at(position: int) -> str:
+        def token_at(position: int, hops: int = 0) -> str:
             return self._pages.issue(
-                PageState(tenant.name, category.value, query, snapshot, position)
+                PageState(tenant.name, category.value, query, snapshot, position, hops)
             )
 
         end = offset + page_size
         records = [e.encoded for e in entries[offset:end]]
         next_token = token_at(end) if end < len(entries) else None
         if isinstance(fault, faults.EmptyPageWithNext):
-            records, next_token = [], token_at(offset)
+            # A fresh token (never one already sent) that serves the page this one skipped.
+            records, next_token = [], token_at(offset, hop + 1)
         elif isinstance(fault, faults.RepeatNextToken):
             next_token = raw_token or token_at(offset)
         elif isinstance(fault, faults.Malformed):
@@ -374,6 +381,22 @@ class Api:
         if isinstance(fault, faults.Disconnect):
             return Outcome(0, disconnect=True)
         return None
+
+
+def _echo(fault: faults.Fault | None, scheme: Scheme, request: Request) -> Outcome | None:
+    """The answer of an :class:`~faults.Echo` fault: the request quoted back (see there)."""
+    if not isinstance(fault, faults.Echo):
+        return None
+    text = request.body.decode("utf-8", "replace")
+    headers = dict(request.headers)
+    quote = (
+        f"you sent {text} with headers {json.dumps(headers)} "
+        f"{json.dumps(headers, ensure_ascii=False)} and body {json.dumps(text)} "
+        f"{json.dumps(text, ensure_ascii=False)}"
+    )
+    if fault.status == 200:
+        return _fail_page(Problem("echo", quote, _first_item(request.json)))
+    return _error(scheme, fault.status, "echo", quote)
 
 
 def _finish(outcome: Outcome, fault: faults.Fault | None) -> Outcome:

@@ -22,6 +22,7 @@ TOKEN_ENDPOINT_KINDS = (
     faults.NotJson,
     faults.Slow,
     faults.Disconnect,
+    faults.Echo,
 )
 """The kinds that make sense on ``/oauth/token``, whose answer is not a log page."""
 

@@ -31,6 +31,7 @@ class PageState(msgspec.Struct, frozen=True, array_like=True):
     query: Query
     snapshot: int
     offset: int
+    hop: int = 0  # empty pages served so far: makes each EmptyPageWithNext token fresh
 
 
 class PageTokens:

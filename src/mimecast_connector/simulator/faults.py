@@ -21,6 +21,7 @@ __all__ = [
     "KINDS",
     "BindingExpired",
     "Disconnect",
+    "Echo",
     "EmptyPageWithNext",
     "ExpireToken",
     "FailResponse",
@@ -129,12 +130,33 @@ class Malformed:
 
 @dataclass(frozen=True, slots=True)
 class EmptyPageWithNext:
-    """A page with no records that still carries a ``next`` token, which continues (§4.3)."""
+    """A page with no records that still carries a fresh ``next`` token, which continues (§4.3).
+
+    The token is one the client has not sent before in this window, and it yields the page
+    that was skipped: a client that stops at an empty page loses the rest of the window.
+    """
 
 
 @dataclass(frozen=True, slots=True)
 class RepeatNextToken:
     """The ``next`` token equals the ``pageToken`` the request carried: a loop to detect (§4.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """Answer ``status`` with an error whose message quotes the request back, as a careless
+    server or proxy might: the body as sent (a token request's form stays percent-encoded),
+    then the headers and the body JSON-escaped, with and without ``ensure_ascii``.
+
+    On 200 the quote is a ``fail`` entry (§8.1); otherwise it is the error body of the request's
+    API generation (§3.2, §8.1). Used to prove no encoding of a secret reaches a message.
+    """
+
+    status: int = 401
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP status code (100..599), not {self.status}")
 
 
 Fault: TypeAlias = (
@@ -147,6 +169,7 @@ Fault: TypeAlias = (
     | NotJson
     | Slow
     | Disconnect
+    | Echo
     | Malformed
     | EmptyPageWithNext
     | RepeatNextToken
