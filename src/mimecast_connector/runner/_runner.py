@@ -39,7 +39,6 @@ non-zero (``_commands``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -69,6 +68,7 @@ from mimecast_connector.client import (
 from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
 from mimecast_connector.rules import AttackTable, load_table
 from mimecast_connector.runner._chain import Chain, Handled, count, select_fresh
+from mimecast_connector.runner._schedule import Due, Schedule
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import StateStore
 
@@ -391,10 +391,42 @@ class Runner:
         return list(await asyncio.gather(*(self.poll(t, c) for t, c in self.streams())))
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Poll every stream on its interval until ``stop`` is set."""
-        tasks = [asyncio.create_task(self._loop(t, c, stop)) for t, c in self.streams()]
+        """Poll every stream on its schedule (``runner._schedule``) until ``stop`` is set.
 
-        def died(task: asyncio.Task[None]) -> None:
+        One loop starts the polls that are due; each puts its stream back on the schedule when
+        it ends. A poll task that dies (a bug: ``poll`` records every error it can name) stops
+        the run, with ``died`` saying why, rather than leaving its stream unpolled.
+        """
+        # The schedule runs on the event loop's own clock: it is what the waits below follow
+        # (an injected clock tells the time of windows, not when to wake).
+        monotonic = asyncio.get_running_loop().time
+        schedule = Schedule(self.streams(), monotonic(), self._rng)
+        running: set[asyncio.Task[None]] = set()
+        changed = asyncio.Event()
+
+        async def one(entry: Due) -> None:
+            result = await self.poll(entry.tenant, entry.category)
+            if self.halted is not None:
+                _log.error(
+                    "run_halted",
+                    error=redact(str(self.halted), self._secrets),
+                    reason="nothing can be committed until a person acts",
+                )
+                stop.set()
+                return
+            wait = schedule.done(entry, result.error, monotonic())
+            if result.error is not None:
+                _log.warning(
+                    "stream_backing_off",
+                    tenant=entry.tenant.name,
+                    category=entry.category.value,
+                    failures=entry.failures,
+                    wait_s=round(wait, 1),
+                )
+            changed.set()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            running.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 error = redact(repr(task.exception()), self._secrets)
                 _log.error(
@@ -404,42 +436,23 @@ class Runner:
                     self.died = f"a stream's task died: {error}"
                 stop.set()
 
-        for task in tasks:
-            task.add_done_callback(died)
+        stopping = asyncio.ensure_future(stop.wait())
         try:
-            await stop.wait()
+            while not stop.is_set():
+                for entry in schedule.due(monotonic()):
+                    task = asyncio.create_task(one(entry))
+                    running.add(task)
+                    task.add_done_callback(ended)
+                changed.clear()
+                woken = asyncio.ensure_future(changed.wait())
+                await asyncio.wait(
+                    {stopping, woken},
+                    timeout=schedule.wait(monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                woken.cancel()
         finally:
-            for task in tasks:
+            stopping.cancel()
+            for task in list(running):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _loop(self, tenant: TenantConfig, category: Category, stop: asyncio.Event) -> None:
-        failures = 0
-        interval = tenant.poll_interval.total_seconds()
-        while not stop.is_set():
-            result = await self.poll(tenant, category)
-            if self.halted is not None:
-                _log.error(
-                    "run_halted",
-                    error=redact(str(self.halted), self._secrets),
-                    reason="nothing can be committed until a person acts",
-                )
-                stop.set()
-                return
-            if result.error is None:
-                failures = 0
-                wait = interval
-            else:
-                failures += 1
-                base = 300.0 if result.error.fault == "config" else 15.0
-                wait = min(base * 2 ** (failures - 1), 3600.0) * (0.5 + self._rng.random() / 2)
-                wait = max(wait, min(interval, 60.0))
-                _log.warning(
-                    "stream_backing_off",
-                    tenant=tenant.name,
-                    category=category.value,
-                    failures=failures,
-                    wait_s=round(wait, 1),
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+            await asyncio.gather(*running, return_exceptions=True)

@@ -1,0 +1,108 @@
+"""When each stream is polled next: one schedule for every stream of a run.
+
+A run with 3,000 tenants has 9,000 to 12,000 streams. One task per stream, each sleeping on its
+own, costs memory per stream and starts every poll at the same instant; instead one loop
+(``Runner.run_forever``) asks this schedule which streams are due and starts only those.
+
+The rules, all of them here:
+
+* **Start-up is spread**, not a thundering herd: the first polls start at most ``START_RATE``
+  a second, in configuration order, each jittered within its slot, and never later than one
+  poll interval after start.
+* **After a poll that succeeded** the stream is due one ``poll_interval`` after it finished.
+* **After a failure** it backs off exponentially with jitter: from 15 s for an upstream fault,
+  from 300 s for a configuration fault (a bad key or a missing role, which only a person can
+  fix), doubling up to an hour, never sooner than the stream's interval (at most 60 s).
+* Fairness across tenants is the HTTP layer's: every request waits its turn for one shared,
+  first-come first-served limit on requests in flight, so a stream paging through a long window
+  (a backfill) takes one turn per page, like every other stream, and cannot crowd out live polls.
+
+Times are monotonic seconds (the event loop's clock). Nothing here does I/O or sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from mimecast_connector._categories import Category
+from mimecast_connector._errors import ConnectorError
+from mimecast_connector.config import TenantConfig
+
+#: First polls started per second at most, when a run starts.
+START_RATE = 200.0
+#: The first backoff after a failure, by whose fault it was.
+BACKOFF_BASE = {"config": 300.0, "upstream": 15.0, "ours": 15.0}
+#: No backoff is longer than this.
+BACKOFF_MAX = 3600.0
+
+
+@dataclass(order=True, slots=True)
+class Due:
+    """One stream's next poll: ``at`` (monotonic seconds) and how many polls failed in a row."""
+
+    at: float
+    seq: int
+    tenant: TenantConfig = field(compare=False)
+    category: Category = field(compare=False)
+    failures: int = field(compare=False, default=0)
+
+
+class Schedule:
+    """The next poll of every stream that is not being polled right now."""
+
+    def __init__(
+        self,
+        streams: list[tuple[TenantConfig, Category]],
+        now: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._rng = rng or random.Random()
+        self._seq = 0
+        self._heap: list[Due] = []
+        count = len(streams)
+        for index, (tenant, category) in enumerate(streams):
+            interval = tenant.poll_interval.total_seconds()
+            spread = min(count / START_RATE, interval)
+            offset = spread * (index + self._rng.random()) / count
+            self._push(Due(now + offset, 0, tenant, category))
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def _push(self, entry: Due) -> None:
+        self._seq += 1
+        entry.seq = self._seq
+        heapq.heappush(self._heap, entry)
+
+    def due(self, now: float) -> list[Due]:
+        """Every stream due by ``now``, earliest first, taken off the schedule (``done`` puts
+        each back when its poll ends)."""
+        out = []
+        while self._heap and self._heap[0].at <= now:
+            out.append(heapq.heappop(self._heap))
+        return out
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the next stream is due (0 if one is), None if none is scheduled."""
+        if not self._heap:
+            return None
+        return max(0.0, self._heap[0].at - now)
+
+    def done(self, entry: Due, error: ConnectorError | None, now: float) -> float:
+        """Put ``entry``'s stream back after a poll that ended at ``now`` with ``error``;
+        return the seconds until it is due again."""
+        interval = entry.tenant.poll_interval.total_seconds()
+        if error is None:
+            entry.failures = 0
+            wait = interval
+        else:
+            entry.failures += 1
+            base = BACKOFF_BASE[error.fault]
+            wait = min(base * 2 ** min(entry.failures - 1, 16), BACKOFF_MAX)
+            wait *= 0.5 + self._rng.random() / 2
+            wait = max(wait, min(interval, 60.0))
+        entry.at = now + wait
+        self._push(entry)
+        return wait
