@@ -12,6 +12,12 @@ future window can reach are pruned, so the table stays as small as the lookback 
 
 A tenant's rows are keyed by its configured name, not its API version, so switching a tenant
 from API 1.0 to 2.0 keeps its checkpoints and its delivered ids.
+
+Guards: one writer per database file, however its path is spelled (:class:`WriterLock`); a
+write to a database that was deleted or replaced under the running process is refused before
+anything is committed (``StateError``, a copy of what it held saved beside it); readers such
+as ``status`` open it read-only and write nothing (``read_only=True``). Open failures are told
+apart: busy (retry), read-only (make it writable), full (free space), damaged (restore).
 """
 
 from __future__ import annotations
