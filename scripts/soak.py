@@ -108,6 +108,7 @@ class Report:
     late_added: int = 0
     rss_mib: list[float] = field(default_factory=list)
     disk_full: int = 0
+    no_space: int = 0
     exits: Counter[int] = field(default_factory=Counter)
 
     @property
@@ -322,11 +323,11 @@ def soak(
         else:
             config = write_config(root / "run", sim.url, tenant, start, receiver.url)
             output = root / "run" / "alerts.jsonl"
+        log_path = root / "connector.log"  # the connector's errors, across its lives
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            child = subprocess.Popen(
-                command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            with log_path.open("ab") as log:  # the child keeps its own descriptor
+                child = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=log)
             life = rng.uniform(0.2, 2 * kill_every)
             end_of_life = min(time.monotonic() + life, deadline)
             while time.monotonic() < end_of_life and child.poll() is None:
@@ -362,6 +363,8 @@ def soak(
         done = subprocess.run(command(reference, "--once"), capture_output=True, timeout=600)
         if done.returncode != 0:
             raise SystemExit(f"the reference run failed:\n{done.stderr.decode(errors='replace')}")
+        logged = log_path.read_text("utf-8", "replace") if log_path.exists() else ""
+        report.no_space = logged.count("no space left") + logged.count("database or disk is full")
         got = ids_in(output)
         want = ids_in(root / "reference" / "alerts.jsonl")
         receiver.close()
@@ -408,7 +411,11 @@ def main() -> None:
         f"webhook (at least once): missing {report.webhook_missing}, repeats {report.webhook_repeats}; "
         f"{report.late_added} late records added; connector RSS MiB: first quarter max "
         f"{max(rss[:quarter]):.0f}, last quarter max {max(rss[-quarter:]):.0f}, overall max {max(rss):.0f}"
-        + (f"; {report.disk_full} disk-full rounds" if args.full_disk else "")
+        + (
+            f"; {report.disk_full} disk-full rounds, {report.no_space} full-disk errors logged"
+            if args.full_disk
+            else ""
+        )
         + "; child exits: "
         + ", ".join(f"{code}: {n}" for code, n in sorted(report.exits.items()))
     )
