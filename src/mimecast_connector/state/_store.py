@@ -150,6 +150,8 @@ class WriterLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # no stale name for the next refusal to quote
+                os.truncate(self.path, 0)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
         if self._key is not None:
