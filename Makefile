@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint check bench soak clean
+.PHONY: demo test lint check bench soak soak-disk clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed, found " + sys.version.split()[0]'
@@ -30,6 +30,11 @@ check: test lint
 
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --minutes 10
+
+# The same soak with the state and the outputs on small tmpfs filesystems that fill and empty
+# again (root only: it mounts them).
+soak-disk: $(STAMP)
+	$(BIN)/python scripts/soak.py --minutes 10 --full-disk
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py

@@ -243,7 +243,7 @@ def status(config_path: Path) -> None:
     """Show each tenant and category: checkpoint, last success, last error, counts."""
     config = _load(config_path, "warning", "console")
     try:
-        store = StateStore(config.state, create=False)
+        store = StateStore(config.state, read_only=True)
     except StateError as exc:
         _fail(str(exc))
     try:

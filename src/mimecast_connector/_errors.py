@@ -15,7 +15,10 @@ Two questions decide what happens to a failure, so every error answers both:
     ├── InternalError                      ours / yes      anything else, so no stream dies silently
     ├── SinkError                          (carries the sink's name)
     │   ├── SinkUnavailableError           upstream / yes  down, slow, 5xx, 408, 429
-    │   └── SinkRejectedError              config / no     a 4xx other than 408/429; a local write failed
+    │   ├── SinkStorageError               ours / yes      a local file write failed: disk full,
+    │   │                                                  folder removed, I/O error
+    │   └── SinkRejectedError              config / no     a 4xx other than 408/429; a local file
+    │                                                      cannot be opened at start
     └── ApiError                           (carries tenant, endpoint, request id, status)
         ├── AuthError                      config / no     401 after one refresh; bad token request
         ├── ForbiddenError                 config / no     403: the API user lacks a role
@@ -76,6 +79,15 @@ class SinkError(ConnectorError):
 class SinkUnavailableError(SinkError):
     """The sink may take the batch later: it is down, slow, or said 5xx, 408 or 429."""
 
+    retryable = True
+
+
+class SinkStorageError(SinkError):
+    """A local file sink (or the dead-letter file) could not write: the disk is full, its folder
+    was removed, an I/O error. Our side, and retryable: nothing past the last committed batch was
+    kept, and the batch is written again once the message's advice is followed."""
+
+    fault: Fault = "ours"
     retryable = True
 
 

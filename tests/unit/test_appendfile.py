@@ -103,29 +103,15 @@ async def test_a_file_truncated_during_the_run_is_appended_to(sink: AppendFile, 
     assert [e["event"] for e in logs] == ["file_shorter_than_committed"]
 
 
-async def test_first_use_does_not_cut_existing_content(path: Path) -> None:
-    """On first use (no position), whatever the file already holds is kept and appended after."""
-    prefill(path, b"written by someone else\n")
-    sink = AppendFile(path, "jsonl:alerts")
-    with capture_logs() as logs:
-        await sink.open(None)
-    try:
-        assert logs == []
-        assert await sink.append(b"ours\n") == str(len(b"written by someone else\nours\n"))
-        assert contents(path) == b"written by someone else\nours\n"
-    finally:
-        sink.close()
-
-
 async def test_first_use_position_is_the_size_at_open(path: Path) -> None:
-    """On first use, an append that is not committed is cut back to the size the file had at open."""
-    prefill(path, b"old\n")
+    """On first use (an empty file; a non-empty one is refused), an uncommitted append is cut back to 0."""
+    prefill(path, b"")
     sink = AppendFile(path, "jsonl:alerts")
-    await sink.open(None)
+    assert await sink.open(None) == "0"
     try:
         await sink.append(b"uncommitted\n")
-        assert await sink.append(b"again\n") == "10"
-        assert contents(path) == b"old\nagain\n"
+        assert await sink.append(b"again\n") == "6"
+        assert contents(path) == b"again\n"
     finally:
         sink.close()
 

@@ -12,6 +12,12 @@ future window can reach are pruned, so the table stays as small as the lookback 
 
 A tenant's rows are keyed by its configured name, not its API version, so switching a tenant
 from API 1.0 to 2.0 keeps its checkpoints and its delivered ids.
+
+Guards: one writer per database file, however its path is spelled (:class:`WriterLock`); a
+write to a database that was deleted or replaced under the running process is refused before
+anything is committed (``StateError``, a copy of what it held saved beside it); readers such
+as ``status`` open it read-only and write nothing (``read_only=True``). Open failures are told
+apart: busy (retry), read-only (make it writable), full (free space), damaged (restore).
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import sqlite3
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,45 +71,96 @@ CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL)
 
 _RECOVERY = (
     "stop every connector using it, move the file aside and restore it from a backup; or, "
-    "to start afresh, move it aside and set each tenant's `start` to the time up to which "
-    "alerts were already delivered (a fresh store re-reads from `start`)"
+    "to start afresh, move it aside, move each jsonl output file and the dead-letter file "
+    "aside too (a fresh database refuses non-empty ones: it cannot tell what they hold), and "
+    "set each tenant's `start` to the time up to which alerts were already delivered (a fresh "
+    "store re-reads from `start`)"
 )
+
+# SQLite's primary result codes (the low byte of ``sqlite_errorcode``) that decide the message.
+_BUSY, _LOCKED, _READONLY, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 11, 13, 14, 26
+
+#: Inodes this process holds the writer lock of. A second writer in the same process is refused
+#: from this table, without opening the file: closing any descriptor of a file drops every POSIX
+#: lock the process holds on it, SQLite's own included.
+_HELD: dict[tuple[int, int], str] = {}
 
 
 class WriterLock:
-    """One writer per state database: an exclusive ``flock`` on ``<state>.lock``.
+    """One writer per state database: an exclusive ``flock`` on the database file itself.
 
-    The lock file holds the pid, host and start time of its holder, so a second run can say
-    who holds it. The kernel releases the lock when the holder exits, however it exits
-    (SIGKILL included), so a crash never leaves a stale lock behind.
+    The lock belongs to the file (its inode), not to a name, so every spelling of the path
+    shares it: a symlink to the file or to its folder, a hard link, ``..``, ``.``, a bind mount.
+    ``<state>.lock`` beside the resolved path holds the pid, host and start time of the holder,
+    only so that a second run can say who holds it. The kernel releases the lock when the
+    holder exits, however it exits (SIGKILL included), so a crash never leaves a stale lock.
+    (A local filesystem is assumed, as SQLite assumes it: NFS emulates ``flock`` with the same
+    POSIX locks SQLite uses.)
     """
 
     def __init__(self, state_path: Path) -> None:
-        self.path = state_path.with_name(state_path.name + ".lock")
+        self.state_path = state_path
+        resolved = Path(os.path.realpath(state_path))
+        self.path = resolved.with_name(resolved.name + ".lock")
         self._fd: int | None = None
+        self._key: tuple[int, int] | None = None
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+    def _refuse(self, holder: str) -> StateError:
+        return StateError(
+            f"the state database {str(self.state_path)!r} is in use by {holder}; only one "
+            "connector may write it (however its path is spelled: symlinks and hard links name "
+            "the same database). Stop that process first (or give this one its own `state` file)."
+        )
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text("utf-8", "replace").strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def acquire(self) -> os.stat_result:
+        """Take the lock; return the ``stat`` of the locked file (the store's identity)."""
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            named = os.stat(self.state_path)
+            if (named.st_dev, named.st_ino) in _HELD:
+                raise self._refuse(_HELD[(named.st_dev, named.st_ino)])
+        fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        held = os.fstat(fd)
+        key = (held.st_dev, held.st_ino)
+        if key in _HELD:  # created or swapped between the stat and the open: rare, still refused
+            os.close(fd)
+            raise self._refuse(_HELD[key])
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise StateError(
-                f"the state database {str(self.path.with_suffix(''))!r} is in use by {holder}; "
-                "only one connector may write it. Stop that process first (or give this one its "
-                "own `state` file)."
-            ) from None
-        os.ftruncate(fd, 0)
+            raise self._refuse(self._holder()) from None
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started})".encode())
-        self._fd = fd
+        note = f"process {os.getpid()} on {socket.gethostname()} (since {started})"
+        with contextlib.suppress(OSError):  # the note is for messages only; the flock is the lock
+            note_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(note_fd, note.encode())
+            finally:
+                os.close(note_fd)
+        self._fd, self._key = fd, key
+        _HELD[key] = note
+        return held
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # no stale name for the next refusal to quote
+                os.truncate(self.path, 0)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+        if self._key is not None:
+            _HELD.pop(self._key, None)
+            self._key = None
+
+
+class _Damaged(Exception):
+    """The integrity check failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,53 +180,173 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-class StateStore:
-    """The SQLite state file. Not thread-safe: one event loop owns it."""
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
 
-    def __init__(self, path: Path, *, create: bool = True, writer: bool = False) -> None:
-        """Open ``path``. ``writer=True`` takes the one-writer lock first (see :class:`WriterLock`);
-        readers such as ``status`` do not need it."""
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
+class StateStore:
+    """The SQLite state file. Not thread-safe: one event loop owns it.
+
+    Every write (``commit``, ``set_sink_positions``, ``record_error``) first checks, with one
+    ``stat``, that the path still names the file that was opened: a database deleted or replaced
+    under a running process gets nothing more, and the write raises :class:`StateError` (the
+    run halts) instead of committing to a file that no longer has a name.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        writer: bool = False,
+        read_only: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        """Open ``path``. ``writer=True`` takes the one-writer lock first (see :class:`WriterLock`).
+        ``read_only=True`` (``status``) writes nothing at all, not even the schema: it opens the
+        file with SQLite's ``mode=ro``, waits for no writer, and reads a database on a read-only
+        folder or mount too. ``timeout`` is how long to wait for a lock another process holds."""
         self.path = path
         self._lock: WriterLock | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._identity: tuple[int, int] | None = None
+        self._rescued: Path | None = None
+        if read_only:
+            self._open_read_only(path, timeout)
+            return
+        held: os.stat_result | None = None
         if writer:
             self._lock = WriterLock(path)
-            self._lock.acquire()
+            held = self._lock.acquire()
         try:
-            self._open(path, create)
+            self._open(path, create, timeout)
+            named = os.stat(path)
+            if held is not None and (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+                self._db.close()
+                raise StateError(
+                    f"the state database {str(path)!r} was replaced while it was being opened: "
+                    "start again"
+                )
+            self._identity = (named.st_dev, named.st_ino)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
 
-    def _open(self, path: Path, create: bool) -> None:
+    def _open(self, path: Path, create: bool, timeout: float) -> None:
         if not create and not path.exists():
             raise StateError(
                 f"there is no state database at {str(path)!r} yet: run the connector first"
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=timeout)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state database {str(path)!r}: {exc}") from None
         try:
+            self._check()
             self._setup()
         except StateError:
             self._db.close()
             raise
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, _Damaged) as exc:
             self._db.close()
-            raise StateError(
-                f"the state database {str(path)!r} is damaged ({exc}). Nothing was changed. To recover: {_RECOVERY}"
-            ) from None
+            raise self._explain(exc, writing=True) from None
 
-    def _setup(self) -> None:
+    def _open_read_only(self, path: Path, timeout: float) -> None:
+        if not path.exists():
+            raise StateError(
+                f"there is no state database at {str(path)!r} yet: run the connector first"
+            )
+        target = Path(os.path.abspath(path))
+        options = "mode=ro"
+        if not _writable(target.parent):
+            # SQLite reads a WAL database only with a -shm file it can write. In a folder it
+            # cannot write: with no -wal content the file alone is the whole state (immutable);
+            # with a -wal left by a writer that died, read a private copy of both.
+            wal = Path(f"{target}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                self._scratch = tempfile.TemporaryDirectory(prefix="mimecast-status-")
+                copy = Path(self._scratch.name) / target.name
+                try:
+                    shutil.copyfile(target, copy)
+                    shutil.copyfile(wal, f"{copy}-wal")
+                except OSError as exc:
+                    self._scratch.cleanup()
+                    raise StateError(
+                        f"the state database {str(path)!r} is in a folder this process cannot "
+                        f"write, with commits still in its -wal file, and copying them to read "
+                        f"them failed ({exc.strerror}): free space in the temporary folder, or "
+                        "run `status` where the folder is writable"
+                    ) from None
+                target = copy
+            else:
+                options += "&immutable=1"
+        uri = f"file:{urllib.parse.quote(str(target))}?{options}"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
+        except sqlite3.Error as exc:
+            self._drop_scratch()
+            raise self._explain(exc, writing=False) from None
+        try:
+            self._check()
+        except StateError:
+            self.close()
+            raise
+        except (sqlite3.Error, _Damaged) as exc:
+            self.close()
+            raise self._explain(exc, writing=False) from None
+
+    def _explain(self, exc: sqlite3.Error | _Damaged, *, writing: bool) -> StateError:
+        """Tell busy, read-only, full and damaged apart: only real corruption says damaged."""
+        where = repr(str(self.path))
+        code = None if isinstance(exc, _Damaged) else _code(exc)
+        if isinstance(exc, _Damaged) or code in (_CORRUPT, _NOTADB):
+            return StateError(
+                f"the state database {where} is damaged ({exc}). Nothing was changed. To "
+                f"recover: {_RECOVERY}"
+            )
+        if code in (_BUSY, _LOCKED):
+            return StateError(
+                f"the state database {where} is busy: another process holds a lock on it (a "
+                f"connector in the middle of a commit, a backup, an sqlite3 shell) ({exc}). It "
+                "is not damaged and nothing was changed: try again in a moment; if it stays "
+                "busy, find the process that holds it (`fuser` on the file)."
+            )
+        if code == _FULL:
+            return StateError(
+                f"no space left for the state database {where}: free space on its filesystem, "
+                "then start again (nothing was committed past the last batch)"
+            )
+        if code in (_READONLY, _CANTOPEN):
+            folder = str(Path(os.path.abspath(self.path)).parent)
+            if writing:
+                return StateError(
+                    f"the state database {where} cannot be written ({exc}): the connector must "
+                    f"write its state; make the file and its folder {folder!r} writable for "
+                    "this user (not a read-only mount), or point `state` at a writable place. "
+                    "It is not damaged."
+                )
+            return StateError(
+                f"the state database {where} cannot be opened for reading ({exc}): check that "
+                f"this user may read the file and its folder {folder!r}. It is not damaged."
+            )
+        return StateError(
+            f"cannot {'open' if writing else 'read'} the state database {where} ({exc}): check "
+            "the disk and the file's permissions. Nothing was changed."
+        )
+
+    def _check(self) -> None:
+        """Integrity and version, before anything is written: a newer file is left untouched."""
         db = self._db
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
-            raise sqlite3.DatabaseError(
-                f"integrity check failed: {check[0] if check else 'no answer'}"
-            )
-        # The version is checked before anything is written, so a newer file is left untouched.
+            raise _Damaged(f"integrity check failed: {check[0] if check else 'no answer'}")
         if db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone():
@@ -177,20 +357,80 @@ class StateStore:
                     f"version of mimecast-connector reads version {SCHEMA_VERSION}: use the "
                     "matching release"
                 )
+
+    def _setup(self) -> None:
+        db = self._db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("BEGIN IMMEDIATE")
-        for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-            db.execute(statement)
-        if db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
-            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-        db.execute("COMMIT")
+        with self._transaction(check=False):
+            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                db.execute(statement)
+            if db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+
+    def _same_file(self) -> None:
+        """Raise StateError, before anything is written, if the path no longer names our file."""
+        if self._identity is None:
+            raise StateError(
+                f"the state database {str(self.path)!r} was opened read-only: nothing can be "
+                "written through it"
+            )
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            what = "was deleted"
+        else:
+            if (named.st_dev, named.st_ino) == self._identity:
+                return
+            what = "was replaced by another file"
+        rescued = self._rescue()
+        saved = (
+            f"What this process had committed is saved as {str(rescued)!r}: to resume with "
+            f"nothing repeated, move it to {str(self.path)!r} (if the file now there is not "
+            "meant to replace it) and start again."
+            if rescued is not None
+            else "Restore the state database from a backup, or move the outputs aside too "
+            "before starting afresh."
+        )
+        raise StateError(
+            f"the state database {str(self.path)!r} {what} while this connector was using it: "
+            "nothing more is committed (it would go to a file that no longer has that name). "
+            f"Stop the connector. {saved} A database that holds no position for a non-empty "
+            "output file refuses to start with it."
+        )
+
+    def _rescue(self) -> Path | None:
+        """Best effort: copy the database this process still has open beside its old name."""
+        if self._rescued is not None:
+            return self._rescued
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        rescue = self.path.with_name(f"{self.path.name}.orphaned-{stamp}-{os.getpid()}")
+        if not rescue.parent.is_dir() or rescue.exists():
+            return None
+        try:
+            target = sqlite3.connect(rescue)
+            try:
+                self._db.backup(target)
+            finally:
+                target.close()
+        except (OSError, sqlite3.Error):
+            with contextlib.suppress(OSError):
+                rescue.unlink()
+            return None
+        self._rescued = rescue
+        return rescue
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
 
     def close(self) -> None:
-        self._db.close()
+        self._db.close()  # before the lock: its descriptor is closed only after SQLite's
         if self._lock is not None:
             self._lock.release()
+        self._drop_scratch()
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -301,14 +541,20 @@ class StateStore:
             )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, *, check: bool = True) -> Iterator[None]:
+        if check:
+            self._same_file()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (disk full) may leave the transaction open: end it, so that the
+            # next one can begin once there is room.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
         """Remember the last failure of a stream, for ``status``."""

@@ -1,0 +1,295 @@
+"""The state store's guards: one writer however the path is spelled, a database that vanishes
+or is replaced under a running store, and read-only opening for ``status``."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mimecast_connector._errors import StateError
+from mimecast_connector.state import StateStore
+
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+
+
+def commit(
+    store: StateStore, cursor: datetime = T0, positions: dict[str, str] | None = None
+) -> None:
+    store.commit(
+        "acme",
+        "url",
+        cursor=cursor,
+        delivered=[("id-1", cursor.timestamp())],
+        counts={"alerts": 1},
+        sink_positions=positions or {},
+        prune_before=None,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "a" / "state.db"
+
+
+@pytest.fixture
+def holder(db: Path) -> Iterator[StateStore]:
+    """A writer holding the one-writer lock on ``a/state.db``."""
+    store = StateStore(db, writer=True)
+    yield store
+    store.close()
+
+
+# --- one writer, however the path is spelled ---------------------------------------------------
+
+
+def other_spellings(db: Path) -> dict[str, Path]:
+    """Other names of ``a/state.db``: a symlink to the file, one to its folder, a hard link, '..'."""
+    root = db.parent.parent
+    (root / "b").mkdir()
+    (root / "b" / "state.db").symlink_to(Path("..") / "a" / "state.db")
+    (root / "c").symlink_to("a")
+    (root / "d").mkdir()
+    os.link(db, root / "d" / "state.db")
+    return {
+        "symlink-to-file": root / "b" / "state.db",
+        "symlink-to-folder": root / "c" / "state.db",
+        "hard-link": root / "d" / "state.db",
+        "dot-dot": root / "a" / ".." / "a" / "state.db",
+        "dot": Path(f"{root}/a/./state.db"),
+    }
+
+
+def test_every_spelling_of_the_database_shares_one_lock(holder: StateStore, db: Path) -> None:
+    """While a writer holds a/state.db, a writer through a symlink (file or folder), a hard link, '..' or '.' is refused naming the holder."""
+    for how, path in other_spellings(db).items():
+        with pytest.raises(StateError, match=rf"in use by process {os.getpid()} on ") as caught:
+            StateStore(path, writer=True)
+        assert "only one connector may write it" in str(caught.value), how
+
+
+def test_after_the_holder_closes_another_spelling_may_write(db: Path) -> None:
+    """The lock is the database's, not the spelling's: once released, a writer through a symlink takes it and holds it against the original path."""
+    StateStore(db, writer=True).close()
+    link = other_spellings(db)["symlink-to-file"]
+    second = StateStore(link, writer=True)
+    try:
+        with pytest.raises(StateError, match="in use by"):
+            StateStore(db, writer=True)
+    finally:
+        second.close()
+
+
+# --- the database deleted or replaced under a running store ------------------------------------
+
+
+def cursor_in(path: Path) -> float | None:
+    """The committed cursor of acme/url, read with plain sqlite3 (not the code under test)."""
+    raw = sqlite3.connect(path)
+    try:
+        row = raw.execute(
+            "SELECT cursor FROM streams WHERE tenant = 'acme' AND category = 'url'"
+        ).fetchone()
+    finally:
+        raw.close()
+    return None if row is None else float(row[0])
+
+
+def rescue_named_in(message: str) -> Path:
+    """The copy of the orphaned database that the message names."""
+    match = re.search(r"saved as '([^']+)'", message)
+    assert match, message
+    return Path(match.group(1))
+
+
+def test_a_deleted_database_stops_every_write_with_a_state_error(
+    holder: StateStore, db: Path
+) -> None:
+    """After the file is deleted, commit, set_sink_positions and record_error each raise StateError saying so, and name one saved copy holding the last commit."""
+    commit(holder)
+    db.unlink()
+    rescues: set[Path] = set()
+    writes: list[Callable[[], None]] = [
+        lambda: commit(holder, T0.replace(hour=10)),
+        lambda: holder.set_sink_positions({"jsonl:x": "10"}),
+        lambda: holder.record_error("acme", "url", "boom", T0.timestamp()),
+    ]
+    for write in writes:
+        with pytest.raises(StateError) as caught:
+            write()
+        message = str(caught.value)
+        assert f"{str(db)!r} was deleted while this connector was using it" in message
+        assert "Stop the connector" in message
+        rescues.add(rescue_named_in(message))
+    [rescue] = rescues
+    assert cursor_in(rescue) == T0.timestamp()
+    assert not db.exists()
+
+
+def test_a_replaced_database_gets_nothing_more(
+    holder: StateStore, db: Path, tmp_path: Path
+) -> None:
+    """A new file put in place of the open one: the next commit raises StateError, the new file is untouched, the saved copy holds the old state."""
+    commit(holder)
+    other = tmp_path / "other" / "state.db"
+    StateStore(other).close()
+    os.replace(other, db)
+    before = db.read_bytes()
+    with pytest.raises(StateError, match="was replaced by another file") as caught:
+        commit(holder, T0.replace(hour=10))
+    assert db.read_bytes() == before
+    assert cursor_in(rescue_named_in(str(caught.value))) == T0.timestamp()
+
+
+# --- read-only opening (``status``) -------------------------------------------------------------
+
+
+def filled(db: Path) -> Path:
+    store = StateStore(db)
+    commit(store, positions={"jsonl:x": "42"})
+    store.close()
+    return db
+
+
+def fingerprint(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def test_read_only_opening_writes_nothing(db: Path) -> None:
+    """A read-only store reads the state and leaves the database file's bytes and mtime as they were."""
+    before = fingerprint(filled(db))
+    store = StateStore(db, read_only=True)
+    try:
+        assert store.cursor("acme", "url") == T0
+        assert store.sink_position("jsonl:x") == "42"
+    finally:
+        store.close()
+    assert fingerprint(db) == before
+
+
+def test_read_only_opening_does_not_wait_for_a_writer_in_a_transaction(db: Path) -> None:
+    """With another connection holding BEGIN IMMEDIATE for 4 s, a read-only open reads the committed state at once."""
+    filled(db)
+    began = threading.Event()
+
+    def writer() -> None:
+        raw = sqlite3.connect(db, isolation_level=None)
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("UPDATE streams SET cursor = 0")
+        began.set()
+        time.sleep(4)
+        raw.execute("ROLLBACK")
+        raw.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert began.wait(5)
+        started = time.monotonic()
+        store = StateStore(db, read_only=True)
+        try:
+            assert store.cursor("acme", "url") == T0
+        finally:
+            store.close()
+        assert time.monotonic() - started < 2
+    finally:
+        thread.join()
+
+
+def test_a_database_locked_exclusively_is_busy_not_damaged(db: Path) -> None:
+    """A database another process holds with an exclusive lock is reported busy, to retry, never damaged."""
+    filled(db)
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("PRAGMA journal_mode=DELETE")
+    raw.execute("PRAGMA locking_mode=EXCLUSIVE")
+    raw.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StateError) as caught:
+            StateStore(db, read_only=True, timeout=0.2)
+    finally:
+        raw.execute("ROLLBACK")
+        raw.close()
+    message = str(caught.value)
+    assert "busy" in message
+    assert "again" in message
+    assert "is damaged" not in message
+
+
+def test_a_corrupt_database_read_only_still_says_damaged(db: Path) -> None:
+    """Real corruption opened read-only is 'damaged', and the file is not modified."""
+    filled(db)
+    broken = b"\x00garbage" * 16 + db.read_bytes()[128:]
+    db.write_bytes(broken)
+    with pytest.raises(StateError, match="is damaged"):
+        StateStore(db, read_only=True)
+    assert db.read_bytes() == broken
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(writable folder, a read-only bind mount of it), or a skip where mounting is forbidden."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["mount", "--bind", str(source), str(view)],  # noqa: S607
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {done.stderr.decode().strip()}")
+    try:
+        subprocess.run(  # noqa: S603 - fixed arguments
+            ["mount", "-o", "remount,bind,ro", str(view)],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+        yield source, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)  # noqa: S603, S607
+
+
+def test_a_database_on_a_read_only_mount_can_be_read(read_only_view: tuple[Path, Path]) -> None:
+    """A cleanly closed database on a read-only mount opens read-only and reads its state."""
+    source, view = read_only_view
+    before = fingerprint(filled(source / "state.db"))
+    store = StateStore(view / "state.db", read_only=True)
+    try:
+        assert store.cursor("acme", "url") == T0
+    finally:
+        store.close()
+    assert fingerprint(source / "state.db") == before
+
+
+def test_a_crashed_writers_journal_on_a_read_only_mount_is_read(
+    read_only_view: tuple[Path, Path],
+) -> None:
+    """A database whose writer died with commits still in its -wal file (no -shm) is read with those commits from a read-only mount."""
+    source, view = read_only_view
+    db = filled(source / "state.db")
+    script = (
+        "import os, sqlite3, sys\n"
+        "raw = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "raw.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "raw.execute('UPDATE streams SET cursor = cursor + 60')\n"
+        "os._exit(0)\n"  # dies without checkpointing: the commit is only in the -wal file
+    )
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True)  # noqa: S603
+    assert Path(f"{db}-wal").stat().st_size > 0
+    Path(f"{db}-shm").unlink()
+    before = fingerprint(db)
+    store = StateStore(view / "state.db", read_only=True)
+    try:
+        assert store.cursor("acme", "url") == T0.replace(minute=1)
+    finally:
+        store.close()
+    assert fingerprint(db) == before
