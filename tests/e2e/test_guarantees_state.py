@@ -23,7 +23,13 @@ from mimecast_connector._cli import main
 from mimecast_connector._errors import ConnectorError, StateError
 from mimecast_connector.runner import Runner, StreamResult
 from tests.e2e.conftest import World
-from tests.e2e.test_guarantees import add_fresh_alerts, assert_exactly, no_duplicates, run_ok
+from tests.e2e.test_guarantees import (
+    add_fresh_alerts,
+    assert_exactly,
+    cursors,
+    no_duplicates,
+    run_ok,
+)
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -90,7 +96,7 @@ async def test_a_removed_output_folder_is_our_fault_and_delivery_resumes_once_re
     try:
         await run_ok(runner)
         shutil.rmtree(world.tmp / "out")
-        add_fresh_alerts(world)
+        add_fresh_alerts(world, cursors(runner))
         failed = errors(await runner.run_once())
         assert failed
         for error in failed:
@@ -166,8 +172,9 @@ def test_a_deleted_state_database_halts_the_run_and_a_fresh_one_is_refused(
         await runner.start()
         try:
             await run_ok(runner)
+            held = cursors(runner)
             state.unlink()
-            add_fresh_alerts(world)
+            add_fresh_alerts(world, held)
             return errors(await runner.run_once())
         finally:
             await runner.aclose()

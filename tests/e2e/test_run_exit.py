@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from mimecast_connector import Category
 from mimecast_connector._cli import main
 from mimecast_connector._commands import serve
+from mimecast_connector._errors import StateError
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.runner import Runner
 from tests.e2e.conftest import World
@@ -110,3 +111,27 @@ async def test_a_requested_stop_exits_0(tmp_path: Path) -> None:
     assert status == 0
     assert runner.died is None
     assert runner.halted is None
+
+
+async def test_a_state_database_deleted_under_a_forever_run_halts_it_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state file deleted under `run`: the first commit refuses, the run halts by itself and exits 1 naming the state error."""
+    api = FakeMimecast()
+    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
+    runner = Runner(
+        write_config(tmp_path),
+        clock=FakeClock(start=float(T0)),
+        transport=lambda tenant: api.transport(),
+    )
+    await runner.start()
+    (tmp_path / "state" / "connector.db").unlink()
+    try:
+        status = await asyncio.wait_for(serve(runner, once=False, stop=asyncio.Event()), 10)
+    finally:
+        await runner.aclose()
+    assert status == 1
+    assert isinstance(runner.halted, StateError)
+    err = capsys.readouterr().err
+    assert "stopped:" in err
+    assert "was deleted" in err
