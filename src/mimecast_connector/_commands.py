@@ -25,11 +25,13 @@ from rich.table import Table
 from rich.text import Text
 
 from mimecast_connector._categories import Category
+from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import ConfigError, ConnectorError, InternalError, StateError
 from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
-from mimecast_connector.config import Config, load_config
+from mimecast_connector.client import HttpPool, MimecastClient
+from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
 from mimecast_connector.state import StateStore
 
@@ -188,38 +190,44 @@ def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) ->
 
 
 async def _check(config: Config) -> int:
-    from mimecast_connector._clock import SystemClock
-    from mimecast_connector.client import MimecastClient
-
     status = 0
-    for tenant in config.tenants:
-        client = MimecastClient(
-            tenant=tenant.name,
-            base_url=tenant.url,
-            auth=make_auth(tenant, SystemClock()),
-            secrets=config.secrets(),
-        )
-        try:
-            for category in tenant.categories:
-                await client.check(category)
-            _err.print(
-                Text.assemble(
-                    ("ok", "green"),
-                    "      ",
-                    shown(f"{tenant.name} (API {tenant.api}, {tenant.url})"),
-                )
-            )
-        except ConnectorError as exc:
-            status = 1
-            _err.print(
-                Text.assemble(
-                    ("FAILED", "red"), "  ", shown(f"{tenant.name} (API {tenant.api}): {exc}")
-                ),
-                soft_wrap=True,
-            )
-        finally:
-            await client.aclose()
+    secrets = config.secrets()
+    http = HttpPool()
+    try:
+        for tenant in config.tenants:
+            status = max(status, await _check_tenant(tenant, secrets, http, SystemClock()))
+    finally:
+        await http.aclose()
     return status
+
+
+async def _check_tenant(
+    tenant: TenantConfig, secrets: Sequence[str], http: HttpPool, clock: Clock
+) -> int:
+    """Authenticate as ``tenant`` and read one page of each of its categories: 0 ok, 1 not."""
+    auth = make_auth(tenant, clock)
+    client = MimecastClient(
+        tenant=tenant.name, base_url=tenant.url, auth=auth, secrets=secrets, http=http
+    )
+    try:
+        for category in tenant.categories:
+            await client.check(category)
+    except ConnectorError as exc:
+        _err.print(
+            Text.assemble(
+                ("FAILED", "red"), "  ", shown(f"{tenant.name} (API {tenant.api}): {exc}")
+            ),
+            soft_wrap=True,
+        )
+        return 1
+    finally:
+        await client.aclose()
+    _err.print(
+        Text.assemble(
+            ("ok", "green"), "      ", shown(f"{tenant.name} (API {tenant.api}, {tenant.url})")
+        )
+    )
+    return 0
 
 
 @click.command()

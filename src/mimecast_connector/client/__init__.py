@@ -22,6 +22,7 @@ from mimecast_connector.client._client import (
     format_time,
     is_loopback_host,
 )
+from mimecast_connector.client._http import MAX_IN_FLIGHT, HttpPool
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
     Outcome,
@@ -32,11 +33,13 @@ from mimecast_connector.client._responses import (
 from mimecast_connector.client._retry import RetryPolicy
 
 __all__ = [
+    "MAX_IN_FLIGHT",
     "MAX_PAGE_SIZE",
     "ApiVersion",
     "Auth",
     "ClientOptions",
     "HmacSigner",
+    "HttpPool",
     "MimecastClient",
     "OAuth2ClientCredentials",
     "Outcome",

@@ -41,6 +41,7 @@ from mimecast_connector._errors import (
 )
 from mimecast_connector._logging import redact, redactor_of
 from mimecast_connector.client._auth import Auth, new_request_id
+from mimecast_connector.client._http import HttpPool
 from mimecast_connector.client._ratelimit import RateLimiter, parse_reset
 from mimecast_connector.client._responses import (
     Outcome,
@@ -315,9 +316,10 @@ _T = TypeVar("_T")
 class MimecastClient:
     """A client for one tenant. Use it as an async context manager, or call :meth:`aclose`.
 
-    ``transport`` is the httpx seam tests may swap; ``limiter`` is shared by everything that
-    uses this tenant's quota; ``secrets`` are values that must never appear in a message
-    (the auth's own secrets are always included).
+    ``http`` is the run's shared :class:`~mimecast_connector.client._http.HttpPool` (without
+    one, the client makes its own and closes it); ``transport`` is the httpx seam tests may
+    swap; ``limiter`` is shared by everything that uses this tenant's quota; ``secrets`` are
+    values that must never appear in a message (the auth's own secrets are always included).
     """
 
     def __init__(
@@ -332,6 +334,7 @@ class MimecastClient:
         limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
         secrets: Sequence[str] = (),
+        http: HttpPool | None = None,
     ) -> None:
         self.tenant = tenant
         self._static_redactor = redactor_of(secrets)
@@ -341,14 +344,11 @@ class MimecastClient:
         self._clock: Clock = clock or SystemClock()
         self.limiter = limiter or RateLimiter(clock=self._clock)
         self._rng = rng or random.Random()
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            timeout=self.options.timeout,
-            follow_redirects=False,
-            verify=True,
-            http2=transport is None,
-            trust_env=False,
-        )
+        self._own_pool = HttpPool(timeout=self.options.timeout) if http is None else None
+        pool = http or self._own_pool
+        assert pool is not None
+        self._http = pool.client(self.base_url, transport)
+        self._slots = pool.slots
 
     def __repr__(self) -> str:
         api = self.auth.api_version
@@ -366,7 +366,8 @@ class MimecastClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._own_pool is not None:
+            await self._own_pool.aclose()
 
     # --- public calls --------------------------------------------------------------------
 
@@ -662,8 +663,9 @@ class MimecastClient:
     async def _send(
         self, path: str, headers: dict[str, str], content: bytes, budget: float
     ) -> tuple[int, httpx.Headers, bytes]:
-        """POST and read the body within the size cap and ``budget`` seconds for the whole."""
-        async with asyncio.timeout(budget):
+        """POST and read the body within the size cap and ``budget`` seconds for the whole,
+        once a slot for a request in flight is free (``client._http``: that wait is not timed)."""
+        async with self._slots, asyncio.timeout(budget):
             request = self._http.build_request(
                 "POST", self.base_url + path, headers=headers, content=content
             )

@@ -61,6 +61,7 @@ from mimecast_connector.client import (
     Auth,
     ClientOptions,
     HmacSigner,
+    HttpPool,
     MimecastClient,
     OAuth2ClientCredentials,
     RateLimiter,
@@ -150,6 +151,7 @@ class Runner:
         self._transport = transport or (lambda tenant: None)
         self._options = client_options or ClientOptions(page_size=config.page_size)
         self._store: StateStore | None = None
+        self._http: HttpPool | None = None
         self._dead = AppendFile(config.dead_letter, "dead-letter")
         self._lock = asyncio.Lock()
         self._clients: dict[str, MimecastClient] = {}
@@ -183,6 +185,7 @@ class Runner:
             if baseline is not None:
                 baselines[sink.name] = baseline
         self._store.set_sink_positions(baselines)
+        self._http = HttpPool(timeout=self._options.timeout)
         for tenant in self.config.tenants:
             limiter = RateLimiter(clock=self._clock)
             self._clients[tenant.name] = MimecastClient(
@@ -194,6 +197,7 @@ class Runner:
                 clock=self._clock,
                 limiter=limiter,
                 secrets=self._secrets,
+                http=self._http,
             )
             for category in tenant.categories:
                 self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
@@ -201,6 +205,8 @@ class Runner:
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
         for sink in self.sinks:
             await sink.aclose()
         self._dead.close()

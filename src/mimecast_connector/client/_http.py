@@ -1,0 +1,80 @@
+"""The HTTP connections of a run, shared by every tenant: one client per Mimecast host.
+
+API 2.0 tenants all talk to one or a few hosts, so a run of 3,000 tenants needs a few
+connection pools and TLS contexts, not 3,000 (each ``httpx.AsyncClient`` builds its own TLS
+context: ~45 ms and ~0.7 MiB). Credentials, token caches and rate limiters stay per tenant, in
+``MimecastClient``; what is shared here carries no tenant's secret.
+
+The policy on requests in flight, stated once: at most ``max_in_flight`` requests are in flight
+in the whole process (default 64, spread over each host's pool of keep-alive connections, or
+multiplexed over HTTP/2 where the host offers it). A request waits its turn for a slot, first
+come first served; the wait for a slot is not part of the request's own timeouts, so a busy
+process is slow, never failing. A stream paging through a long window takes one turn per page,
+so it cannot crowd out the live polls of other tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httpx
+
+#: Requests in flight in the whole process, at most.
+MAX_IN_FLIGHT = 64
+
+
+def _new_client(
+    transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout, connections: int
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        verify=True,
+        http2=transport is None,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+class HttpPool:
+    """One ``httpx.AsyncClient`` per host (and per test transport), and the in-flight slots.
+
+    ``client(base_url, transport)`` gives the client for that host, built on first use; tenants
+    given the same transport object (or none) share it. Close the pool, not the clients.
+    """
+
+    def __init__(
+        self, *, timeout: httpx.Timeout | None = None, max_in_flight: int = MAX_IN_FLIGHT
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self._timeout = timeout or httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
+        self._clients: dict[tuple[str, int], tuple[httpx.AsyncClient, object]] = {}
+
+    def __repr__(self) -> str:
+        return f"HttpPool(hosts={len(self._clients)}, max_in_flight={self.max_in_flight})"
+
+    def client(
+        self, base_url: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
+        parts = urlsplit(base_url)
+        key = (f"{parts.scheme}://{parts.netloc}".lower(), id(transport))
+        found = self._clients.get(key)
+        if found is None:
+            # The transport is kept beside its client, so its id cannot be reused meanwhile.
+            found = (_new_client(transport, self._timeout, self.max_in_flight), transport)
+            self._clients[key] = found
+        return found[0]
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client, _ in clients.values():
+            await client.aclose()
