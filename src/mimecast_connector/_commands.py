@@ -94,8 +94,45 @@ def _with_logs(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
+#: Streams a ``run --once`` summary shows one row each; a larger run is summed up, and only
+#: its failed streams are listed (at most ``FAILURES_SHOWN`` of them, then how many more).
+TABLE_ROWS = 60
+FAILURES_SHOWN = 50
+
+
 def summarize(results: Sequence[StreamResult], console: Console = _err) -> int:
-    """Print one line per stream; return the exit status (1 if any stream failed)."""
+    """Print what a ``run --once`` did; return the exit status (1 if any stream failed).
+
+    Up to ``TABLE_ROWS`` streams get a row each; beyond that, one line of totals (a table of
+    thousands of rows helps nobody, and costs seconds to draw) and the failures.
+    """
+    failures = [r for r in results if r.error is not None]
+    if len(results) <= TABLE_ROWS:
+        console.print(_table(results))
+    else:
+        alerts = sum(r.alerts for r in results)
+        pages = sum(r.pages for r in results)
+        duplicates = sum(r.counts.get("duplicates", 0) for r in results)
+        dead = sum(r.counts.get("dead_lettered", 0) for r in results)
+        console.print(
+            f"mimecast-connector run --once: {len(results)} streams, "
+            f"{len(results) - len(failures)} ok, {len(failures)} failed; {pages} pages, "
+            f"{alerts} new alerts, {duplicates} duplicates, {dead} dead-lettered"
+        )
+    for r in failures[:FAILURES_SHOWN]:
+        console.print(
+            Text.assemble(shown(f"{r.tenant}/{r.category.value}:", "red"), " ", shown(r.message)),
+            soft_wrap=True,
+        )
+    if len(failures) > FAILURES_SHOWN:
+        console.print(
+            f"... and {len(failures) - FAILURES_SHOWN} more failed streams: "
+            "`mimecast-connector status` shows each stream's last error"
+        )
+    return 1 if failures else 0
+
+
+def _table(results: Sequence[StreamResult]) -> Table:
     table = Table(title="mimecast-connector run --once", title_justify="left")
     for column in (
         "tenant",
@@ -117,14 +154,7 @@ def summarize(results: Sequence[StreamResult], console: Console = _err) -> int:
             str(r.counts.get("dead_lettered", 0)),
             "ok" if r.error is None else shown(f"FAILED ({r.error.fault} fault)"),
         )
-    console.print(table)
-    failures = [r for r in results if r.error is not None]
-    for r in failures:
-        console.print(
-            Text.assemble(shown(f"{r.tenant}/{r.category.value}:", "red"), " ", shown(r.message)),
-            soft_wrap=True,
-        )
-    return 1 if failures else 0
+    return table
 
 
 async def _run(config: Config, once: bool) -> int:
