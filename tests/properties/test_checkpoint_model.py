@@ -588,7 +588,9 @@ async def test_a_failed_batch_leaves_no_write_running_into_the_next_batch(tmp_pa
     await runner.start()
     try:
         first = await runner.run_once()
-        assert sum(r.error is not None for r in first) == 1
+        # The injected failure landed (on whichever group took batch 1: streams whose pages
+        # shared that group fail with it).
+        assert any(r.error is not None for r in first)
         await asyncio.sleep(0.6)  # let whatever is still running finish
         for _ in range(3):
             results = await runner.run_once()

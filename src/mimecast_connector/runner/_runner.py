@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,7 +69,8 @@ from mimecast_connector.client import (
 )
 from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
 from mimecast_connector.rules import AttackTable, load_table
-from mimecast_connector.runner._chain import Chain, Handled, count, select_fresh
+from mimecast_connector.runner._chain import Chain, Handled
+from mimecast_connector.runner._committer import PAGES_IN_FLIGHT, Committer, Lane
 from mimecast_connector.runner._schedule import Due, Schedule
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import StateStore
@@ -79,6 +81,8 @@ _log = structlog.get_logger("mimecast_connector.runner")
 DEFAULT_START = timedelta(hours=24)
 #: Seconds between progress lines of one long poll.
 PROGRESS_EVERY = 10.0
+#: Only windows longer than this log their progress (a live poll's is lookback + interval).
+PROGRESS_WINDOW = timedelta(hours=6)
 #: Ids are kept this much longer than any future window can reach, against clock skew.
 PRUNE_MARGIN = timedelta(hours=1)
 
@@ -153,7 +157,7 @@ class Runner:
         self._store: StateStore | None = None
         self._http: HttpPool | None = None
         self._dead = AppendFile(config.dead_letter, "dead-letter")
-        self._lock = asyncio.Lock()
+        self._committer_: Committer | None = None
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
         self._rng = random.Random()
@@ -174,6 +178,11 @@ class Runner:
         assert self._store is not None, "start() first"
         return self._store
 
+    @property
+    def _committer(self) -> Committer:
+        assert self._committer_ is not None, "start() first"
+        return self._committer_
+
     async def start(self) -> None:
         """Open the state store, the dead-letter file and every sink; build the clients."""
         self._store = StateStore(self.config.state, writer=True)
@@ -185,6 +194,8 @@ class Runner:
             if baseline is not None:
                 baselines[sink.name] = baseline
         self._store.set_sink_positions(baselines)
+        self._committer_ = Committer(self._store, self.sinks, self._dead)
+        self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
         for tenant in self.config.tenants:
             limiter = RateLimiter(clock=self._clock)
@@ -203,6 +214,8 @@ class Runner:
                 self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
 
     async def aclose(self) -> None:
+        if self._committer_ is not None:
+            await self._committer_.aclose()
         for client in self._clients.values():
             await client.aclose()
         if self._http is not None:
@@ -254,9 +267,65 @@ class Runner:
         start, end = self.window(tenant, category, now)
         low, high = start.timestamp(), end.timestamp()
         stored = self.store.cursor(tenant.name, category.value)
-        # The oldest event time whose ids the store still remembers (see ``_deliver``'s prune):
-        # a record older than that cannot be told from one delivered long ago.
+        # The oldest event time whose ids the store still remembers (see the prune below): a
+        # record older than that cannot be told from one delivered long ago.
         horizon = (stored - self._keep).timestamp() if stored is not None else low
+        lane = Lane(tenant.name, category.value)
+        # Pages handed to the committer and not yet known to be in: at most PAGES_IN_FLIGHT.
+        pending: deque[asyncio.Future[dict[str, int]]] = deque()
+        # Only a window far longer than a live poll's (a first run, a backfill, a long outage)
+        # says how far it has come: thousands of streams polled live must not flood the log.
+        long_window = high - low > PROGRESS_WINDOW.total_seconds()
+        try:
+            await self._read(
+                tenant, category, result, lane, pending, start, end, horizon, long_window
+            )
+            pending.append(
+                await self._committer.submit(
+                    lane,
+                    Handled(),
+                    cursor=end,
+                    horizon=horizon,
+                    prune_before=end - self._keep,
+                    success_at=self._clock.time(),
+                )
+            )
+            while pending:
+                self._add(result, await pending.popleft())
+        except asyncio.CancelledError:
+            # The run is stopping: what the committer has not taken yet is left out (and with
+            # it, the rest of this poll's pages); what it is writing may still commit, whole.
+            for waiting in pending:
+                waiting.cancel()
+            raise
+        except Exception:
+            # What was handed over may still commit (each page is whole); wait for it, so that
+            # no page of this poll is left behind, then report the first error.
+            for counts in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(counts, dict):
+                    self._add(result, counts)
+            raise
+
+    @staticmethod
+    def _add(result: StreamResult, counts: dict[str, int]) -> None:
+        result.alerts += counts.get("alerts", 0)
+        for name, value in counts.items():
+            result.counts[name] = result.counts.get(name, 0) + value
+
+    async def _read(
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        result: StreamResult,
+        lane: Lane,
+        pending: deque[asyncio.Future[dict[str, int]]],
+        start: datetime,
+        end: datetime,
+        horizon: float,
+        long_window: bool,
+    ) -> None:
+        """Read the window page by page, handing each page to the committer in order."""
+        low, high = start.timestamp(), end.timestamp()
         chain = self._chains[(tenant.name, category)]
         client = self._clients[tenant.name]
         shown = self._clock.monotonic()
@@ -283,13 +352,20 @@ class Runner:
                         reason="Mimecast did not page this window oldest first; the checkpoint "
                         "moves when the whole window has been read",
                     )
-            counts = await self._deliver(tenant, category, handled, cursor, horizon)
+            pending.append(
+                await self._committer.submit(
+                    lane,
+                    handled,
+                    cursor=cursor,
+                    horizon=horizon,
+                    prune_before=cursor - self._keep if cursor is not None else None,
+                )
+            )
             if cursor is not None:
                 horizon = max(horizon, (cursor - self._keep).timestamp())
-            result.alerts += counts.get("alerts", 0)
-            for name, value in counts.items():
-                result.counts[name] = result.counts.get(name, 0) + value
-            if self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
+            while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
+                self._add(result, await pending.popleft())
+            if long_window and self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
                 # Long windows (a first run over weeks of logs) say how far they have come.
                 shown = self._clock.monotonic()
                 done = (reached - low) / max(1.0, high - low)
@@ -303,18 +379,6 @@ class Runner:
                     records=result.counts.get("fetched", 0),
                     alerts=result.alerts,
                 )
-        # The whole window has been read and every page committed: nothing dated before its
-        # end is still to come (beyond the lookback's late records), whatever the order.
-        self.store.commit(
-            tenant.name,
-            category.value,
-            cursor=end,
-            delivered=(),
-            counts={},
-            sink_positions={},
-            prune_before=end - self._keep,
-            success_at=self._clock.time(),
-        )
 
     def _failed(self, result: StreamResult, caught: Exception) -> None:
         """Record a failed poll: in the result, in the store for ``status``, in the log."""
@@ -338,57 +402,6 @@ class Runner:
             retryable=exc.retryable,
             error=result.message,
         )
-
-    async def _deliver(
-        self,
-        tenant: TenantConfig,
-        category: Category,
-        handled: Handled,
-        cursor: datetime | None,
-        horizon: float,
-    ) -> dict[str, int]:
-        """Deliver one page's new alerts and dead letters, then commit them with ``cursor``."""
-        store = self.store
-        async with self._lock:
-            known = store.already_delivered(
-                tenant.name, category.value, (i for i, _ in handled.ids)
-            )
-            fresh = select_fresh(handled, known, horizon)
-            alerts = fresh.alerts
-            dead_lines = b"".join(line for _, line in fresh.dead)
-            positions: dict[str, str] = {}
-            if alerts:
-                # Every sink's write finishes before the lock is let go, even when one fails:
-                # a write still running would race the next batch.
-                answers = await asyncio.gather(
-                    *(sink.deliver(alerts) for sink in self.sinks), return_exceptions=True
-                )
-                failures = [a for a in answers if isinstance(a, BaseException)]
-                if failures:
-                    rejected = [f for f in failures if isinstance(f, SinkRejectedError)]
-                    raise (rejected or failures)[0]
-                positions = {
-                    s.name: p
-                    for s, p in zip(self.sinks, answers, strict=True)
-                    if isinstance(p, str)
-                }
-            if dead_lines:
-                positions[self._dead.name] = await self._dead.append(dead_lines)
-            counts = count(fresh, len(handled.ids))
-            store.commit(
-                tenant.name,
-                category.value,
-                cursor=cursor,
-                delivered=fresh.ids,
-                counts=counts,
-                sink_positions=positions,
-                prune_before=cursor - self._keep if cursor is not None else None,
-            )
-            for sink in self.sinks:
-                sink.committed(positions.get(sink.name))
-            if self._dead.name in positions:
-                self._dead.committed(positions[self._dead.name])
-        return dict(counts)
 
     # --- whole runs ----------------------------------------------------------------------
 

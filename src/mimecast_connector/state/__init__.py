@@ -5,6 +5,12 @@ Import from here; the module beside it is private.
 
 from __future__ import annotations
 
-from mimecast_connector.state._store import SCHEMA_VERSION, StateStore, StreamState, WriterLock
+from mimecast_connector.state._store import (
+    SCHEMA_VERSION,
+    Commit,
+    StateStore,
+    StreamState,
+    WriterLock,
+)
 
-__all__ = ["SCHEMA_VERSION", "StateStore", "StreamState", "WriterLock"]
+__all__ = ["SCHEMA_VERSION", "Commit", "StateStore", "StreamState", "WriterLock"]

@@ -31,7 +31,7 @@ import sqlite3
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,6 +161,20 @@ class WriterLock:
 
 class _Damaged(Exception):
     """The integrity check failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One stream's share of a commit: its new cursor (None: unchanged), the ids it handled
+    with their event times, counters to add, ids to prune, and the time of a completed poll."""
+
+    tenant: str
+    category: str
+    cursor: datetime | None
+    delivered: Iterable[tuple[str, float]]
+    counts: Mapping[str, int]
+    prune_before: datetime | None = None
+    success_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,41 +510,52 @@ class StateStore:
         prune_before: datetime | None,
         success_at: float | None = None,
     ) -> None:
-        """Record one handled batch, atomically. ``cursor`` only ever moves forward."""
+        """Record one handled batch of one stream, atomically (see :meth:`commit_group`)."""
+        entry = Commit(tenant, category, cursor, delivered, counts, prune_before, success_at)
+        self.commit_group([entry], sink_positions)
+
+    def commit_group(self, commits: Sequence[Commit], sink_positions: Mapping[str, str]) -> None:
+        """Record handled batches of any streams and the sinks' positions in one transaction.
+
+        A group of many streams' pages costs one ``BEGIN``/``COMMIT`` (and its fsyncs), not one
+        each. A stream's ``cursor`` only ever moves forward.
+        """
         db = self._db
         with self._transaction():
-            db.execute(
-                "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (tenant, category),
-            )
-            if cursor is not None:
+            for c in commits:
+                tenant, category = c.tenant, c.category
                 db.execute(
-                    "UPDATE streams SET cursor = max(coalesce(cursor, ?), ?) WHERE tenant = ? AND category = ?",
-                    (cursor.timestamp(), cursor.timestamp(), tenant, category),
+                    "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (tenant, category),
                 )
-            if success_at is not None:
-                db.execute(
-                    "UPDATE streams SET last_success = ?, last_error = NULL, last_error_at = NULL "
-                    "WHERE tenant = ? AND category = ?",
-                    (success_at, tenant, category),
+                if c.cursor is not None:
+                    db.execute(
+                        "UPDATE streams SET cursor = max(coalesce(cursor, ?), ?) WHERE tenant = ? AND category = ?",
+                        (c.cursor.timestamp(), c.cursor.timestamp(), tenant, category),
+                    )
+                if c.success_at is not None:
+                    db.execute(
+                        "UPDATE streams SET last_success = ?, last_error = NULL, last_error_at = NULL "
+                        "WHERE tenant = ? AND category = ?",
+                        (c.success_at, tenant, category),
+                    )
+                db.executemany(
+                    "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
+                    ((tenant, category, id_, when) for id_, when in c.delivered),
                 )
-            db.executemany(
-                "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
-                ((tenant, category, id_, when) for id_, when in delivered),
-            )
-            db.executemany(
-                "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
-                ((tenant, category, name, n) for name, n in counts.items() if n),
-            )
+                db.executemany(
+                    "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
+                    ((tenant, category, name, n) for name, n in c.counts.items() if n),
+                )
+                if c.prune_before is not None:
+                    db.execute(
+                        "DELETE FROM delivered WHERE tenant = ? AND category = ? AND event_time < ?",
+                        (tenant, category, c.prune_before.timestamp()),
+                    )
             db.executemany(
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
                 sink_positions.items(),
             )
-            if prune_before is not None:
-                db.execute(
-                    "DELETE FROM delivered WHERE tenant = ? AND category = ? AND event_time < ?",
-                    (tenant, category, prune_before.timestamp()),
-                )
 
     def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         """Record sinks' positions on their own (the baselines taken at start)."""

@@ -1,0 +1,229 @@
+"""Group commit: pages of many streams delivered and committed together, in order.
+
+Every page a poll reads is handed to the one :class:`Committer` of the run, which takes what is
+queued (at most ``MAX_GROUP`` pages) as one *group* and, for the whole group:
+
+1. drops what the state store (or an earlier page of the group) says was handled before;
+2. hands the group's new alerts to every sink in one batch (one write and fsync a file sink),
+   and its new dead letters to the dead-letter file;
+3. commits every page of the group in one state transaction (one fsync): handled ids,
+   counters, sinks' positions and each stream's cursor; then tells the sinks their position is
+   safe, and each page's poll that its page is in.
+
+The checkpoint means what it meant page by page: a stream's cursor moves only in the
+transaction that records its page as delivered by every sink. What changes is how many pages one
+fsync covers: while one group is written, the next one gathers, so a busy run commits fewer,
+larger groups, and a quiet one commits each page at once.
+
+Order and failure, per *lane* (one poll of one stream): a lane's pages commit in the order they
+were submitted, each in its own group or a later one than the page before it. When a group
+fails (a sink refused or is down, the store cannot commit), every page in it fails, and so does
+every later page of the same lanes: no page commits after one of its stream's earlier pages did
+not, so no cursor can pass an undelivered alert. The lane's poll sees the error, and the stream
+retries on its next poll from its last committed page.
+
+Memory is bounded: the queue holds at most ``MAX_QUEUED_RECORDS`` records (a page bigger than
+that is admitted alone); a poll submitting past it waits for room (back-pressure on the polls,
+nothing dropped). A poll keeps at most ``PAGES_IN_FLIGHT`` of its pages uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from mimecast_connector._errors import InternalError, SinkRejectedError
+from mimecast_connector.runner._chain import Handled, count, select_fresh
+from mimecast_connector.sinks import AppendFile, Sink
+from mimecast_connector.state import Commit, StateStore
+
+_log = structlog.get_logger("mimecast_connector.runner")
+
+#: Pages committed in one group at most.
+MAX_GROUP = 64
+#: Records queued for commit at most, all streams together.
+MAX_QUEUED_RECORDS = 20_000
+#: Pages one poll may have read and not yet seen committed.
+PAGES_IN_FLIGHT = 20
+
+
+@dataclass(eq=False, slots=True)
+class Lane:
+    """One poll of one stream, as the committer sees it. ``failed`` poisons the pages after."""
+
+    tenant: str
+    category: str
+    failed: BaseException | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Page:
+    lane: Lane
+    handled: Handled
+    cursor: datetime | None
+    horizon: float
+    prune_before: datetime | None
+    success_at: float | None
+    done: asyncio.Future[dict[str, int]] = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.handled.ids)
+
+
+class Committer:
+    """The run's one writer of sinks and state, fed by every poll."""
+
+    def __init__(self, store: StateStore, sinks: Sequence[Sink], dead: AppendFile) -> None:
+        self._store = store
+        self._sinks = list(sinks)
+        self._dead = dead
+        self._queue: deque[_Page] = deque()
+        self._queued_records = 0
+        self._work = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0  # groups committed, for tests and benchmarks
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="committer")
+
+    async def aclose(self) -> None:
+        """Stop (the group being written is abandoned like a crash would: nothing of it was
+        committed, and each file sink cuts it off on its next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        stopped = InternalError(RuntimeError("the run stopped before this page was committed"))
+        for page in self._queue:
+            if not page.done.done():
+                page.done.set_exception(stopped)
+                page.done.exception()  # retrieved: nobody may be waiting any more
+        self._queue.clear()
+
+    async def submit(
+        self,
+        lane: Lane,
+        handled: Handled,
+        *,
+        cursor: datetime | None,
+        horizon: float,
+        prune_before: datetime | None,
+        success_at: float | None = None,
+    ) -> asyncio.Future[dict[str, int]]:
+        """Queue one page of ``lane`` (waiting for room first); the future gives its counts
+        once committed, or the error that kept it out."""
+        if self._task is None or self._task.done():
+            raise InternalError(RuntimeError("the committer is not running"))
+        size = len(handled.ids)
+        async with self._room:
+            await self._room.wait_for(
+                lambda: not self._queue or self._queued_records + size <= MAX_QUEUED_RECORDS
+            )
+        done: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Page(lane, handled, cursor, horizon, prune_before, success_at, done))
+        self._queued_records += size
+        self._work.set()
+        return done
+
+    async def _loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._queue:
+                group = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
+                self._queued_records -= sum(page.size for page in group)
+                async with self._room:
+                    self._room.notify_all()
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Page]) -> None:
+        live = []
+        for page in group:
+            if page.done.cancelled():
+                # Its poll was cancelled (the run is stopping): it and the lane's later pages
+                # are left out, like pages never read.
+                page.lane.failed = page.lane.failed or InternalError(
+                    RuntimeError("the poll was cancelled before this page was committed")
+                )
+            elif page.lane.failed is not None:
+                page.done.set_exception(page.lane.failed)
+            else:
+                live.append(page)
+        if not live:
+            return
+        try:
+            results = await self._write(live)
+        except Exception as exc:
+            for page in live:
+                page.lane.failed = exc
+                if not page.done.done():
+                    page.done.set_exception(exc)
+            return
+        self.groups += 1
+        for page, counts in zip(live, results, strict=True):
+            if not page.done.done():  # a poll cancelled meanwhile no longer waits for it
+                page.done.set_result(counts)
+
+    async def _write(self, group: list[_Page]) -> list[dict[str, int]]:
+        store = self._store
+        seen: dict[tuple[str, str], set[str]] = {}
+        fresh_pages: list[Handled] = []
+        for page in group:
+            key = (page.lane.tenant, page.lane.category)
+            ids = [i for i, _ in page.handled.ids]
+            earlier = seen.setdefault(key, set())
+            known = store.already_delivered(key[0], key[1], ids) | earlier.intersection(ids)
+            fresh = select_fresh(page.handled, known, page.horizon)
+            earlier.update(i for i, _ in fresh.ids)
+            fresh_pages.append(fresh)
+        alerts = [alert for fresh in fresh_pages for alert in fresh.alerts]
+        dead_lines = b"".join(line for fresh in fresh_pages for _, line in fresh.dead)
+        positions: dict[str, str] = {}
+        if alerts:
+            # Every sink's write finishes before the next group starts, even when one fails:
+            # a write still running would race the next group.
+            answers = await asyncio.gather(
+                *(sink.deliver(alerts) for sink in self._sinks), return_exceptions=True
+            )
+            failures = [a for a in answers if isinstance(a, BaseException)]
+            if failures:
+                rejected = [f for f in failures if isinstance(f, SinkRejectedError)]
+                raise (rejected or failures)[0]
+            positions = {
+                s.name: p for s, p in zip(self._sinks, answers, strict=True) if isinstance(p, str)
+            }
+        if dead_lines:
+            positions[self._dead.name] = await self._dead.append(dead_lines)
+        counted = [
+            count(fresh, len(page.handled.ids))
+            for page, fresh in zip(group, fresh_pages, strict=True)
+        ]
+        store.commit_group(
+            [
+                Commit(
+                    page.lane.tenant,
+                    page.lane.category,
+                    page.cursor,
+                    fresh.ids,
+                    counts,
+                    page.prune_before,
+                    page.success_at,
+                )
+                for page, fresh, counts in zip(group, fresh_pages, counted, strict=True)
+            ],
+            positions,
+        )
+        for sink in self._sinks:
+            sink.committed(positions.get(sink.name))
+        if self._dead.name in positions:
+            self._dead.committed(positions[self._dead.name])
+        return [dict(counts) for counts in counted]
