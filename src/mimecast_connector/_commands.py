@@ -200,7 +200,10 @@ async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -
         return 1
     if runner.halted is not None:
         _stopped(redact(str(runner.halted), runner.config.secrets()))
-        _err.print("Fix it, then start again: nothing was committed past the refused batch.")
+        if isinstance(runner.halted, StateError):
+            _err.print("Nothing more was committed; follow the advice above before starting again.")
+        else:
+            _err.print("Fix it, then start again: nothing was committed past the refused batch.")
         return 1
     if runner.died is not None:
         _stopped(runner.died)

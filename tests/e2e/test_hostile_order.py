@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from mimecast_connector import Category
 from mimecast_connector._cli import main
+from mimecast_connector.config import load_config
 from mimecast_connector.runner import Runner, StreamResult
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast, Order
@@ -179,4 +180,48 @@ async def test_records_outside_the_window_never_move_the_cursor(tmp_path: Path) 
     assert cursor.timestamp() == T0 - 100
     assert done.error is None
     assert done.counts["outside_window"] == 1
+    assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)
+
+
+async def test_raising_the_lookback_never_delivers_what_the_old_one_forgot(tmp_path: Path) -> None:
+    """Lookback raised from 10 minutes to 2 hours (as the README advises for lagging logs): the longer window re-reads records whose ids were pruned under the old one, and delivers none of them twice (they are too old to tell apart)."""
+    api = FakeMimecast(order="asked")
+    clock = FakeClock(start=float(T0))
+    made = fill(api, 100, T0 - 5, spacing=60)  # 100 minutes of records
+    config = tmp_path / "config.toml"
+    for lookback in ("10m", "2h"):
+        write_config(tmp_path, page_size=50)
+        config.write_text(
+            config.read_text().replace('lookback = "10m"', f'lookback = "{lookback}"')
+        )
+        runner = Runner(load_config(config, {}), clock=clock, transport=lambda t: api.transport())
+        await runner.start()
+        try:
+            result = url_result(await runner.run_once())
+        finally:
+            await runner.aclose()
+        assert result.error is None
+        clock.advance(120)
+    assert result.counts["too_old"] > 0, "the premise: the longer window reached forgotten ids"
+    assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)
+
+
+@pytest.mark.parametrize("count", [10, 13, 15])  # all after the tenant's start (T0 - 2 h)
+async def test_a_shuffled_window_that_looks_ordered_at_first_loses_nothing(
+    tmp_path: Path, count: int
+) -> None:
+    """A shuffling server with pages of two, whose first page happens to climb: the cursor moves on trust, yet no record of that same window is lost as too old (ids are pruned only at a window's end)."""
+    api = FakeMimecast(order="shuffled")
+    clock = FakeClock(start=float(T0))
+    made = fill(api, count, T0 - 5, spacing=500)  # spread over more than the id memory
+    runner = Runner(
+        write_config(tmp_path, page_size=2), clock=clock, transport=lambda t: api.transport()
+    )
+    await runner.start()
+    try:
+        for _ in range(3):
+            assert url_result(await runner.run_once()).error is None
+            clock.advance(60)
+    finally:
+        await runner.aclose()
     assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)

@@ -293,3 +293,46 @@ def test_a_crashed_writers_journal_on_a_read_only_mount_is_read(
     finally:
         store.close()
     assert fingerprint(db) == before
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE streams (tenant TEXT NOT NULL, category TEXT NOT NULL, cursor REAL,
+    last_success REAL, last_error TEXT, last_error_at REAL, PRIMARY KEY (tenant, category));
+CREATE TABLE delivered (tenant TEXT NOT NULL, category TEXT NOT NULL, id TEXT NOT NULL,
+    event_time REAL NOT NULL, PRIMARY KEY (tenant, category, id)) WITHOUT ROWID;
+CREATE TABLE counters (tenant TEXT NOT NULL, category TEXT NOT NULL, name TEXT NOT NULL,
+    value INTEGER NOT NULL, PRIMARY KEY (tenant, category, name)) WITHOUT ROWID;
+CREATE TABLE sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO streams (tenant, category, cursor) VALUES ('acme', 'url', 1764000000.0);
+"""
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -> None:
+    """A state file of the previous schema opens, keeps its cursor, gains kept_from (unset until the first prune) and says version 2."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    store = StateStore(path, writer=True)
+    try:
+        cursor = store.cursor("acme", "url")
+        assert cursor is not None
+        assert cursor.timestamp() == 1764000000.0
+        assert store.kept_from("acme", "url") is None
+        store.commit(
+            "acme",
+            "url",
+            cursor=None,
+            delivered=(),
+            counts={},
+            sink_positions={},
+            prune_before=datetime.fromtimestamp(1763990000.0, UTC),
+        )
+        assert store.kept_from("acme", "url") == 1763990000.0
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            "2",
+        )

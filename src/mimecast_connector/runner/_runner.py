@@ -57,7 +57,7 @@ from mimecast_connector._errors import (
     SinkRejectedError,
     StateError,
 )
-from mimecast_connector._logging import redact
+from mimecast_connector._logging import redactor_of
 from mimecast_connector.client import (
     Auth,
     ClientOptions,
@@ -167,6 +167,8 @@ class Runner:
         self.halted: SinkRejectedError | StateError | None = None
         # Every secret of the configuration: an error body may quote another tenant's.
         self._secrets = config.secrets()
+        #: Held here, so that no churn of the shared cache can make an error rebuild it.
+        self._redact = redactor_of(self._secrets)
         #: How far behind its cursor a stream's ids are kept: every later window starts at
         #: ``cursor - lookback`` at the earliest, and the margin absorbs clock skew.
         self._keep = config.lookback + PRUNE_MARGIN
@@ -266,10 +268,18 @@ class Runner:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
         start, end = self.window(tenant, category, now)
         low, high = start.timestamp(), end.timestamp()
+        # The oldest event time whose ids the store still remembers, fixed for the whole poll
+        # (ids are pruned only once a window has been read in full): a record older than that
+        # cannot be told from one delivered long ago. A store from before ``kept_from`` was
+        # kept pruned at ``cursor - keep``; a stream without a cursor starts at its window.
+        kept = self.store.kept_from(tenant.name, category.value)
         stored = self.store.cursor(tenant.name, category.value)
-        # The oldest event time whose ids the store still remembers (see the prune below): a
-        # record older than that cannot be told from one delivered long ago.
-        horizon = (stored - self._keep).timestamp() if stored is not None else low
+        if kept is not None:
+            horizon = kept
+        elif stored is not None:
+            horizon = (stored - self._keep).timestamp()
+        else:
+            horizon = low
         lane = Lane(tenant.name, category.value)
         # Pages handed to the committer and not yet known to be in: at most PAGES_IN_FLIGHT.
         pending: deque[asyncio.Future[dict[str, int]]] = deque()
@@ -358,11 +368,11 @@ class Runner:
                     handled,
                     cursor=cursor,
                     horizon=horizon,
-                    prune_before=cursor - self._keep if cursor is not None else None,
+                    # Not within a window: a record of this window older than the cursor
+                    # may still come (a server that only looked ordered), and must be known.
+                    prune_before=None,
                 )
             )
-            if cursor is not None:
-                horizon = max(horizon, (cursor - self._keep).timestamp())
             while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
                 self._add(result, await pending.popleft())
             if long_window and self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
@@ -387,13 +397,13 @@ class Runner:
         if isinstance(exc, SinkRejectedError | StateError):
             # No checkpoint can advance until a person acts: stop instead of retrying forever.
             self.halted = exc
-        result.message = redact(str(exc), self._secrets)
+        result.message = self._redact(str(exc))
         try:
             self.store.record_error(
                 result.tenant, result.category.value, result.message, self._clock.time()
             )
         except Exception as store_error:
-            _log.error("recording_error_failed", error=redact(str(store_error), self._secrets))
+            _log.error("recording_error_failed", error=self._redact(str(store_error)))
         _log.error(
             "poll_failed",
             tenant=result.tenant,
@@ -428,7 +438,7 @@ class Runner:
             if self.halted is not None:
                 _log.error(
                     "run_halted",
-                    error=redact(str(self.halted), self._secrets),
+                    error=self._redact(str(self.halted)),
                     reason="nothing can be committed until a person acts",
                 )
                 stop.set()
@@ -447,7 +457,7 @@ class Runner:
         def ended(task: asyncio.Task[None]) -> None:
             running.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                error = redact(repr(task.exception()), self._secrets)
+                error = self._redact(repr(task.exception()))
                 _log.error(
                     "stream_task_died", error=error, reason="stopping the run, not hiding it"
                 )

@@ -1,14 +1,18 @@
 """Durable state: checkpoints, delivered ids, counters, sink positions. One SQLite file.
 
 What the checkpoint means (style.md habit 8): for a tenant and category, ``cursor`` is the
-newest event time among the records of every page that has been fully handled: each record
-validated, filtered or turned into an alert, and every alert acknowledged by every sink. It
-advances in the same transaction that records the delivered alert ids, the counters and the
-sinks' positions, so after a crash the store is at one batch boundary or the one before.
+point before which every record has been fully handled (validated, filtered or turned into an
+alert, and every alert acknowledged by every sink): the end of the last window read in full,
+or a record time proven within a window (``runner._runner`` says how). It advances in the same
+transaction that records the handled ids, the counters and the sinks' positions, so after a
+crash the store is at one commit boundary or the one before.
 
 Each poll re-reads from ``cursor - lookback`` to catch records Mimecast publishes late; the
-``delivered`` table suppresses the alerts already sent. Ids older than the oldest time any
-future window can reach are pruned, so the table stays as small as the lookback window.
+``delivered`` table suppresses what was handled before. Ids older than the oldest time any
+future window can reach are pruned when a window has been read in full, so the table stays as
+small as the lookback window; ``kept_from`` records, per stream, the time from which every id
+is still kept, so that a record older than that is known to be unknowable rather than new
+(whatever the lookback is configured to later).
 
 A tenant's rows are keyed by its configured name, not its API version, so switching a tenant
 from API 1.0 to 2.0 keeps its checkpoints and its delivered ids.
@@ -38,7 +42,9 @@ from pathlib import Path
 
 from mimecast_connector._errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this release opens: 1 (before ``kept_from``) is migrated by the first writer.
+_READABLE = {"1", str(SCHEMA_VERSION)}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +55,7 @@ CREATE TABLE IF NOT EXISTS streams (
     last_success REAL,
     last_error TEXT,
     last_error_at REAL,
+    kept_from REAL,
     PRIMARY KEY (tenant, category)
 );
 CREATE TABLE IF NOT EXISTS delivered (
@@ -365,7 +372,7 @@ class StateStore:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone():
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and row[0] != str(SCHEMA_VERSION):
+            if row is not None and row[0] not in _READABLE:
                 raise StateError(
                     f"the state database {str(self.path)!r} has schema version {row[0]}, this "
                     f"version of mimecast-connector reads version {SCHEMA_VERSION}: use the "
@@ -379,9 +386,16 @@ class StateStore:
         with self._transaction(check=False):
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 db.execute(statement)
-            if db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+            elif version[0] == "1":
+                # Version 2 remembers, per stream, the oldest event time whose ids are kept.
+                db.execute("ALTER TABLE streams ADD COLUMN kept_from REAL")
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
 
     def _same_file(self) -> None:
         """Raise StateError, before anything is written, if the path no longer names our file."""
@@ -453,6 +467,14 @@ class StateStore:
             "SELECT cursor FROM streams WHERE tenant = ? AND category = ?", (tenant, category)
         ).fetchone()
         return _dt(row[0]) if row else None
+
+    def kept_from(self, tenant: str, category: str) -> float | None:
+        """The oldest event time (epoch s) from which the stream's handled ids are all kept:
+        the newest prune applied to it; None if none was (or the store predates version 2)."""
+        row = self._db.execute(
+            "SELECT kept_from FROM streams WHERE tenant = ? AND category = ?", (tenant, category)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` were delivered before."""
@@ -548,9 +570,15 @@ class StateStore:
                     ((tenant, category, name, n) for name, n in c.counts.items() if n),
                 )
                 if c.prune_before is not None:
+                    prune = c.prune_before.timestamp()
                     db.execute(
                         "DELETE FROM delivered WHERE tenant = ? AND category = ? AND event_time < ?",
-                        (tenant, category, c.prune_before.timestamp()),
+                        (tenant, category, prune),
+                    )
+                    db.execute(
+                        "UPDATE streams SET kept_from = max(coalesce(kept_from, ?), ?) "
+                        "WHERE tenant = ? AND category = ?",
+                        (prune, prune, tenant, category),
                     )
             db.executemany(
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
