@@ -150,6 +150,20 @@ def test_a_replaced_database_gets_nothing_more(
     assert cursor_in(rescue_named_in(str(caught.value))) == T0.timestamp()
 
 
+def test_a_database_replaced_under_a_writer_cannot_get_a_second_writer(
+    holder: StateStore, db: Path, tmp_path: Path
+) -> None:
+    """A backup moved into place while a writer runs is a new file, yet a second writer on that path is refused (the lock on <state>.lock is held for the whole run), and the backup is left as it was."""
+    commit(holder)
+    backup = tmp_path / "backup" / "state.db"
+    StateStore(backup).close()
+    os.replace(backup, db)
+    before = db.read_bytes()
+    with pytest.raises(StateError, match=rf"in use by process {os.getpid()} on "):
+        StateStore(db, writer=True)
+    assert db.read_bytes() == before
+
+
 # --- read-only opening (``status``) -------------------------------------------------------------
 
 

@@ -98,8 +98,11 @@ class WriterLock:
 
     The lock belongs to the file (its inode), not to a name, so every spelling of the path
     shares it: a symlink to the file or to its folder, a hard link, ``..``, ``.``, a bind mount.
-    ``<state>.lock`` beside the resolved path holds the pid, host and start time of the holder,
-    only so that a second run can say who holds it. The kernel releases the lock when the
+    A second ``flock``, on ``<state>.lock`` beside the resolved path, is held for the whole run
+    too: a database file replaced under a running writer (a backup moved into place) is a new
+    inode, and only this one stops a second writer from opening it beside the first. The lock
+    file also holds the pid, host and start time of the holder, so that a second run can say
+    who holds it. The kernel releases both locks when the
     holder exits, however it exits (SIGKILL included), so a crash never leaves a stale lock.
     (A local filesystem is assumed, as SQLite assumes it: NFS emulates ``flock`` with the same
     POSIX locks SQLite uses.)
@@ -110,6 +113,7 @@ class WriterLock:
         resolved = Path(os.path.realpath(state_path))
         self.path = resolved.with_name(resolved.name + ".lock")
         self._fd: int | None = None
+        self._note_fd: int | None = None
         self._key: tuple[int, int] | None = None
 
     def _refuse(self, holder: str) -> StateError:
@@ -128,6 +132,28 @@ class WriterLock:
     def acquire(self) -> os.stat_result:
         """Take the lock; return the ``stat`` of the locked file (the store's identity)."""
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        note_fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(note_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(note_fd)
+            raise self._refuse(self._holder()) from None
+        try:
+            held = self._acquire_file()
+        except BaseException:
+            os.close(note_fd)
+            raise
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        note = f"process {os.getpid()} on {socket.gethostname()} (since {started})"
+        with contextlib.suppress(OSError):  # the note is for messages only
+            os.ftruncate(note_fd, 0)
+            os.pwrite(note_fd, note.encode(), 0)
+        self._note_fd = note_fd
+        assert self._key is not None
+        _HELD[self._key] = note
+        return held
+
+    def _acquire_file(self) -> os.stat_result:
         with contextlib.suppress(OSError):
             named = os.stat(self.state_path)
             if (named.st_dev, named.st_ino) in _HELD:
@@ -143,24 +169,19 @@ class WriterLock:
         except BlockingIOError:
             os.close(fd)
             raise self._refuse(self._holder()) from None
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        note = f"process {os.getpid()} on {socket.gethostname()} (since {started})"
-        with contextlib.suppress(OSError):  # the note is for messages only; the flock is the lock
-            note_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(note_fd, note.encode())
-            finally:
-                os.close(note_fd)
         self._fd, self._key = fd, key
-        _HELD[key] = note
         return held
 
     def release(self) -> None:
-        if self._fd is not None:
+        if self._note_fd is not None:
             with contextlib.suppress(OSError):  # no stale name for the next refusal to quote
-                os.truncate(self.path, 0)
+                os.ftruncate(self._note_fd, 0)
+        if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+        if self._note_fd is not None:
+            os.close(self._note_fd)
+            self._note_fd = None
         if self._key is not None:
             _HELD.pop(self._key, None)
             self._key = None
