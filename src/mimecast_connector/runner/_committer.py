@@ -22,9 +22,11 @@ every later page of the same lanes: no page commits after one of its stream's ea
 not, so no cursor can pass an undelivered alert. The lane's poll sees the error, and the stream
 retries on its next poll from its last committed page.
 
-Memory is bounded: the queue holds at most ``MAX_QUEUED_RECORDS`` records (a page bigger than
-that is admitted alone); a poll submitting past it waits for room (back-pressure on the polls,
-nothing dropped). A poll keeps at most ``PAGES_IN_FLIGHT`` of its pages uncommitted.
+Memory is bounded: at most ``MAX_PAGES_HELD`` pages are read and not yet committed in the whole
+run (a poll takes a permit from ``held`` before it asks for a page), the queue holds at most
+``MAX_QUEUED_RECORDS`` records (a page bigger than that is admitted alone), and a poll keeps at
+most ``PAGES_IN_FLIGHT`` of its pages uncommitted. A poll past any of these waits: back-pressure
+on the polls, nothing dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ MAX_GROUP = 64
 MAX_QUEUED_RECORDS = 20_000
 #: Pages one poll may have read and not yet seen committed.
 PAGES_IN_FLIGHT = 20
+#: Pages read and not yet committed, all streams together (see ``held``).
+MAX_PAGES_HELD = 256
 
 
 @dataclass(eq=False, slots=True)
@@ -80,7 +84,14 @@ class _Page:
 class Committer:
     """The run's one writer of sinks and state, fed by every poll."""
 
-    def __init__(self, store: StateStore, sinks: Sequence[Sink], dead: AppendFile) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        sinks: Sequence[Sink],
+        dead: AppendFile,
+        *,
+        max_pages_held: int = MAX_PAGES_HELD,
+    ) -> None:
         self._store = store
         self._sinks = list(sinks)
         self._dead = dead
@@ -89,6 +100,9 @@ class Committer:
         self._work = asyncio.Event()
         self._room = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        #: A poll takes one before it asks for a page, and the page's commit (or failure)
+        #: gives it back: the bound on pages held in memory, however many streams poll.
+        self.held = asyncio.Semaphore(max_pages_held)
         self.groups = 0  # groups committed, for tests and benchmarks
 
     def start(self) -> None:

@@ -65,12 +65,18 @@ from mimecast_connector.client import (
     HttpPool,
     MimecastClient,
     OAuth2ClientCredentials,
+    Page,
     RateLimiter,
 )
 from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
 from mimecast_connector.rules import AttackTable, load_table
 from mimecast_connector.runner._chain import Chain, Handled
-from mimecast_connector.runner._committer import PAGES_IN_FLIGHT, Committer, Lane
+from mimecast_connector.runner._committer import (
+    MAX_PAGES_HELD,
+    PAGES_IN_FLIGHT,
+    Committer,
+    Lane,
+)
 from mimecast_connector.runner._schedule import Due, Schedule
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import StateStore
@@ -147,6 +153,7 @@ class Runner:
         table: AttackTable | None = None,
         transport: TransportFactory | None = None,
         client_options: ClientOptions | None = None,
+        max_pages_held: int = MAX_PAGES_HELD,
     ) -> None:
         self.config = config
         self._clock: Clock = clock or SystemClock()
@@ -158,6 +165,7 @@ class Runner:
         self._http: HttpPool | None = None
         self._dead = AppendFile(config.dead_letter, "dead-letter")
         self._committer_: Committer | None = None
+        self._max_pages_held = max_pages_held
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
         self._rng = random.Random()
@@ -196,7 +204,9 @@ class Runner:
             if baseline is not None:
                 baselines[sink.name] = baseline
         self._store.set_sink_positions(baselines)
-        self._committer_ = Committer(self._store, self.sinks, self._dead)
+        self._committer_ = Committer(
+            self._store, self.sinks, self._dead, max_pages_held=self._max_pages_held
+        )
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
         for tenant in self.config.tenants:
@@ -344,51 +354,88 @@ class Runner:
         # A page proves it only if it climbs (two distinct times at least): a page of one
         # second could be the first page of a server paging newest first.
         ordered, reached = True, -math.inf
-        async for page in client.pages(category, start, end):
-            result.pages += 1
-            handled = chain.process(page.records, high, utf8=page.utf8, window=(low, high))
-            cursor: datetime | None = None
-            if ordered and handled.newest is not None and handled.oldest is not None:
-                if handled.ordered and handled.oldest >= reached:
-                    if handled.newest > handled.oldest:
-                        cursor = datetime.fromtimestamp(handled.newest, UTC)
-                    reached = handled.newest
-                else:
-                    ordered = False
-                    _log.info(
-                        "records_out_of_order",
-                        tenant=tenant.name,
-                        category=category.value,
-                        reason="Mimecast did not page this window oldest first; the checkpoint "
-                        "moves when the whole window has been read",
-                    )
-            pending.append(
-                await self._committer.submit(
-                    lane,
-                    handled,
-                    cursor=cursor,
-                    horizon=horizon,
-                    # Not within a window: a record of this window older than the cursor
-                    # may still come (a server that only looked ordered), and must be known.
-                    prune_before=None,
+        pages = aiter(client.pages(category, start, end))
+        held = self._committer.held
+        while True:
+            # A page read and not yet committed holds one of the run's MAX_PAGES_HELD
+            # permits, taken before it is asked for: however many streams poll at once, and
+            # however slow a sink is, only so many pages wait in memory.
+            await held.acquire()
+            try:
+                page = await anext(pages)
+            except StopAsyncIteration:
+                held.release()
+                break
+            except BaseException:
+                held.release()
+                raise
+            try:
+                handed = await self._hand_over(
+                    page, chain, lane, result, (low, high), horizon, ordered, reached
                 )
-            )
+            except BaseException:
+                held.release()
+                raise
+            ordered, reached, done = handed
+            done.add_done_callback(lambda _: held.release())
+            pending.append(done)
             while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
                 self._add(result, await pending.popleft())
             if long_window and self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
                 # Long windows (a first run over weeks of logs) say how far they have come.
                 shown = self._clock.monotonic()
-                done = (reached - low) / max(1.0, high - low)
+                progress = (reached - low) / max(1.0, high - low)
                 _log.info(
                     "progress",
                     tenant=tenant.name,
                     category=category.value,
                     reached=datetime.fromtimestamp(reached, UTC).isoformat(),
-                    window_done=f"{min(done, 1.0):.0%}",
+                    window_done=f"{min(progress, 1.0):.0%}",
                     pages=result.pages,
                     records=result.counts.get("fetched", 0),
                     alerts=result.alerts,
                 )
+
+    async def _hand_over(
+        self,
+        page: Page,
+        chain: Chain,
+        lane: Lane,
+        result: StreamResult,
+        window: tuple[float, float],
+        horizon: float,
+        ordered: bool,
+        reached: float,
+    ) -> tuple[bool, float, asyncio.Future[dict[str, int]]]:
+        """Chain one page and hand it to the committer with the cursor its order proves;
+        return the order seen so far and the future of its commit."""
+        result.pages += 1
+        handled = chain.process(page.records, window[1], utf8=page.utf8, window=window)
+        cursor: datetime | None = None
+        if ordered and handled.newest is not None and handled.oldest is not None:
+            if handled.ordered and handled.oldest >= reached:
+                if handled.newest > handled.oldest:
+                    cursor = datetime.fromtimestamp(handled.newest, UTC)
+                reached = handled.newest
+            else:
+                ordered = False
+                _log.info(
+                    "records_out_of_order",
+                    tenant=lane.tenant,
+                    category=lane.category,
+                    reason="Mimecast did not page this window oldest first; the checkpoint "
+                    "moves when the whole window has been read",
+                )
+        done = await self._committer.submit(
+            lane,
+            handled,
+            cursor=cursor,
+            horizon=horizon,
+            # Not within a window: a record of this window older than the cursor may still
+            # come (a server that only looked ordered), and its id must still be known.
+            prune_before=None,
+        )
+        return ordered, reached, done
 
     def _failed(self, result: StreamResult, caught: Exception) -> None:
         """Record a failed poll: in the result, in the store for ``status``, in the log."""

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import threading
 from pathlib import Path
 
 import structlog
@@ -92,6 +93,7 @@ class AppendFile:
         self.name = name
         self._fd: int | None = None
         self._committed = 0
+        self._io = threading.Lock()
 
     async def open(self, position: str | None) -> str:
         """Open for appending; ``position`` is the last committed size (None: first use).
@@ -151,6 +153,10 @@ class AppendFile:
         return await asyncio.to_thread(self._append, data)
 
     def _append(self, data: bytes) -> str:
+        with self._io:  # close() waits for a write whose awaiting task was cancelled
+            return self._append_locked(data)
+
+    def _append_locked(self, data: bytes) -> str:
         if self._fd is None:
             raise SinkRejectedError("append() before open()", sink=self.name)
         try:
@@ -196,6 +202,9 @@ class AppendFile:
         self._committed = int(position)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close, after any write still running in its worker thread (a stopped run cancels
+        the task awaiting it, not the thread): never a write to a closed descriptor."""
+        with self._io:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
