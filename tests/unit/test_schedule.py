@@ -136,3 +136,27 @@ async def test_run_forever_polls_every_stream_on_its_interval_with_a_spread_star
         assert 2 * 50 <= per_category[category] <= 3 * 50, per_category
     first = sorted(t - began for t in times)[:150]
     assert first[-1] - first[0] >= 0.5 * 150 / START_RATE, "the first polls came all at once"
+
+
+async def test_tenants_of_one_api_user_share_one_rate_limiter(tmp_path: Path) -> None:
+    """Mimecast counts quota per API user: two tenants with the same client_id share a limiter, a third with its own does not."""
+    lines = ['state = "state.db"', 'dead_letter = "dead.jsonl"']
+    for name, client in (("a", "shared-id"), ("b", "shared-id"), ("c", "own-id")):
+        lines += [
+            "[[tenants]]",
+            f'name = "{name}"',
+            'base_url = "https://api.example.test"',
+            f'client_id = "{client}"',
+            f'client_secret = "{name}-secret"',
+        ]
+    lines += ["[[sinks]]", 'type = "jsonl"', 'path = "out.jsonl"']
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    runner = Runner(load_config(path, {}), transport=lambda tenant: FakeMimecast().transport())
+    await runner.start()
+    try:
+        clients = runner.clients
+        assert clients["a"].limiter is clients["b"].limiter
+        assert clients["c"].limiter is not clients["a"].limiter
+    finally:
+        await runner.aclose()

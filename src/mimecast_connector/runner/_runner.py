@@ -39,10 +39,11 @@ non-zero (``_commands``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -125,6 +126,15 @@ def make_auth(tenant: TenantConfig, clock: Clock) -> Auth:
     )
 
 
+def api_user(tenant: TenantConfig) -> tuple[str, str]:
+    """Who Mimecast counts a tenant's quota against: its API 2.0 ``client_id``, or a digest of
+    its API 1.0 access key (a secret: only its digest is kept as a key)."""
+    if tenant.api == "2.0":
+        return ("2.0", tenant.client_id or "")
+    key = tenant.access_key.get_secret_value() if tenant.access_key is not None else ""
+    return ("1.0", hashlib.blake2b(key.encode(), digest_size=16).hexdigest())
+
+
 def make_sinks(config: Config) -> list[Sink]:
     """The configured sinks."""
     sinks: list[Sink] = []
@@ -189,6 +199,11 @@ class Runner:
         return self._store
 
     @property
+    def clients(self) -> Mapping[str, MimecastClient]:
+        """Each tenant's client, by tenant name (after ``start``)."""
+        return self._clients
+
+    @property
     def _committer(self) -> Committer:
         assert self._committer_ is not None, "start() first"
         return self._committer_
@@ -209,8 +224,11 @@ class Runner:
         )
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
+        # Mimecast counts quota per API user: tenants configured with the same one (the same
+        # client_id, or the same API 1.0 access key) share one rate limiter.
+        limiters: dict[tuple[str, str], RateLimiter] = {}
         for tenant in self.config.tenants:
-            limiter = RateLimiter(clock=self._clock)
+            limiter = limiters.setdefault(api_user(tenant), RateLimiter(clock=self._clock))
             self._clients[tenant.name] = MimecastClient(
                 tenant=tenant.name,
                 base_url=tenant.url,
