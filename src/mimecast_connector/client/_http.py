@@ -15,8 +15,9 @@ The HTTP stack, chosen by measurement (issue 8, ``benchmarks/tenants.py``): HTTP
 over :class:`~mimecast_connector.client._transport.Http11Transport`, at most ``max_in_flight``
 connections per host, replaced httpx's default transport and HTTP/2. With 1,000 tenants x 3
 streams, httpcore's pool (scans over every connection for every request) was most of the
-connector's CPU; this transport takes and returns a connection in O(1). ``http2`` stays off.
-A test transport, when given, is used as it is.
+connector's CPU; this transport takes and returns a connection in O(1): ``run --once`` for 1,000
+tenants fell from 21 to 9.5 CPU-s (median of 3; the bare-asyncio floor is 0.5) and its start-up
+from 7.5 to 1.7 s. ``http2`` stays off. A test transport, when given, is used as it is.
 """
 
 from __future__ import annotations
