@@ -662,3 +662,25 @@ async def test_the_pool_uses_this_transport_when_no_test_transport_is_given() ->
         assert repr(transport).endswith("max_connections=7)")
     finally:
         await pool.aclose()
+
+
+async def test_a_cookie_set_for_one_tenant_never_reaches_another_on_the_shared_client() -> None:
+    """Two tenants share one host's client: a Set-Cookie answered to the first is not sent with the second's request (nor kept at all)."""
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=tenantA-secret; Path=/"})
+
+    transport = httpx.MockTransport(answer)
+    pool = HttpPool()
+    try:
+        first = pool.client("https://api.services.mimecast.com", transport)
+        second = pool.client("https://api.services.mimecast.com", transport)
+        assert first is second, "the premise: both tenants share one client"
+        await first.post("https://api.services.mimecast.com/oauth/token")
+        await second.post("https://api.services.mimecast.com/api/ttp/url/get-logs")
+        assert seen == [None, None]
+        assert len(first.cookies.jar) == 0
+    finally:
+        await pool.aclose()

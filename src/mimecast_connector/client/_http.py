@@ -23,6 +23,7 @@ from 7.5 to 1.7 s. ``http2`` stays off. A test transport, when given, is used as
 from __future__ import annotations
 
 import asyncio
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,11 +34,19 @@ from mimecast_connector.client._transport import Http11Transport
 MAX_IN_FLIGHT = 64
 
 
+def _no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: Mimecast's API needs no cookies."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def _new_client(
     transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout, connections: int
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=Http11Transport(max_connections=connections) if transport is None else transport,
+        # Shared by every tenant on the host: a cookie one tenant's answer sets (a load
+        # balancer's affinity cookie, say) must never travel with another tenant's request.
+        cookies=_no_cookies(),
         timeout=timeout,
         follow_redirects=False,
         verify=True,
