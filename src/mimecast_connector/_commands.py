@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import socket
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -31,14 +34,15 @@ from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.client import HttpPool, MimecastClient
-from mimecast_connector.config import Config, TenantConfig, load_config
+from mimecast_connector.config import Config, TenantConfig, load_config, reload_config
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
-from mimecast_connector.state import StateStore
+from mimecast_connector.state import StateStore, WriterLock
 
 if TYPE_CHECKING:
     from mimecast_connector.simulator import SimTenant
 
 _err = Console(stderr=True, highlight=False)
+_log = structlog.get_logger("mimecast_connector.commands")
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -157,7 +161,12 @@ def _table(results: Sequence[StreamResult]) -> Table:
     return table
 
 
-async def _run(config: Config, once: bool) -> int:
+async def _run(
+    config: Config,
+    once: bool,
+    path: Path | None = None,
+    logs: tuple[str, LogFormat] = ("info", "json"),
+) -> int:
     runner = Runner(config)
     try:
         await runner.start()
@@ -167,18 +176,78 @@ async def _run(config: Config, once: bool) -> int:
     except Exception as exc:  # a local resource, or a bug: say so, never a traceback
         await runner.aclose()
         _fail(redact(f"could not start: {InternalError(exc)}", config.secrets()), status=1)
+    reload = None if path is None else _reloader(runner, path, logs)
     try:
-        return await serve(runner, once)
+        return await serve(runner, once, reload=reload)
     finally:
         await runner.aclose()
+
+
+def _reloader(
+    runner: Runner, path: Path, logs: tuple[str, LogFormat]
+) -> Callable[[], Awaitable[None]]:
+    """What ``SIGHUP`` (and ``mimecast-connector reload``) does: read the configuration again
+    and hand its tenants to the runner; a broken tenant file keeps that tenant as it was, and
+    a broken main file changes nothing. Every problem is logged with its file and key."""
+
+    async def reload() -> None:
+        try:
+            found = await asyncio.to_thread(reload_config, path, os.environ)
+        except ConfigError as exc:
+            for key, message in exc.problems:
+                _log.error("reload_refused", key=key, problem=message, reason="nothing changed")
+            return
+        for label, problems in found.broken.items():
+            for key, message in problems:
+                _log.error(
+                    "tenant_file_broken",
+                    file=label,
+                    key=key,
+                    problem=message,
+                    reason="this tenant goes on as it was; fix the file and reload again",
+                )
+        done = runner.reload(found.config, found.broken)
+        configure_logging(level=logs[0], format=logs[1], secrets=runner.secrets)
+        _log.info(
+            "reloaded",
+            added=len(done.added),
+            removed=len(done.removed),
+            changed=len(done.changed),
+            restart_for=done.restart_for or None,
+        )
+
+    return reload
+
+
+def _on_hangup(reload: Callable[[], Awaitable[None]]) -> None:
+    """Run ``reload`` on each SIGHUP; one at a time (a signal during one runs it once more)."""
+    busy = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def once_more() -> None:
+        async with busy:
+            await reload()
+
+    def hangup() -> None:
+        task = asyncio.ensure_future(once_more())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
 
 
 def _stopped(message: str) -> None:
     _err.print(Text.assemble(("stopped:", "bold red"), " ", shown(message)), soft_wrap=True)
 
 
-async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -> int:
+async def serve(
+    runner: Runner,
+    once: bool,
+    stop: asyncio.Event | None = None,
+    reload: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     """Run a started ``runner`` once or until ``stop`` (SIGINT/SIGTERM); return the exit status.
+    ``reload`` runs on each SIGHUP (one at a time).
 
     Only a requested stop ends with 0: a run halted by a sink or the state store, a stream task
     that died, or anything unexpected here says why and ends with 1, so that a supervisor
@@ -192,6 +261,8 @@ async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+        if reload is not None:
+            _on_hangup(reload)
         _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
         await runner.run_forever(stop)
     except Exception as exc:
@@ -219,7 +290,34 @@ async def serve(runner: Runner, once: bool, stop: asyncio.Event | None = None) -
 def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) -> None:
     """Poll every tenant and category, deliver alerts, commit checkpoints."""
     config = _load(config_path, log_level, log_format)
-    sys.exit(asyncio.run(_run(config, once)))
+    sys.exit(asyncio.run(_run(config, once, config_path, (log_level, log_format))))
+
+
+@click.command()
+@_config_option
+def reload(config_path: Path) -> None:
+    """Make the `run` using this configuration's state read its tenants again (SIGHUP)."""
+    config = _load(config_path, "warning", "console")
+    note = WriterLock(config.state).path
+    try:
+        holder = note.read_text("utf-8", "replace")
+    except OSError:
+        holder = ""
+    match = re.match(r"process (\d+) on (\S+) ", holder)
+    if match is None:
+        _fail(f"no connector is running on {str(config.state)!r} (nothing holds {str(note)!r})", 1)
+    if match.group(2) != socket.gethostname():
+        _fail(
+            f"the connector on {str(config.state)!r} runs on {match.group(2)}: reload it there", 1
+        )
+    try:
+        os.kill(int(match.group(1)), signal.SIGHUP)
+    except OSError as exc:
+        _fail(f"could not signal process {match.group(1)}: {exc.strerror}", 1)
+    _err.print(
+        f"asked process {match.group(1)} to reload; its log says what changed "
+        "(`reloaded`, `tenant_file_broken`, `reload_refused`)"
+    )
 
 
 async def _check(config: Config) -> int:
@@ -485,4 +583,4 @@ def demo(out: Path, duration: float | None, rate: float) -> None:
     sys.exit(asyncio.run(_demo(out, duration, rate)))
 
 
-COMMANDS = (run, check, status, demo)
+COMMANDS = (run, check, status, reload, demo)

@@ -9,22 +9,26 @@ from mimecast_connector.config._config import (
     DEFAULT_BASE_URL_V2,
     Config,
     JsonlSinkConfig,
+    Reloaded,
     SecretResolver,
     SinkConfig,
     TenantConfig,
     WebhookSinkConfig,
     load_config,
     parse_duration,
+    reload_config,
 )
 
 __all__ = [
     "DEFAULT_BASE_URL_V2",
     "Config",
     "JsonlSinkConfig",
+    "Reloaded",
     "SecretResolver",
     "SinkConfig",
     "TenantConfig",
     "WebhookSinkConfig",
     "load_config",
     "parse_duration",
+    "reload_config",
 ]

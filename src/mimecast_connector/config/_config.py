@@ -26,6 +26,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -66,6 +68,8 @@ START_SKEW = timedelta(minutes=5)
 SECRET_FILE_CAP = 64 * 1024
 #: The configuration file and the ATT&CK mapping file: regular files of at most this size.
 CONFIG_FILE_CAP = 1024 * 1024
+#: Tenant files one ``tenants_dir`` may hold.
+MAX_TENANT_FILES = 20_000
 #: Webhook headers: at most this many, names and values at most this long; URLs too.
 MAX_HEADERS = 64
 MAX_HEADER_NAME = 256
@@ -458,11 +462,21 @@ class Config(_Strict):
     lookback: timedelta = timedelta(minutes=30)
     page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, strict=True)] = MAX_PAGE_SIZE
     mapping: Path | None = None
+    tenants_dir: Path | None = None
     tenants: Annotated[list[TenantConfig], Field(min_length=1)]
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
     _duration = field_validator("lookback", mode="before")(_bounded_duration(*LOOKBACK_BOUNDS))
-    _paths = field_validator("state", "dead_letter", "mapping", mode="before")(_path_text)
+    _paths = field_validator("state", "dead_letter", "mapping", "tenants_dir", mode="before")(
+        _path_text
+    )
+    #: The file each tenant read from ``tenants_dir`` came from, by tenant name.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        """The ``tenants_dir`` file each tenant came from (tenants of the main file: none)."""
+        return self._sources
 
     def secrets(self) -> list[str]:
         """Every secret in the file, for redaction of anything that leaves the process."""
@@ -522,20 +536,106 @@ def load_config(
 
     ``environ`` is where ``env:`` secrets come from (the caller passes ``os.environ``);
     ``clock`` tells the present, against which ``start`` is checked.
-    Raises :class:`ConfigError` listing every problem.
+    Raises :class:`ConfigError` listing every problem (a ``tenants_dir`` file's with its name).
     """
+    config, broken = _load(path, environ, clock, lenient=False)
+    assert not broken
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """A configuration read again for a running connector (``reload_config``).
+
+    ``broken`` names the ``tenants_dir`` files that could not be used, each with its problems:
+    their tenants are left out of ``config``, and the running connector keeps what it had.
+    """
+
+    config: Config
+    broken: Mapping[str, list[tuple[str, str]]]
+
+
+def reload_config(path: Path, environ: Mapping[str, str] | None = None) -> Reloaded:
+    """Like :func:`load_config`, but a broken ``tenants_dir`` file is set aside, not fatal:
+    one customer's bad file must not stop a fleet's reload. A problem in the main file still
+    raises :class:`ConfigError`."""
+    config, broken = _load(path, environ, None, lenient=True)
+    return Reloaded(config, broken)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantFile:
+    """One ``tenants_dir`` file: its name, its table (None if unreadable) and why not."""
+
+    label: str
+    table: dict[str, Any] | None
+    unreadable: list[str]
+
+
+def _tenant_files(
+    data: dict[str, Any], base_dir: Path
+) -> tuple[list[_TenantFile], list[tuple[str, str]]]:
+    """The tenant files of ``tenants_dir`` (one ``*.toml`` file each, in name order), and the
+    problems of the folder itself. A file's tenant is named after the file unless it says."""
+    folder_text = data.get("tenants_dir")
+    if not isinstance(folder_text, str) or not folder_text or "\x00" in folder_text:
+        return [], []  # absent, or the field's own validator reports it
+    folder = Path(folder_text).expanduser()
+    folder = folder if folder.is_absolute() else base_dir / folder
+    if not folder.is_dir():
+        return [], [("tenants_dir", f"{str(folder)!r} is not a folder")]
+    files = sorted(folder.glob("*.toml"))
+    if len(files) > MAX_TENANT_FILES:
+        return [], [("tenants_dir", f"holds more than {MAX_TENANT_FILES} tenant files")]
+    tables: list[_TenantFile] = []
+    for file in files:
+        try:
+            table = _read_toml(file)
+        except ConfigError as exc:
+            tables.append(_TenantFile(str(file), None, [m for _, m in exc.problems]))
+            continue
+        table.setdefault("name", file.stem)
+        tables.append(_TenantFile(str(file), table, []))
+    return tables, []
+
+
+def _load(
+    path: Path, environ: Mapping[str, str] | None, clock: Clock | None, *, lenient: bool
+) -> tuple[Config, dict[str, list[tuple[str, str]]]]:
     data = _read_toml(path)
     base_dir = path.resolve().parent
     resolver = SecretResolver(os.environ if environ is None else environ, base_dir)
     now = datetime.fromtimestamp((clock or SystemClock()).time(), UTC)
-    problems = _cross_checks(data) + _mapping_problems(data, base_dir)
+    context = {"resolver": resolver, "now": now}
+    tables, folder_problems = _tenant_files(data, base_dir)
+    main = data.get("tenants", [])
+    sources: list[str | None] = [None] * (len(main) if isinstance(main, list) else 0)
+    broken: dict[str, list[tuple[str, str]]] = {}
+    if tables:
+        if not isinstance(main, list):
+            main = []
+        for file in tables:
+            problems = _tenant_file_problems(file, context)
+            if problems and (lenient or file.table is None):
+                broken[file.label] = problems
+                continue
+            main.append(file.table)
+            sources.append(file.label)
+        data["tenants"] = main
+    problems = folder_problems + _cross_checks(data) + _mapping_problems(data, base_dir)
+    if not lenient:  # unreadable files, with their names (lenient: set aside in ``broken``)
+        problems += [(label, m) for label, found in broken.items() for _, m in found]
+        broken = {}
     try:
-        config = Config.model_validate(data, context={"resolver": resolver, "now": now})
+        config = Config.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc) + problems) from None
+        raise ConfigError(_relabel(_problems(exc) + problems, sources)) from None
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_relabel(problems, sources))
     anchored = _anchor(config, base_dir)
+    anchored._sources.update(
+        {t.name: label for t, label in zip(anchored.tenants, sources, strict=True) if label}
+    )
     files = [("dead_letter", anchored.dead_letter), ("state", anchored.state)] + [
         (f"sinks[{i}].path", Path(s.path))
         for i, s in enumerate(anchored.sinks)
@@ -558,7 +658,34 @@ def load_config(
         seen.setdefault(resolved, key)
     if clashes:
         raise ConfigError(clashes)
-    return anchored
+    return anchored, broken
+
+
+def _tenant_file_problems(file: _TenantFile, context: dict[str, Any]) -> list[tuple[str, str]]:
+    """One ``tenants_dir`` file's own problems (as a tenant table), keys relative to it."""
+    table = file.table
+    if table is None:
+        return [("", message) for message in file.unreadable]
+    problems = _cross_checks({"tenants": [table]})
+    try:
+        TenantConfig.model_validate(table, context=context)
+    except ValidationError as exc:
+        problems = _problems(exc) + problems
+    return [(key.removeprefix("tenants[0]").lstrip("."), message) for key, message in problems]
+
+
+def _relabel(problems: list[tuple[str, str]], sources: list[str | None]) -> list[tuple[str, str]]:
+    """Problems of ``tenants[i]`` read from a ``tenants_dir`` file, keyed by that file."""
+    out = []
+    for key, message in problems:
+        match = re.match(r"tenants\[(\d+)\]\.?", key)
+        if match is not None and int(match.group(1)) < len(sources):
+            label = sources[int(match.group(1))]
+            if label is not None:
+                rest = key[match.end() :]
+                key = f"{label}: {rest}" if rest else label
+        out.append((key, message))
+    return out
 
 
 def _mapping_problems(data: Mapping[str, Any], base_dir: Path) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from mimecast_connector.runner._chain import Chain, DeadLetter, Handled, count, select_fresh
 from mimecast_connector.runner._runner import (
     DEFAULT_START,
+    Reload,
     Runner,
     StreamResult,
     make_auth,
@@ -19,6 +20,7 @@ __all__ = [
     "Chain",
     "DeadLetter",
     "Handled",
+    "Reload",
     "Runner",
     "StreamResult",
     "count",

@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 import httpx
 import structlog
@@ -92,6 +93,16 @@ PROGRESS_EVERY = 10.0
 PROGRESS_WINDOW = timedelta(hours=6)
 #: Ids are kept this much longer than any future window can reach, against clock skew.
 PRUNE_MARGIN = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """What a reload changed: tenants by name, and the global keys only a restart applies."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    restart_for: list[str]
 
 
 @dataclass(slots=True)
@@ -175,6 +186,15 @@ class Runner:
         self._http: HttpPool | None = None
         self._dead = AppendFile(config.dead_letter, "dead-letter")
         self._committer_: Committer | None = None
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._sources: dict[str, str] = dict(config.sources)
+        self._tenants: dict[str, TenantConfig] = {t.name: t for t in config.tenants}
+        # While run_forever runs: its schedule and wake-up, the streams being polled, and the
+        # new versions of reloaded tenants waiting for their old poll to end.
+        self._schedule: Schedule | None = None
+        self._wake: asyncio.Event | None = None
+        self._polling: set[tuple[str, Category]] = set()
+        self._deferred: dict[tuple[str, Category], TenantConfig] = {}
         self._max_pages_held = max_pages_held
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
@@ -224,24 +244,81 @@ class Runner:
         )
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
+        for tenant in self.config.tenants:
+            self._add_tenant(tenant)
+
+    def _add_tenant(self, tenant: TenantConfig) -> None:
+        """Build ``tenant``'s client and chains (replacing any of an earlier version)."""
+        assert self._http is not None
         # Mimecast counts quota per API user: tenants configured with the same one (the same
         # client_id, or the same API 1.0 access key) share one rate limiter.
-        limiters: dict[tuple[str, str], RateLimiter] = {}
-        for tenant in self.config.tenants:
-            limiter = limiters.setdefault(api_user(tenant), RateLimiter(clock=self._clock))
-            self._clients[tenant.name] = MimecastClient(
-                tenant=tenant.name,
-                base_url=tenant.url,
-                auth=make_auth(tenant, self._clock),
-                options=self._options,
-                transport=self._transport(tenant),
-                clock=self._clock,
-                limiter=limiter,
-                secrets=self._secrets,
-                http=self._http,
-            )
+        limiter = self._limiters.setdefault(api_user(tenant), RateLimiter(clock=self._clock))
+        self._clients[tenant.name] = MimecastClient(
+            tenant=tenant.name,
+            base_url=tenant.url,
+            auth=make_auth(tenant, self._clock),
+            options=self._options,
+            transport=self._transport(tenant),
+            clock=self._clock,
+            limiter=limiter,
+            secrets=self._secrets,
+            http=self._http,
+        )
+        for category in tenant.categories:
+            self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
+
+    def reload(self, new: Config, broken: Mapping[str, object] = MappingProxyType({})) -> Reload:
+        """Take ``new``'s tenants (``SIGHUP``): added ones start polling, removed ones stop
+        after the poll in flight, changed ones go on with their new settings once the poll in
+        flight (under the old ones) ends. A tenant whose ``tenants_dir`` file is in ``broken``
+        keeps running as it was. Global settings (state, sinks, lookback, page size, mapping)
+        are not reloaded: they are named in ``Reload.restart_for``; a restart applies them.
+        Nothing here touches the state: checkpoints stay as they are, per tenant name.
+        """
+        kept = {
+            name: tenant
+            for tenant in self.config.tenants
+            if (name := tenant.name) in self._sources and self._sources[name] in broken
+        }
+        before = {t.name: t for t in self.config.tenants}
+        # An unchanged tenant keeps its very object: a poll in flight recognises its own.
+        tenants = [before.get(t.name, t) if before.get(t.name) == t else t for t in new.tenants]
+        offered = {t.name for t in new.tenants}
+        tenants += [t for n, t in kept.items() if n not in offered]
+        sources = {**dict(new.sources), **{n: self._sources[n] for n in kept}}
+        after = {t.name: t for t in tenants}
+        added = [n for n in after if n not in before]
+        removed = [n for n in before if n not in after]
+        changed = [n for n in after if n in before and after[n] != before[n]]
+        restart_for = [
+            key
+            for key in ("state", "dead_letter", "lookback", "page_size", "mapping", "sinks")
+            if getattr(new, key) != getattr(self.config, key)
+        ]
+        # Old secrets stay redacted too: polls of a removed tenant may still be running.
+        self._secrets = list(dict.fromkeys([*self._secrets, *new.secrets()]))
+        self._redact = redactor_of(self._secrets)
+        self.config = self.config.model_copy(update={"tenants": tenants})
+        self._tenants = after
+        self._sources = sources
+        now = asyncio.get_running_loop().time()
+        for name in removed + changed:
+            if self._schedule is not None:
+                self._schedule.remove(name)
+            for category in before[name].categories:
+                self._chains.pop((name, category), None)
+            self._clients.pop(name, None)
+        for name in added + changed:
+            tenant = after[name]
+            self._add_tenant(tenant)
             for category in tenant.categories:
-                self._chains[(tenant.name, category)] = Chain(tenant.name, category, self._table)
+                if (name, category) in self._polling:
+                    self._deferred[(name, category)] = tenant  # after the poll in flight
+                elif self._schedule is not None:
+                    self._schedule.add(tenant, category, now)
+        if self._wake is not None:
+            self._wake.set()
+        return Reload(added, removed, changed, restart_for)
 
     async def aclose(self) -> None:
         if self._committer_ is not None:
@@ -258,6 +335,11 @@ class Runner:
 
     def streams(self) -> list[tuple[TenantConfig, Category]]:
         return [(t, c) for t in self.config.tenants for c in t.categories]
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the run holds (the configuration's, and those of earlier reloads)."""
+        return list(self._secrets)
 
     # --- one poll ------------------------------------------------------------------------
 
@@ -494,12 +576,17 @@ class Runner:
         # The schedule runs on the event loop's own clock: it is what the waits below follow
         # (an injected clock tells the time of windows, not when to wake).
         monotonic = asyncio.get_running_loop().time
-        schedule = Schedule(self.streams(), monotonic(), self._rng)
+        schedule = self._schedule = Schedule(self.streams(), monotonic(), self._rng)
         running: set[asyncio.Task[None]] = set()
-        changed = asyncio.Event()
+        changed = self._wake = asyncio.Event()
 
         async def one(entry: Due) -> None:
-            result = await self.poll(entry.tenant, entry.category)
+            key = (entry.tenant.name, entry.category)
+            self._polling.add(key)
+            try:
+                result = await self.poll(entry.tenant, entry.category)
+            finally:
+                self._polling.discard(key)
             if self.halted is not None:
                 _log.error(
                     "run_halted",
@@ -507,6 +594,15 @@ class Runner:
                     reason="nothing can be committed until a person acts",
                 )
                 stop.set()
+                return
+            current = self._tenants.get(key[0])
+            if current is not entry.tenant:
+                # Reloaded meanwhile: a removed tenant (or category) is not polled again; a
+                # changed one goes on with its new settings from now.
+                successor = self._deferred.pop(key, None)
+                if successor is not None:
+                    schedule.add(successor, entry.category, monotonic())
+                changed.set()
                 return
             wait = schedule.done(entry, result.error, monotonic())
             if result.error is not None:
@@ -550,3 +646,4 @@ class Runner:
             for task in list(running):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            self._schedule = self._wake = None

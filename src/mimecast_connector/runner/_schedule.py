@@ -76,6 +76,20 @@ class Schedule:
         entry.seq = self._seq
         heapq.heappush(self._heap, entry)
 
+    def add(self, tenant: TenantConfig, category: Category, now: float) -> None:
+        """Schedule a stream new to the run (a reload): due within a second, jittered."""
+        self._push(Due(now + self._rng.random(), 0, tenant, category))
+
+    def remove(self, tenant: str) -> int:
+        """Take every scheduled stream of ``tenant`` off (a reload); return how many. Streams
+        being polled are not here: their polls end as they would, and are not put back."""
+        kept = [e for e in self._heap if e.tenant.name != tenant]
+        removed = len(self._heap) - len(kept)
+        if removed:
+            self._heap = kept
+            heapq.heapify(self._heap)
+        return removed
+
     def due(self, now: float) -> list[Due]:
         """Every stream due by ``now``, earliest first, taken off the schedule (``done`` puts
         each back when its poll ends)."""
