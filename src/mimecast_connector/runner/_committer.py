@@ -96,6 +96,7 @@ class Committer:
         self._sinks = list(sinks)
         self._dead = dead
         self._queue: deque[_Page] = deque()
+        self._current: list[_Page] = []
         self._queued_records = 0
         self._work = asyncio.Event()
         self._room = asyncio.Condition()
@@ -117,11 +118,12 @@ class Committer:
                 await self._task
             self._task = None
         stopped = InternalError(RuntimeError("the run stopped before this page was committed"))
-        for page in self._queue:
+        for page in [*self._current, *self._queue]:
             if not page.done.done():
                 page.done.set_exception(stopped)
                 page.done.exception()  # retrieved: nobody may be waiting any more
         self._queue.clear()
+        self._current = []
 
     async def submit(
         self,
@@ -154,10 +156,12 @@ class Committer:
             self._work.clear()
             while self._queue:
                 group = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
+                self._current = group  # failed by aclose() if it stops the loop mid-group
                 self._queued_records -= sum(page.size for page in group)
                 async with self._room:
                     self._room.notify_all()
                 await self._commit(group)
+                self._current = []
 
     async def _commit(self, group: list[_Page]) -> None:
         live = []
