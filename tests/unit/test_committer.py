@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import Alert, Format
+from mimecast_connector.config import TenantConfig, load_config
 from mimecast_connector.runner import Runner
 from mimecast_connector.sinks import JsonlSink
 from tests.fakes import FakeClock
@@ -117,3 +119,40 @@ async def test_pages_of_several_streams_share_groups(tmp_path: Path) -> None:
     assert pages == 15
     assert len(sink.batches) < pages, sink.batches
     assert sum(sink.batches) == len(made)
+
+
+async def test_a_stream_waiting_on_its_quota_holds_no_page_permit(tmp_path: Path) -> None:
+    """One tenant's API user is throttled for 2 s, with only 3 page permits in the run: the other tenant's three streams finish at once instead of waiting behind it."""
+    lines = ['state = "state.db"', 'dead_letter = "dead.jsonl"']
+    for name in ("acme", "beta"):
+        lines += [
+            "[[tenants]]",
+            f'name = "{name}"',
+            'base_url = "https://api.example.test"',
+            f'client_id = "{name}-id"',
+            f'client_secret = "{name}-secret"',
+        ]
+    lines += ["[[sinks]]", 'type = "jsonl"', 'path = "out.jsonl"']
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    apis = {"acme": FakeMimecast(), "beta": FakeMimecast()}
+    runner = Runner(
+        load_config(path, {}), transport=lambda t: apis[t.name].transport(), max_pages_held=3
+    )
+    await runner.start()
+    try:
+        runner.clients["acme"].limiter.block(2.0)  # acme's API user was told to wait 2 s
+        began = time.monotonic()
+
+        async def timed(tenant: TenantConfig, category: Category) -> tuple[str, float]:
+            result = await runner.poll(tenant, category)
+            assert result.error is None
+            return tenant.name, time.monotonic() - began
+
+        finished = await asyncio.gather(*(timed(t, c) for t, c in runner.streams()))
+    finally:
+        await runner.aclose()
+    beta = [seconds for name, seconds in finished if name == "beta"]
+    acme = [seconds for name, seconds in finished if name == "acme"]
+    assert min(acme) >= 1.9, "the premise: acme waited on its quota"
+    assert max(beta) < 1.0, beta

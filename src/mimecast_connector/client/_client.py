@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import json
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -378,11 +378,14 @@ class MimecastClient:
         end: datetime,
         *,
         filters: Mapping[str, Any] | None = None,
+        admit: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Page]:
         """Every page of records with event times in ``[start, end]``, oldest first.
 
         Memory holds one page at a time. ``filters`` adds request fields (``route``,
-        ``result``, ``scanResult``, ``taggedMalicious``) to the frozen window.
+        ``result``, ``scanResult``, ``taggedMalicious``) to the frozen window. ``admit`` is
+        awaited before each try of a page request, once the rate limiter let it through (the
+        runner's bound on pages held: a stream waiting on its quota holds nothing).
         """
         window: dict[str, Any] = {"from": format_time(start), "to": format_time(end)}
         window.update(filters or {})
@@ -395,7 +398,7 @@ class MimecastClient:
             if token is not None:
                 pagination["pageToken"] = token
             body = _ENCODER.encode({"meta": {"pagination": pagination}, "data": [window]})
-            (page, utf8), request_id = await self._page(category, body)
+            (page, utf8), request_id = await self._page(category, body, admit)
             number += 1
             records = _records_of(page)
             meta = _pagination(page)
@@ -431,7 +434,12 @@ class MimecastClient:
         body = _ENCODER.encode({"meta": {"pagination": {"pageSize": 1}}, "data": [window]})
         await self._page(category, body)
 
-    async def _page(self, category: Category, body: bytes) -> tuple[tuple[_PageT, bool], str]:
+    async def _page(
+        self,
+        category: Category,
+        body: bytes,
+        admit: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[tuple[_PageT, bool], str]:
         """One page request: the decoded page, whether it is UTF-8, and the request id."""
         return await self._call(
             category.path,
@@ -440,6 +448,7 @@ class MimecastClient:
             "application/json",
             decode=lambda raw: self._decode_page(category, raw, self._redact),
             authenticated=True,
+            admit=admit,
         )
 
     # --- one call, with the response table ---------------------------------------------
@@ -469,6 +478,7 @@ class MimecastClient:
         decode: Callable[[bytes], tuple[_T, list[_Fail]]],
         authenticated: bool,
         deadline: float | None = None,
+        admit: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[_T, str]:
         """Send one call until the table says stop; return the decoded answer and request id.
 
@@ -488,6 +498,8 @@ class MimecastClient:
         happened = said = ""
         while True:
             await self.limiter.acquire()
+            if admit is not None:
+                await admit()
             request_id = new_request_id()
             headers = {
                 "Content-Type": content_type,

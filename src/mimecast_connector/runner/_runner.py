@@ -95,6 +95,38 @@ PROGRESS_WINDOW = timedelta(hours=6)
 PRUNE_MARGIN = timedelta(hours=1)
 
 
+class _Permit:
+    """One of the committer's ``held`` permits, for the page a poll is reading: taken before
+    a page request's first try (``take``, passed to the client as its admission), handed over
+    with the page it was taken for, given back when that page is committed or abandoned."""
+
+    __slots__ = ("_held", "_permits")
+
+    def __init__(self, permits: asyncio.Semaphore) -> None:
+        self._permits = permits
+        self._held = False
+
+    async def take(self) -> None:
+        if not self._held:  # a retry, or an empty page before this one: still the same permit
+            await self._permits.acquire()
+            self._held = True
+
+    def hand_over(self) -> _Permit:
+        """This permit now belongs to the page just read; a new one for the next page."""
+        owned = _Permit(self._permits)
+        owned._held, self._held = self._held, False
+        return owned
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._permits.release()
+
+    def given_back(self, _done: object) -> None:
+        """``give_back``, as a future's done-callback."""
+        self.give_back()
+
+
 @dataclass(frozen=True, slots=True)
 class Reload:
     """What a reload changed: tenants by name, and the global keys only a restart applies."""
@@ -454,30 +486,31 @@ class Runner:
         # A page proves it only if it climbs (two distinct times at least): a page of one
         # second could be the first page of a server paging newest first.
         ordered, reached = True, -math.inf
-        pages = aiter(client.pages(category, start, end))
-        held = self._committer.held
+        # A page read and not yet committed holds one of the run's MAX_PAGES_HELD permits, taken
+        # once the tenant's rate limiter let its request through: however many streams poll at
+        # once, and however slow a sink is, only so many pages wait in memory, and a stream
+        # waiting on its quota holds none.
+        permit = _Permit(self._committer.held)
+        pages = aiter(client.pages(category, start, end, admit=permit.take))
         while True:
-            # A page read and not yet committed holds one of the run's MAX_PAGES_HELD
-            # permits, taken before it is asked for: however many streams poll at once, and
-            # however slow a sink is, only so many pages wait in memory.
-            await held.acquire()
             try:
                 page = await anext(pages)
             except StopAsyncIteration:
-                held.release()
+                permit.give_back()
                 break
             except BaseException:
-                held.release()
+                permit.give_back()
                 raise
+            owned = permit.hand_over()
             try:
                 handed = await self._hand_over(
                     page, chain, lane, result, (low, high), horizon, ordered, reached
                 )
             except BaseException:
-                held.release()
+                owned.give_back()
                 raise
             ordered, reached, done = handed
-            done.add_done_callback(lambda _: held.release())
+            done.add_done_callback(owned.given_back)
             pending.append(done)
             while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
                 self._add(result, await pending.popleft())
