@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -266,11 +267,11 @@ async def serve(
         _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
         await runner.run_forever(stop)
     except Exception as exc:
-        message = redact(str(InternalError(exc)), runner.config.secrets())
+        message = redact(str(InternalError(exc)), runner.secrets)
         _stopped(message)
         return 1
     if runner.halted is not None:
-        _stopped(redact(str(runner.halted), runner.config.secrets()))
+        _stopped(redact(str(runner.halted), runner.secrets))
         if isinstance(runner.halted, StateError):
             _err.print("Nothing more was committed; follow the advice above before starting again.")
         else:
@@ -290,6 +291,9 @@ async def serve(
 def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) -> None:
     """Poll every tenant and category, deliver alerts, commit checkpoints."""
     config = _load(config_path, log_level, log_format)
+    # A reload signal before the run is ready for it (starting, or --once) is ignored, not
+    # fatal: SIGHUP's default action would end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(asyncio.run(_run(config, once, config_path, (log_level, log_format))))
 
 
@@ -299,12 +303,9 @@ def reload(config_path: Path) -> None:
     """Make the `run` using this configuration's state read its tenants again (SIGHUP)."""
     config = _load(config_path, "warning", "console")
     note = WriterLock(config.state).path
-    try:
-        holder = note.read_text("utf-8", "replace")
-    except OSError:
-        holder = ""
-    match = re.match(r"process (\d+) on (\S+) ", holder)
-    if match is None:
+    holder = _lock_holder(note)
+    match = re.match(r"process (\d+) on (\S+) ", holder or "")
+    if holder is None or match is None:
         _fail(f"no connector is running on {str(config.state)!r} (nothing holds {str(note)!r})", 1)
     if match.group(2) != socket.gethostname():
         _fail(
@@ -581,6 +582,24 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
 def demo(out: Path, duration: float | None, rate: float) -> None:
     """Run the connector against the built-in simulator, with a live summary."""
     sys.exit(asyncio.run(_demo(out, duration, rate)))
+
+
+def _lock_holder(note: Path) -> str | None:
+    """What the one-writer lock's note says, if a process holds that lock now; None if none
+    does (a note left by a process that was killed names a pid that may be anybody's now)."""
+    try:
+        fd = os.open(note, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 512, 0).decode("utf-8", "replace")  # held: its holder wrote it
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 COMMANDS = (run, check, status, reload, demo)

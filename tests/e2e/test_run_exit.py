@@ -135,3 +135,35 @@ async def test_a_state_database_deleted_under_a_forever_run_halts_it_with_exit_1
     err = capsys.readouterr().err
     assert "stopped:" in err
     assert "was deleted" in err
+
+
+class Boom(BaseException):
+    """Not an Exception: the kind of error that could end the committer's loop."""
+
+
+class BoomSink(ExplodingSink):
+    async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        raise Boom("the sink blew up")
+
+
+async def test_a_committer_that_dies_stops_the_run_with_exit_1_and_nothing_hangs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sink raising a BaseException ends the committer's loop: every poll waiting on it gets an error instead of hanging, and the run stops by itself with exit 1 naming the committer."""
+    api = FakeMimecast()
+    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
+    runner = Runner(
+        write_config(tmp_path),
+        clock=FakeClock(start=float(T0)),
+        sinks=[BoomSink()],
+        transport=lambda tenant: api.transport(),
+    )
+    await runner.start()
+    try:
+        status = await asyncio.wait_for(serve(runner, once=False, stop=asyncio.Event()), 10)
+    finally:
+        await runner.aclose()
+    assert status == 1
+    assert runner.died is not None
+    assert "the committer died" in runner.died
+    assert "the committer died" in capsys.readouterr().err

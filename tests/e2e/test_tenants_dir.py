@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,69 @@ def test_reload_says_when_no_connector_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["reload", "--config", str(main_file(tmp_path))])
     assert result.exit_code == 1
     assert "no connector is running" in result.output
+
+
+async def test_a_tenant_changed_then_removed_during_its_poll_is_not_polled_again(
+    tmp_path: Path,
+) -> None:
+    """acme's poll is in flight while one reload changes acme and a second removes it: once that poll ends, acme is never polled again and no error is recorded for it."""
+    api = FakeMimecast()
+    gate = asyncio.Event()
+    first_request = asyncio.Event()
+
+    async def wait_for_gate() -> None:
+        await gate.wait()
+
+    def hold(number: int) -> Awaitable[None] | None:
+        first_request.set()
+        return None if gate.is_set() else wait_for_gate()
+
+    api.on_request = hold
+    tenant_file(tmp_path, "acme", extra='categories = ["url"]\n')
+    config_path = main_file(tmp_path)
+    runner = Runner(load_config(config_path, {}), transport=lambda tenant: api.transport())
+    await runner.start()
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(runner.run_forever(stop))
+    try:
+        await asyncio.wait_for(first_request.wait(), 5)
+        tenant_file(tmp_path, "acme", interval="2s", extra='categories = ["url"]\n')
+        assert runner.reload(reload_config(config_path, {}).config).changed == ["acme"]
+        (tmp_path / "tenants.d" / "acme.toml").unlink()
+        tenant_file(tmp_path, "other", extra='categories = ["url"]\n')
+        assert runner.reload(reload_config(config_path, {}).config).removed == ["acme"]
+        asked = len(api.requests)
+        gate.set()
+        await asyncio.sleep(2.5)
+        acme = [s for s in runner.store.streams() if s.tenant == "acme"]
+        other = [s for s in runner.store.streams() if s.tenant == "other"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await runner.aclose()
+    assert runner.died is None
+    assert all(s.last_error is None for s in acme), [s.last_error for s in acme]
+    # After the held poll: only "other" polls (1 s interval, ~2-3 polls in 2.5 s), no acme.
+    assert other
+    assert other[0].last_success is not None
+    assert len(api.requests) - asked <= 4
+
+
+def test_reload_never_signals_a_process_that_does_not_hold_the_lock(tmp_path: Path) -> None:
+    """A note left by a connector killed with SIGKILL names a pid that is now another process's: `reload` refuses, and that process lives on."""
+    tenant_file(tmp_path, "acme")
+    config = main_file(tmp_path)
+    bystander = subprocess.Popen(["sleep", "30"])  # noqa: S607 - a fixed test process
+    try:
+        (tmp_path / "state.db.lock").write_text(
+            f"process {bystander.pid} on {os.uname().nodename} (since 2026-01-01T00:00:00Z)",
+            "utf-8",
+        )
+        result = CliRunner().invoke(main, ["reload", "--config", str(config)])
+        assert result.exit_code == 1
+        assert "no connector is running" in result.output
+        time.sleep(0.2)
+        assert bystander.poll() is None, "the bystander was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -105,25 +105,53 @@ class Committer:
         #: gives it back: the bound on pages held in memory, however many streams poll.
         self.held = asyncio.Semaphore(max_pages_held)
         self.groups = 0  # groups committed, for tests and benchmarks
+        #: Called if the loop ever ends on its own (a bug), with the error it ended with.
+        self.on_death: Callable[[InternalError], None] | None = None
+        self._broken: InternalError | None = None
+        self._waking: asyncio.Future[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="committer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ended without ``aclose``: a bug. Fail everything waiting on it (no poll may
+        hang on a future nobody will resolve) and say so through ``on_death``."""
+        if self._closing:
+            return
+        cause = task.exception() if not task.cancelled() else None
+        self._broken = InternalError(cause or RuntimeError("the committer stopped"))
+        self._fail_waiting(self._broken)
+        self._waking = asyncio.ensure_future(self._wake_submitters())
+        if self.on_death is not None:
+            self.on_death(self._broken)
+
+    async def _wake_submitters(self) -> None:
+        async with self._room:
+            self._room.notify_all()
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        for page in [*self._current, *self._queue]:
+            if not page.done.done():
+                page.done.set_exception(error)
+                page.done.exception()  # retrieved: nobody may be waiting any more
+        self._queue.clear()
+        self._current = []
 
     async def aclose(self) -> None:
         """Stop (the group being written is abandoned like a crash would: nothing of it was
         committed, and each file sink cuts it off on its next start)."""
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if not self._task.done():  # one that died was reported by ``_ended`` already
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
-        stopped = InternalError(RuntimeError("the run stopped before this page was committed"))
-        for page in [*self._current, *self._queue]:
-            if not page.done.done():
-                page.done.set_exception(stopped)
-                page.done.exception()  # retrieved: nobody may be waiting any more
-        self._queue.clear()
-        self._current = []
+        self._fail_waiting(
+            InternalError(RuntimeError("the run stopped before this page was committed"))
+        )
 
     async def submit(
         self,
@@ -138,12 +166,18 @@ class Committer:
         """Queue one page of ``lane`` (waiting for room first); the future gives its counts
         once committed, or the error that kept it out."""
         if self._task is None or self._task.done():
-            raise InternalError(RuntimeError("the committer is not running"))
+            raise self._broken or InternalError(RuntimeError("the committer is not running"))
         size = len(handled.ids)
         async with self._room:
             await self._room.wait_for(
-                lambda: not self._queue or self._queued_records + size <= MAX_QUEUED_RECORDS
+                lambda: (
+                    self._broken is not None
+                    or not self._queue
+                    or self._queued_records + size <= MAX_QUEUED_RECORDS
+                )
             )
+        if self._broken is not None:
+            raise self._broken
         done: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Page(lane, handled, cursor, horizon, prune_before, success_at, done))
         self._queued_records += size

@@ -225,6 +225,7 @@ class Runner:
         # new versions of reloaded tenants waiting for their old poll to end.
         self._schedule: Schedule | None = None
         self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
         self._polling: set[tuple[str, Category]] = set()
         self._deferred: dict[tuple[str, Category], TenantConfig] = {}
         self._max_pages_held = max_pages_held
@@ -274,10 +275,19 @@ class Runner:
         self._committer_ = Committer(
             self._store, self.sinks, self._dead, max_pages_held=self._max_pages_held
         )
+        self._committer_.on_death = self._committer_died
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
         for tenant in self.config.tenants:
             self._add_tenant(tenant)
+
+    def _committer_died(self, error: InternalError) -> None:
+        message = self._redact(str(error))
+        _log.error("committer_died", error=message, reason="stopping the run, not hiding it")
+        if self.died is None:
+            self.died = f"the committer died: {message}"
+        if self._stop is not None:
+            self._stop.set()
 
     def _add_tenant(self, tenant: TenantConfig) -> None:
         """Build ``tenant``'s client and chains (replacing any of an earlier version)."""
@@ -334,9 +344,12 @@ class Runner:
         self._tenants = after
         self._sources = sources
         now = asyncio.get_running_loop().time()
+        gone = set(removed + changed)
+        if self._schedule is not None:
+            self._schedule.remove(gone)
+        # A version waiting for a poll in flight is superseded (or removed) too.
+        self._deferred = {k: t for k, t in self._deferred.items() if k[0] not in gone}
         for name in removed + changed:
-            if self._schedule is not None:
-                self._schedule.remove(name)
             for category in before[name].categories:
                 self._chains.pop((name, category), None)
             self._clients.pop(name, None)
@@ -412,14 +425,16 @@ class Runner:
         low, high = start.timestamp(), end.timestamp()
         # The oldest event time whose ids the store still remembers, fixed for the whole poll
         # (ids are pruned only once a window has been read in full): a record older than that
-        # cannot be told from one delivered long ago. A store from before ``kept_from`` was
-        # kept pruned at ``cursor - keep``; a stream without a cursor starts at its window.
+        # cannot be told from one delivered long ago. A stream without a cursor starts at its
+        # window.
         kept = self.store.kept_from(tenant.name, category.value)
         stored = self.store.cursor(tenant.name, category.value)
         if kept is not None:
             horizon = kept
         elif stored is not None:
-            horizon = (stored - self._keep).timestamp()
+            # A store from before ``kept_from`` pruned at ``cursor - lookback - 1 h`` with the
+            # lookback of then, which may have been shorter: assume the shortest (0).
+            horizon = (stored - PRUNE_MARGIN).timestamp()
         else:
             horizon = low
         lane = Lane(tenant.name, category.value)
@@ -610,12 +625,12 @@ class Runner:
         # (an injected clock tells the time of windows, not when to wake).
         monotonic = asyncio.get_running_loop().time
         schedule = self._schedule = Schedule(self.streams(), monotonic(), self._rng)
+        self._stop = stop
         running: set[asyncio.Task[None]] = set()
         changed = self._wake = asyncio.Event()
 
         async def one(entry: Due) -> None:
             key = (entry.tenant.name, entry.category)
-            self._polling.add(key)
             try:
                 result = await self.poll(entry.tenant, entry.category)
             finally:
@@ -663,6 +678,8 @@ class Runner:
         try:
             while not stop.is_set():
                 for entry in schedule.due(monotonic()):
+                    # Marked before the task first runs: a reload in between must see it.
+                    self._polling.add((entry.tenant.name, entry.category))
                     task = asyncio.create_task(one(entry))
                     running.add(task)
                     task.add_done_callback(ended)
@@ -679,4 +696,4 @@ class Runner:
             for task in list(running):
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            self._schedule = self._wake = None
+            self._schedule = self._wake = self._stop = None

@@ -80,10 +80,10 @@ class Schedule:
         """Schedule a stream new to the run (a reload): due within a second, jittered."""
         self._push(Due(now + self._rng.random(), 0, tenant, category))
 
-    def remove(self, tenant: str) -> int:
-        """Take every scheduled stream of ``tenant`` off (a reload); return how many. Streams
-        being polled are not here: their polls end as they would, and are not put back."""
-        kept = [e for e in self._heap if e.tenant.name != tenant]
+    def remove(self, tenants: set[str]) -> int:
+        """Take every scheduled stream of ``tenants`` off (a reload), in one pass; return how
+        many. Streams being polled are not here: their polls end, and are not put back."""
+        kept = [e for e in self._heap if e.tenant.name not in tenants]
         removed = len(self._heap) - len(kept)
         if removed:
             self._heap = kept
