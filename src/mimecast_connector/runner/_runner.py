@@ -397,7 +397,11 @@ class Runner:
         back. With one, the default never applies: after a long outage the window reaches back
         to the cursor, however far, so nothing in between is skipped.
         """
-        cursor = self.store.cursor(tenant.name, category.value)
+        return self._window(tenant, self.store.cursor(tenant.name, category.value), now)
+
+    def _window(
+        self, tenant: TenantConfig, cursor: datetime | None, now: datetime
+    ) -> tuple[datetime, datetime]:
         if cursor is None:
             start = tenant.start or (now - DEFAULT_START)
         else:
@@ -421,14 +425,13 @@ class Runner:
 
     async def _poll(self, tenant: TenantConfig, category: Category, result: StreamResult) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
-        start, end = self.window(tenant, category, now)
+        stored, kept = self.store.position(tenant.name, category.value)
+        start, end = self._window(tenant, stored, now)
         low, high = start.timestamp(), end.timestamp()
         # The oldest event time whose ids the store still remembers, fixed for the whole poll
         # (ids are pruned only once a window has been read in full): a record older than that
         # cannot be told from one delivered long ago. A stream without a cursor starts at its
         # window.
-        kept = self.store.kept_from(tenant.name, category.value)
-        stored = self.store.cursor(tenant.name, category.value)
         if kept is not None:
             horizon = kept
         elif stored is not None:

@@ -489,6 +489,16 @@ class StateStore:
         ).fetchone()
         return _dt(row[0]) if row else None
 
+    def position(self, tenant: str, category: str) -> tuple[datetime | None, float | None]:
+        """The stream's cursor and its ``kept_from`` (see :meth:`kept_from`), in one query."""
+        row = self._db.execute(
+            "SELECT cursor, kept_from FROM streams WHERE tenant = ? AND category = ?",
+            (tenant, category),
+        ).fetchone()
+        if row is None:
+            return None, None
+        return _dt(row[0]), None if row[1] is None else float(row[1])
+
     def kept_from(self, tenant: str, category: str) -> float | None:
         """The oldest event time (epoch s) from which the stream's handled ids are all kept:
         the newest prune applied to it; None if none was (or the store predates version 2)."""
