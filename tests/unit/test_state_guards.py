@@ -330,10 +330,10 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -
         db.executescript(V1_SCHEMA)
     store = StateStore(path, writer=True)
     try:
-        cursor = store.cursor("acme", "url")
+        cursor, kept = store.position("acme", "url")
         assert cursor is not None
         assert cursor.timestamp() == 1764000000.0
-        assert store.kept_from("acme", "url") is None
+        assert kept is None
         store.commit(
             "acme",
             "url",
@@ -343,7 +343,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -
             sink_positions={},
             prune_before=datetime.fromtimestamp(1763990000.0, UTC),
         )
-        assert store.kept_from("acme", "url") == 1763990000.0
+        assert store.position("acme", "url")[1] == 1763990000.0
     finally:
         store.close()
     with sqlite3.connect(path) as db:

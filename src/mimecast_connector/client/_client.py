@@ -533,15 +533,7 @@ class MimecastClient:
                 verdict = classify_transport_error(exc)
                 happened = self._describe_transport(exc, budget)
             except _GiveUp as stop:
-                raise self._error(
-                    stop.verdict,
-                    happened=stop.detail,
-                    failures=stop.failures,
-                    path=path,
-                    request_id=request_id,
-                    status=status,
-                    sent=sent,
-                ) from None
+                raise self._unreadable(stop, path, request_id, status, sent) from None
             else:
                 self.limiter.observe(response_headers)
                 verdict = classify_status(status, category, token_request=not authenticated)
@@ -551,15 +543,7 @@ class MimecastClient:
                     try:
                         answer, fail = decode(body)
                     except _GiveUp as stop:
-                        raise self._error(
-                            stop.verdict,
-                            happened=stop.detail,
-                            failures=stop.failures,
-                            path=path,
-                            request_id=request_id,
-                            status=status,
-                            sent=sent,
-                        ) from None
+                        raise self._unreadable(stop, path, request_id, status, sent) from None
                     if not fail:
                         return answer, request_id
                     pairs, retryable = _failures(fail)
@@ -777,6 +761,25 @@ class MimecastClient:
         # Built here, not taken from the shared cache: every signature is new, and churning
         # the cache would evict the fleet's redactor (rebuilt at ~0.15 s for 9,000 secrets).
         return self._static_redactor(Redactor(dynamic)(text))
+
+    def _unreadable(
+        self,
+        stop: _GiveUp,
+        path: str,
+        request_id: str,
+        status: int | None,
+        sent: Mapping[str, str],
+    ) -> ApiError:
+        """The error for a call given up on while reading its answer (too large, malformed)."""
+        return self._error(
+            stop.verdict,
+            happened=stop.detail,
+            failures=stop.failures,
+            path=path,
+            request_id=request_id,
+            status=status,
+            sent=sent,
+        )
 
     def _error(
         self,

@@ -52,7 +52,6 @@ def _new_client(
         verify=True,
         http2=False,  # HTTP/1.1 keep-alive over Http11Transport, measured: see above
         trust_env=False,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
     )
 
 

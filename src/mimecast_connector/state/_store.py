@@ -490,7 +490,9 @@ class StateStore:
         return _dt(row[0]) if row else None
 
     def position(self, tenant: str, category: str) -> tuple[datetime | None, float | None]:
-        """The stream's cursor and its ``kept_from`` (see :meth:`kept_from`), in one query."""
+        """The stream's cursor, and ``kept_from``: the oldest event time (epoch s) from which
+        its handled ids are all kept (the newest prune applied; None if none was, or the store
+        predates version 2)."""
         row = self._db.execute(
             "SELECT cursor, kept_from FROM streams WHERE tenant = ? AND category = ?",
             (tenant, category),
@@ -498,14 +500,6 @@ class StateStore:
         if row is None:
             return None, None
         return _dt(row[0]), None if row[1] is None else float(row[1])
-
-    def kept_from(self, tenant: str, category: str) -> float | None:
-        """The oldest event time (epoch s) from which the stream's handled ids are all kept:
-        the newest prune applied to it; None if none was (or the store predates version 2)."""
-        row = self._db.execute(
-            "SELECT kept_from FROM streams WHERE tenant = ? AND category = ?", (tenant, category)
-        ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
 
     def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` were delivered before."""
