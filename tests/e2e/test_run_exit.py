@@ -17,6 +17,7 @@ from mimecast_connector._commands import serve
 from mimecast_connector._errors import StateError
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.runner import Runner
+from mimecast_connector.sinks import Sink
 from tests.e2e.conftest import World
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast
@@ -42,6 +43,20 @@ def test_a_malformed_cursor_fails_its_stream_with_exit_1_and_no_traceback(world:
     assert "acme/url:" in out
     assert "unexpected TypeError" in out
     assert out.count(" ok ") + out.count("│ ok") >= 2, out  # attachment and impersonation ran
+
+
+async def started(tmp_path: Path, sinks: Sequence[Sink] | None = None) -> Runner:
+    """A started Runner on the fake API serving one URL alert, on a fake clock."""
+    api = FakeMimecast()
+    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
+    runner = Runner(
+        write_config(tmp_path),
+        clock=FakeClock(start=float(T0)),
+        sinks=sinks,
+        transport=lambda tenant: api.transport(),
+    )
+    await runner.start()
+    return runner
 
 
 class ExplodingError(Exception):
@@ -72,15 +87,7 @@ async def test_a_stream_task_that_dies_ends_run_with_exit_1_and_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """In forever mode a stream whose failure handling itself fails stops the run, which exits 1 naming what died."""
-    api = FakeMimecast()
-    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
-    runner = Runner(
-        write_config(tmp_path),
-        clock=FakeClock(start=float(T0)),
-        sinks=[ExplodingSink()],
-        transport=lambda tenant: api.transport(),
-    )
-    await runner.start()
+    runner = await started(tmp_path, [ExplodingSink()])
     try:
         status = await asyncio.wait_for(serve(runner, once=False, stop=asyncio.Event()), 10)
     finally:
@@ -95,13 +102,7 @@ async def test_a_stream_task_that_dies_ends_run_with_exit_1_and_the_reason(
 
 async def test_a_requested_stop_exits_0(tmp_path: Path) -> None:
     """The one clean end: a stop that was asked for (SIGINT/SIGTERM set the same event)."""
-    api = FakeMimecast()
-    runner = Runner(
-        write_config(tmp_path),
-        clock=FakeClock(start=float(T0)),
-        transport=lambda tenant: api.transport(),
-    )
-    await runner.start()
+    runner = await started(tmp_path)
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(0.3, stop.set)
     try:
@@ -117,14 +118,7 @@ async def test_a_state_database_deleted_under_a_forever_run_halts_it_with_exit_1
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The state file deleted under `run`: the first commit refuses, the run halts by itself and exits 1 naming the state error."""
-    api = FakeMimecast()
-    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
-    runner = Runner(
-        write_config(tmp_path),
-        clock=FakeClock(start=float(T0)),
-        transport=lambda tenant: api.transport(),
-    )
-    await runner.start()
+    runner = await started(tmp_path)
     (tmp_path / "state" / "connector.db").unlink()
     try:
         status = await asyncio.wait_for(serve(runner, once=False, stop=asyncio.Event()), 10)
@@ -150,15 +144,7 @@ async def test_a_committer_that_dies_stops_the_run_with_exit_1_and_nothing_hangs
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A sink raising a BaseException ends the committer's loop: every poll waiting on it gets an error instead of hanging, and the run stops by itself with exit 1 naming the committer."""
-    api = FakeMimecast()
-    api.add(Category.URL, make_record(Category.URL, 1, T0 - 60, "malicious", "+0000"), T0 - 60)
-    runner = Runner(
-        write_config(tmp_path),
-        clock=FakeClock(start=float(T0)),
-        sinks=[BoomSink()],
-        transport=lambda tenant: api.transport(),
-    )
-    await runner.start()
+    runner = await started(tmp_path, [BoomSink()])
     try:
         status = await asyncio.wait_for(serve(runner, once=False, stop=asyncio.Event()), 10)
     finally:
