@@ -1,8 +1,14 @@
-"""Test doubles shared by the suites: a clock that moves only when told to."""
+"""Test doubles shared by the suites: a clock that moves only when told to; the SQLite file
+behind a runner."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+from mimecast_connector.config import Config
+from mimecast_connector.runner import Runner
+from mimecast_connector.state import SqliteStore, StateStore
 
 
 class FakeClock:
@@ -27,3 +33,16 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
+
+
+def sqlite(runner: Runner) -> StateStore:
+    """The SQLite file behind a started runner, for synchronous looks from a test."""
+    store = runner.store
+    assert isinstance(store, SqliteStore), store
+    return store.store
+
+
+def sqlite_path(config: Config) -> Path:
+    """The configured SQLite state file."""
+    assert isinstance(config.state, Path), "a SQLite state"
+    return config.state

@@ -37,7 +37,7 @@ from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.client import HttpPool, MimecastClient
 from mimecast_connector.config import Config, TenantConfig, load_config, reload_config
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
-from mimecast_connector.state import StateStore, WriterLock
+from mimecast_connector.state import StateStore, StreamState, WriterLock
 
 if TYPE_CHECKING:
     from mimecast_connector.simulator import SimTenant
@@ -302,6 +302,13 @@ def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) ->
 def reload(config_path: Path) -> None:
     """Make the `run` using this configuration's state read its tenants again (SIGHUP)."""
     config = _load(config_path, "warning", "console")
+    if not isinstance(config.state, Path):
+        _fail(
+            "`reload` finds the one process that holds a SQLite state file; the workers of a "
+            f"fleet (state {config.state}) are many: send SIGHUP to each "
+            "(`kill -HUP <pid>`, or your service manager's reload)",
+            1,
+        )
     note = WriterLock(config.state).path
     holder = _lock_holder(note)
     match = re.match(r"process (\d+) on (\S+) ", holder or "")
@@ -377,19 +384,38 @@ def check(config_path: Path, log_level: str, log_format: LogFormat) -> None:
     sys.exit(asyncio.run(_check(config)))
 
 
+def _read_streams(config: Config) -> list[StreamState]:
+    """Every stream the state knows, read without writing anything."""
+    if isinstance(config.state, Path):
+        store = StateStore(config.state, read_only=True)
+        try:
+            return store.streams()
+        finally:
+            store.close()
+    return asyncio.run(_read_postgres(config.state.url.get_secret_value()))
+
+
+async def _read_postgres(url: str) -> list[StreamState]:
+    from mimecast_connector.state._postgres import (
+        PostgresStore,
+    )  # lazy: psycopg only for PostgreSQL
+
+    store = await PostgresStore.open(url, create=False)
+    try:
+        return await store.streams()
+    finally:
+        await store.aclose()
+
+
 @click.command()
 @_config_option
 def status(config_path: Path) -> None:
     """Show each tenant and category: checkpoint, last success, last error, counts."""
     config = _load(config_path, "warning", "console")
     try:
-        store = StateStore(config.state, read_only=True)
+        streams = {(s.tenant, s.category): s for s in _read_streams(config)}
     except StateError as exc:
-        _fail(str(exc))
-    try:
-        streams = {(s.tenant, s.category): s for s in store.streams()}
-    finally:
-        store.close()
+        _fail(redact(str(exc), config.secrets()))
     out = Console(highlight=False, soft_wrap=True)
     out.print(shown(f"state: {config.state}"))
     for tenant in config.tenants:

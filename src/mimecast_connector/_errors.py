@@ -12,6 +12,7 @@ Two questions decide what happens to a failure, so every error answers both:
     ConnectorError                         fault / retryable
     ├── ConfigError                        config / no     the settings file or a secret
     ├── StateError                         config / no     the state database: damaged, locked, newer
+    │   └── StateUnavailableError          upstream / yes  the PostgreSQL server did not answer
     ├── InternalError                      ours / yes      anything else, so no stream dies silently
     ├── SinkError                          (carries the sink's name)
     │   ├── SinkUnavailableError           upstream / yes  down, slow, 5xx, 408, 429
@@ -64,6 +65,14 @@ class StateError(ConnectorError):
     """The state database cannot be used as it is; the message says how to recover."""
 
     fault: Fault = "config"
+
+
+class StateUnavailableError(StateError):
+    """The PostgreSQL state server or the network to it failed: nothing past the last commit
+    was recorded, and the next call reconnects."""
+
+    fault: Fault = "upstream"
+    retryable = True
 
 
 class SinkError(ConnectorError):

@@ -62,6 +62,7 @@ from mimecast_connector.sinks import JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import StateStore
 from tests.e2e.conftest import World, canonical, expected_kept, expected_type
 from tests.e2e.receiver import Answer, Receiver, Request
+from tests.fakes import sqlite, sqlite_path
 
 TENANT = "acme"
 PAGE_SIZE = 20  # small pages, so that a fault lands in the middle of a window
@@ -106,7 +107,7 @@ class Ledger:
 
 
 def cursors(runner: Runner) -> Cursors:
-    return {c: runner.store.cursor(TENANT, c.value) for c in Category}
+    return {c: sqlite(runner).cursor(TENANT, c.value) for c in Category}
 
 
 def delivered(world: World) -> Counter[str]:
@@ -308,7 +309,7 @@ async def test_late_records_within_the_lookback_are_delivered_once_and_older_one
         assert lookback == timedelta(minutes=30)
         second = timedelta(seconds=1)
         for category in Category:
-            cursor = runner.store.cursor(TENANT, category.value)
+            cursor = await runner.store.cursor(TENANT, category.value)
             assert cursor is not None
             template = next(r for r in world.made[category] if expected_kept(category, r))
             # They show up during the next poll, at about `now`: each is at most the lookback
@@ -593,8 +594,8 @@ async def test_a_second_writer_is_refused_naming_the_holder_until_it_closes(worl
                 await second.start()
             await second.aclose()
             with pytest.raises(StateError, match=rf"process {os.getpid()} on "):
-                StateStore(config.state, writer=True)
-        StateStore(config.state).close()  # readers (``status``) need no lock
+                StateStore(sqlite_path(config), writer=True)
+        StateStore(sqlite_path(config)).close()  # readers (``status``) need no lock
     finally:
         await holder.aclose()
     after = Runner(config)

@@ -88,7 +88,9 @@ async def test_a_window_broken_part_way_in_any_order_is_read_again_in_full(
         assert first.error is not None, "the premise: the window broke part-way"
         assert first.pages == 3
         assert first.alerts == 3 * PAGE
-        assert runner.store.cursor("acme", URL.value) is None, "the cursor moved on unproven order"
+        assert await runner.store.cursor("acme", URL.value) is None, (
+            "the cursor moved on unproven order"
+        )
         api.body_override = None
         clock.advance(30)
         second = url_result(await runner.run_once())
@@ -108,13 +110,13 @@ async def test_oldest_first_pages_move_the_cursor_page_by_page(tmp_path: Path) -
     try:
         broken_at(api, 4)
         assert url_result(await runner.run_once()).error is not None
-        cursor = runner.store.cursor("acme", URL.value)
+        cursor = await runner.store.cursor("acme", URL.value)
         assert cursor is not None
         # Three pages of two records were committed: the cursor is the sixth record's time.
         assert cursor.timestamp() == T0 - 5 - 7 * (20 - 6)
         api.body_override = None
         assert url_result(await runner.run_once()).error is None
-        end = runner.store.cursor("acme", URL.value)
+        end = await runner.store.cursor("acme", URL.value)
     finally:
         await runner.aclose()
     assert end is not None
@@ -140,7 +142,9 @@ async def test_a_server_ignoring_the_window_never_delivers_a_record_twice(tmp_pa
             result = url_result(await runner.run_once())
             assert result.error is None
             counts.update(result.counts)
-        store_counts = next(s.counters for s in runner.store.streams() if s.category == URL.value)
+        store_counts = next(
+            s.counters for s in await runner.store.streams() if s.category == URL.value
+        )
     finally:
         await runner.aclose()
     assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)
@@ -171,7 +175,7 @@ async def test_records_outside_the_window_never_move_the_cursor(tmp_path: Path) 
         broken_at(api, 3)  # pages: (r0, r1), (r2, r3), then the future record's page breaks
         result = url_result(await runner.run_once())
         assert result.error is not None
-        cursor = runner.store.cursor("acme", URL.value)
+        cursor = await runner.store.cursor("acme", URL.value)
         api.body_override = None
         done = url_result(await runner.run_once())
     finally:

@@ -131,11 +131,11 @@ async def test_after_a_long_outage_the_window_reaches_back_to_the_checkpoint(wor
     await runner.start()
     try:
         await runner.run_once()
-        cursor = runner.store.cursor("acme", "url")
+        cursor = await runner.store.cursor("acme", "url")
         assert cursor is not None
         clock.advance(timedelta(days=3).total_seconds())
         later = datetime.fromtimestamp(clock.time(), UTC)
-        start, end = runner.window(config.tenants[0], Category.URL, later)
+        start, end = await runner.window(config.tenants[0], Category.URL, later)
     finally:
         await runner.aclose()
     assert start == cursor - config.lookback

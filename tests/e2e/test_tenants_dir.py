@@ -20,6 +20,7 @@ from mimecast_connector._errors import ConfigError
 from mimecast_connector.config import load_config, reload_config
 from mimecast_connector.runner import Runner
 from mimecast_connector.simulator import Simulator
+from tests.fakes import sqlite
 from tests.properties.fake_api import FakeMimecast
 
 MAIN = 'state = "state.db"\ndead_letter = "dead.jsonl"\ntenants_dir = "tenants.d"\n\n[[sinks]]\ntype = "jsonl"\npath = "out.jsonl"\n'
@@ -88,7 +89,7 @@ def test_a_reload_sets_a_broken_file_aside_and_takes_the_rest(tmp_path: Path) ->
 def committed(runner: Runner) -> dict[str, float]:
     """Each tenant's newest last success, from the state store."""
     out: dict[str, float] = {}
-    for stream in runner.store.streams():
+    for stream in sqlite(runner).streams():
         if stream.last_success is not None:
             out[stream.tenant] = max(out.get(stream.tenant, 0.0), stream.last_success.timestamp())
     return out
@@ -226,8 +227,8 @@ async def test_a_tenant_changed_then_removed_during_its_poll_is_not_polled_again
         asked = len(api.requests)
         gate.set()
         await asyncio.sleep(2.5)
-        acme = [s for s in runner.store.streams() if s.tenant == "acme"]
-        other = [s for s in runner.store.streams() if s.tenant == "other"]
+        acme = [s for s in sqlite(runner).streams() if s.tenant == "acme"]
+        other = [s for s in sqlite(runner).streams() if s.tenant == "other"]
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -60,7 +60,7 @@ from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, load_config
 from mimecast_connector.runner import Runner
 from mimecast_connector.sinks import JsonlSink
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, sqlite
 from tests.properties.fake_api import FakeMimecast, Order
 from tests.unit.samples import ATTACHMENT_LINE, IMPERSONATION_LINE, URL_CLICK_LINE
 
@@ -310,7 +310,7 @@ class World:
         """Check each cursor against the spec, and give each new record its ``C_a``."""
         assert self.runner is not None
         for category in Category:
-            found = self.runner.store.cursor(TENANT, category.value)
+            found = sqlite(self.runner).cursor(TENANT, category.value)
             cursor = found.timestamp() if found is not None else None
             previous = self.last_cursor.get(category)
             if cursor is not None:
@@ -329,7 +329,7 @@ class World:
         clock when the poll started (the fake clock moves only when a rate limit waits)."""
         assert self.runner is not None
         for category in Category:
-            found = self.runner.store.cursor(TENANT, category.value)
+            found = sqlite(self.runner).cursor(TENANT, category.value)
             assert found is not None, category
             assert started <= found.timestamp() <= self.now, (category, found, started)
 

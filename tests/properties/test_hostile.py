@@ -463,7 +463,7 @@ async def test_a_body_that_is_not_json_fails_the_stream_and_keeps_the_cursor(
         (result,) = await runner.run_once()
         assert isinstance(result.error, UpstreamFormatError)
         assert result.error.retryable
-        assert runner.store.cursor("acme", "url") is None
+        assert await runner.store.cursor("acme", "url") is None
         api.body_override = None
         (result,) = await runner.run_once()
         assert result.error is None

@@ -50,6 +50,7 @@ from mimecast_connector._errors import ConfigError
 from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
 from mimecast_connector.config._files import kind_problem, read_regular_file, size_text
 from mimecast_connector.rules import load_table
+from mimecast_connector.state._url import shown_url
 
 DEFAULT_BASE_URL_V2 = "https://api.services.mimecast.com"
 
@@ -453,11 +454,49 @@ class WebhookSinkConfig(_Strict):
 
 SinkConfig = Annotated[JsonlSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
 
+#: URL schemes that select the PostgreSQL state store (and with it, fleet mode).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class PostgresState(_Strict):
+    """``state = "postgresql://…"``: the PostgreSQL state store, shared by a fleet of workers.
+    The URL may carry a password: it is a secret, and ``str()`` shows it without one."""
+
+    url: SecretStr
+
+    def __str__(self) -> str:
+        return shown_url(self.url.get_secret_value())
+
+    def secrets(self) -> list[str]:
+        """The URL, and the password in it (alone, so that a message quoting only it is
+        redacted too)."""
+        url = self.url.get_secret_value()
+        password = urlsplit(url).password
+        return [url, *([password] if password else [])]
+
+
+def _state(value: Any) -> Any:
+    """A PostgreSQL URL becomes :class:`PostgresState`; anything else is a file path."""
+    if isinstance(value, str) and value.lower().startswith(POSTGRES_SCHEMES):
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "is not a valid PostgreSQL URL (postgresql://user:password@host:5432/database)"
+            ) from None
+        if "\x00" in value or any(c.isspace() for c in value):
+            raise ValueError("a PostgreSQL URL must not contain spaces or NUL characters")
+        if not parts.path.strip("/"):
+            raise ValueError("names no database: postgresql://user:password@host:5432/database")
+        return PostgresState(url=SecretStr(value))
+    return _path_text(value)
+
 
 class Config(_Strict):
     """The whole file."""
 
-    state: Path = Path("state/connector.db")
+    state: Path | PostgresState = Path("state/connector.db")
     dead_letter: Path = Path("state/dead-letter.jsonl")
     lookback: timedelta = timedelta(minutes=30)
     page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, strict=True)] = MAX_PAGE_SIZE
@@ -467,9 +506,8 @@ class Config(_Strict):
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
     _duration = field_validator("lookback", mode="before")(_bounded_duration(*LOOKBACK_BOUNDS))
-    _paths = field_validator("state", "dead_letter", "mapping", "tenants_dir", mode="before")(
-        _path_text
-    )
+    _paths = field_validator("dead_letter", "mapping", "tenants_dir", mode="before")(_path_text)
+    _state_field = field_validator("state", mode="before")(_state)
     #: The file each tenant read from ``tenants_dir`` came from, by tenant name.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -486,7 +524,20 @@ class Config(_Strict):
         for sink in self.sinks:
             if isinstance(sink, WebhookSinkConfig):
                 out.extend(sink.secrets())
+        if isinstance(self.state, PostgresState):
+            out.extend(self.state.secrets())
         return out
+
+    @property
+    def state_target(self) -> Path | str:
+        """What ``state.open_store`` takes: the SQLite file, or the PostgreSQL URL."""
+        return self.state if isinstance(self.state, Path) else self.state.url.get_secret_value()
+
+    @property
+    def fleet(self) -> bool:
+        """True when the state is PostgreSQL: this process is one worker of a fleet that
+        shares its tenants' streams with every other worker on the same database."""
+        return isinstance(self.state, PostgresState)
 
 
 def _now(info: Any) -> datetime:
@@ -636,7 +687,16 @@ def _load(
     anchored._sources.update(
         {t.name: label for t, label in zip(anchored.tenants, sources, strict=True) if label}
     )
-    files = [("dead_letter", anchored.dead_letter), ("state", anchored.state)] + [
+    if anchored.fleet:
+        local = [
+            (f"sinks[{i}].path", _FLEET_LOCAL)
+            for i, s in enumerate(anchored.sinks)
+            if isinstance(s, JsonlSinkConfig)
+        ]
+        if local:
+            raise ConfigError(local)
+    state_file = [("state", anchored.state)] if isinstance(anchored.state, Path) else []
+    files = [("dead_letter", anchored.dead_letter), *state_file] + [
         (f"sinks[{i}].path", Path(s.path))
         for i, s in enumerate(anchored.sinks)
         if isinstance(s, JsonlSinkConfig) and s.path != "-"
@@ -748,6 +808,14 @@ def _cross_checks(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+_FLEET_LOCAL = (
+    "a jsonl sink writes a file local to one worker, and `state` is PostgreSQL (a fleet, whose "
+    "workers share the streams): each worker's file would hold a part of the alerts, and no "
+    "worker could continue another's file. Deliver through a network sink (`type = "
+    '"webhook"`), or use a SQLite `state` file for a single process'
+)
+
+
 def _anchor(config: Config, base_dir: Path) -> Config:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else base_dir / p
@@ -761,7 +829,7 @@ def _anchor(config: Config, base_dir: Path) -> Config:
     ]
     return config.model_copy(
         update={
-            "state": fix(config.state),
+            "state": fix(config.state) if isinstance(config.state, Path) else config.state,
             "dead_letter": fix(config.dead_letter),
             "mapping": mapping,
             "sinks": sinks,

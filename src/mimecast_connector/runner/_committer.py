@@ -43,7 +43,7 @@ import structlog
 from mimecast_connector._errors import InternalError, SinkRejectedError
 from mimecast_connector.runner._chain import Handled, count, select_fresh
 from mimecast_connector.sinks import AppendFile, Sink
-from mimecast_connector.state import Commit, StateStore
+from mimecast_connector.state import Commit, Store
 
 _log = structlog.get_logger("mimecast_connector.runner")
 
@@ -86,9 +86,9 @@ class Committer:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Store,
         sinks: Sequence[Sink],
-        dead: AppendFile,
+        dead: AppendFile | None,
         *,
         max_pages_held: int = MAX_PAGES_HELD,
     ) -> None:
@@ -233,12 +233,17 @@ class Committer:
             key = (page.lane.tenant, page.lane.category)
             ids = [i for i, _ in page.handled.ids]
             earlier = seen.setdefault(key, set())
-            known = store.already_delivered(key[0], key[1], ids) | earlier.intersection(ids)
+            known = await store.already_delivered(key[0], key[1], ids) | earlier.intersection(ids)
             fresh = select_fresh(page.handled, known, page.horizon)
             earlier.update(i for i, _ in fresh.ids)
             fresh_pages.append(fresh)
         alerts = [alert for fresh in fresh_pages for alert in fresh.alerts]
-        dead_lines = b"".join(line for fresh in fresh_pages for _, line in fresh.dead)
+        # Dead letters: to the dead-letter file, or into the store with their commit.
+        dead_lines = (
+            b"".join(line for fresh in fresh_pages for _, line in fresh.dead)
+            if self._dead is not None
+            else b""
+        )
         positions: dict[str, str] = {}
         if alerts:
             # Every sink's write finishes before the next group starts, even when one fails:
@@ -253,13 +258,13 @@ class Committer:
             positions = {
                 s.name: p for s, p in zip(self._sinks, answers, strict=True) if isinstance(p, str)
             }
-        if dead_lines:
+        if dead_lines and self._dead is not None:
             positions[self._dead.name] = await self._dead.append(dead_lines)
         counted = [
             count(fresh, len(page.handled.ids))
             for page, fresh in zip(group, fresh_pages, strict=True)
         ]
-        store.commit_group(
+        await store.commit_group(
             [
                 Commit(
                     page.lane.tenant,
@@ -269,6 +274,7 @@ class Committer:
                     counts,
                     page.prune_before,
                     page.success_at,
+                    () if self._dead is not None else [line for _, line in fresh.dead],
                 )
                 for page, fresh, counts in zip(group, fresh_pages, counted, strict=True)
             ],
@@ -276,6 +282,6 @@ class Committer:
         )
         for sink in self._sinks:
             sink.committed(positions.get(sink.name))
-        if self._dead.name in positions:
+        if self._dead is not None and self._dead.name in positions:
             self._dead.committed(positions[self._dead.name])
         return [dict(counts) for counts in counted]

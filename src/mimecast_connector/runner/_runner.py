@@ -81,7 +81,7 @@ from mimecast_connector.runner._committer import (
 )
 from mimecast_connector.runner._schedule import Due, Schedule
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
-from mimecast_connector.state import StateStore
+from mimecast_connector.state import Store, open_store
 
 _log = structlog.get_logger("mimecast_connector.runner")
 
@@ -214,7 +214,7 @@ class Runner:
         self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
         self._transport = transport or (lambda tenant: None)
         self._options = client_options or ClientOptions(page_size=config.page_size)
-        self._store: StateStore | None = None
+        self._store: Store | None = None
         self._http: HttpPool | None = None
         self._dead = AppendFile(config.dead_letter, "dead-letter")
         self._committer_: Committer | None = None
@@ -247,7 +247,7 @@ class Runner:
         self.died: str | None = None
 
     @property
-    def store(self) -> StateStore:
+    def store(self) -> Store:
         assert self._store is not None, "start() first"
         return self._store
 
@@ -263,18 +263,19 @@ class Runner:
 
     async def start(self) -> None:
         """Open the state store, the dead-letter file and every sink; build the clients."""
-        self._store = StateStore(self.config.state, writer=True)
-        baselines = {
-            self._dead.name: await self._dead.open(self._store.sink_position(self._dead.name))
-        }
+        self._store = store = await open_store(self.config.state_target)
+        # Dead letters go to the dead-letter file, or (a store that keeps them: PostgreSQL,
+        # shared by a fleet) into the store with their commit.
+        dead = None if store.keeps_dead_letters else self._dead
+        baselines = {}
+        if dead is not None:
+            baselines[dead.name] = await dead.open(await store.sink_position(dead.name))
         for sink in self.sinks:
-            baseline = await sink.start(self._store.sink_position(sink.name))
+            baseline = await sink.start(await store.sink_position(sink.name))
             if baseline is not None:
                 baselines[sink.name] = baseline
-        self._store.set_sink_positions(baselines)
-        self._committer_ = Committer(
-            self._store, self.sinks, self._dead, max_pages_held=self._max_pages_held
-        )
+        await store.set_sink_positions(baselines)
+        self._committer_ = Committer(store, self.sinks, dead, max_pages_held=self._max_pages_held)
         self._committer_.on_death = self._committer_died
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
@@ -376,7 +377,7 @@ class Runner:
             await sink.aclose()
         self._dead.close()
         if self._store is not None:
-            self._store.close()
+            await self._store.aclose()
 
     def streams(self) -> list[tuple[TenantConfig, Category]]:
         return [(t, c) for t in self.config.tenants for c in t.categories]
@@ -388,7 +389,7 @@ class Runner:
 
     # --- one poll ------------------------------------------------------------------------
 
-    def window(
+    async def window(
         self, tenant: TenantConfig, category: Category, now: datetime
     ) -> tuple[datetime, datetime]:
         """``[max(start, cursor - lookback), now]``.
@@ -397,7 +398,7 @@ class Runner:
         back. With one, the default never applies: after a long outage the window reaches back
         to the cursor, however far, so nothing in between is skipped.
         """
-        return self._window(tenant, self.store.cursor(tenant.name, category.value), now)
+        return self._window(tenant, await self.store.cursor(tenant.name, category.value), now)
 
     def _window(
         self, tenant: TenantConfig, cursor: datetime | None, now: datetime
@@ -420,12 +421,12 @@ class Runner:
         try:
             await self._poll(tenant, category, result)
         except Exception as caught:
-            self._failed(result, caught)
+            await self._failed(result, caught)
         return result
 
     async def _poll(self, tenant: TenantConfig, category: Category, result: StreamResult) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
-        stored, kept = self.store.position(tenant.name, category.value)
+        stored, kept = await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
         low, high = start.timestamp(), end.timestamp()
         # The oldest event time whose ids the store still remembers, fixed for the whole poll
@@ -588,16 +589,18 @@ class Runner:
         )
         return ordered, reached, done
 
-    def _failed(self, result: StreamResult, caught: Exception) -> None:
+    async def _failed(self, result: StreamResult, caught: Exception) -> None:
         """Record a failed poll: in the result, in the store for ``status``, in the log."""
         exc = caught if isinstance(caught, ConnectorError) else InternalError(caught)
         result.error = exc
-        if isinstance(exc, SinkRejectedError | StateError):
+        if isinstance(exc, SinkRejectedError) or (
+            isinstance(exc, StateError) and not exc.retryable
+        ):
             # No checkpoint can advance until a person acts: stop instead of retrying forever.
             self.halted = exc
         result.message = self._redact(str(exc))
         try:
-            self.store.record_error(
+            await self.store.record_error(
                 result.tenant, result.category.value, result.message, self._clock.time()
             )
         except Exception as store_error:

@@ -1,16 +1,44 @@
 """Durable state: checkpoints, delivered ids, counters and sink positions.
 
-Import from here; the module beside it is private.
+Import from here; the modules beside it are private. ``Store`` is what a run uses;
+:func:`open_store` opens the SQLite file or the PostgreSQL database the configuration names
+(psycopg is imported only for the latter: a single-machine run does not pay its import).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from mimecast_connector.state._protocol import Commit, Store, StreamState
 from mimecast_connector.state._store import (
     SCHEMA_VERSION,
-    Commit,
+    SqliteStore,
     StateStore,
-    StreamState,
     WriterLock,
 )
+from mimecast_connector.state._url import shown_url
 
-__all__ = ["SCHEMA_VERSION", "Commit", "StateStore", "StreamState", "WriterLock"]
+
+async def open_store(state: Path | str) -> Store:
+    """The writer's store: a SQLite file (``Path``; its one-writer lock taken) or a
+    PostgreSQL URL (``str``; the tables created if missing)."""
+    if isinstance(state, Path):
+        return SqliteStore(StateStore(state, writer=True))
+    from mimecast_connector.state._postgres import (
+        PostgresStore,
+    )  # lazy: psycopg only for PostgreSQL
+
+    return await PostgresStore.open(state)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Commit",
+    "SqliteStore",
+    "StateStore",
+    "Store",
+    "StreamState",
+    "WriterLock",
+    "open_store",
+    "shown_url",
+]

@@ -36,11 +36,11 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mimecast_connector._errors import StateError
+from mimecast_connector.state._protocol import Commit, StreamState
 
 SCHEMA_VERSION = 2
 #: Versions this release opens: 1 (before ``kept_from``) is migrated by the first writer.
@@ -189,33 +189,6 @@ class WriterLock:
 
 class _Damaged(Exception):
     """The integrity check failed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """One stream's share of a commit: its new cursor (None: unchanged), the ids it handled
-    with their event times, counters to add, ids to prune, and the time of a completed poll."""
-
-    tenant: str
-    category: str
-    cursor: datetime | None
-    delivered: Iterable[tuple[str, float]]
-    counts: Mapping[str, int]
-    prune_before: datetime | None = None
-    success_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamState:
-    """What the store knows of one tenant and category."""
-
-    tenant: str
-    category: str
-    cursor: datetime | None
-    last_success: datetime | None
-    last_error: str | None
-    last_error_at: datetime | None
-    counters: Mapping[str, int]
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -642,3 +615,50 @@ class StateStore:
                 "ON CONFLICT DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
                 (tenant, category, message[:2000], at),
             )
+
+
+class SqliteStore:
+    """:class:`StateStore` behind the async :class:`~mimecast_connector.state.Store` Protocol.
+
+    SQLite answers from a local file in microseconds, so each call runs on the event loop
+    itself, as before the Protocol existed; ``store`` is the file, for what only SQLite has
+    (the writer lock, read-only opening).
+    """
+
+    keeps_dead_letters = False
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.store.path)!r})"
+
+    async def position(self, tenant: str, category: str) -> tuple[datetime | None, float | None]:
+        return self.store.position(tenant, category)
+
+    async def cursor(self, tenant: str, category: str) -> datetime | None:
+        return self.store.cursor(tenant, category)
+
+    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
+        return self.store.already_delivered(tenant, category, ids)
+
+    async def sink_position(self, name: str) -> str | None:
+        return self.store.sink_position(name)
+
+    async def streams(self) -> list[StreamState]:
+        return self.store.streams()
+
+    async def commit_group(
+        self, commits: Sequence[Commit], sink_positions: Mapping[str, str]
+    ) -> None:
+        assert not any(c.dead for c in commits), "SQLite's dead letters go to their file"
+        self.store.commit_group(commits, sink_positions)
+
+    async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
+        self.store.set_sink_positions(positions)
+
+    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
+        self.store.record_error(tenant, category, message, at)
+
+    async def aclose(self) -> None:
+        self.store.close()

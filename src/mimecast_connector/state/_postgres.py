@@ -1,0 +1,351 @@
+"""The PostgreSQL state store: the same checkpoints, ids, counters and positions as the SQLite
+file, in tables that a fleet of workers shares (``state = "postgresql://…"``).
+
+Semantics are the SQLite store's (``state._store`` says what the checkpoint means; one
+conformance suite holds both to it). What differs:
+
+* **Many writers.** Every worker of a fleet writes here; no two of them ever poll one stream at
+  once (the fleet's job lock per stream, ``runner._fleet``), so no two transactions touch one
+  stream's rows. There is no file lock: ``WriterLock`` is SQLite's.
+* **Dead letters** live in ``mimecast_dead_letters``, written in the commit's transaction
+  (workers on different machines share no file).
+* **Two connections**: one for commits (the run's one committer, one transaction at a time)
+  and one, in autocommit, for the reads and error notes the polls make meanwhile, so that
+  nothing a poll does can land inside a commit's transaction.
+* **A lost connection is retryable**: the call raises :class:`StateUnavailableError` (the poll
+  fails and backs off, nothing committed past the last commit), and the next call reconnects.
+* Durability is the server's: a ``COMMIT`` returns once PostgreSQL has flushed its WAL
+  (``synchronous_commit`` on, the default; a server set to ``off`` loses the last commits of a
+  server crash, and says so in its own documentation).
+
+The URL may carry a password: it is a secret, redacted from every message, never shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import psycopg
+
+from mimecast_connector._errors import StateError, StateUnavailableError
+from mimecast_connector.state._protocol import Commit, StreamState
+from mimecast_connector.state._url import shown_url
+
+#: The same schema version as the SQLite store's: the same meaning, another engine.
+SCHEMA_VERSION = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mimecast_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mimecast_streams (
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    cursor DOUBLE PRECISION,
+    last_success DOUBLE PRECISION,
+    last_error TEXT,
+    last_error_at DOUBLE PRECISION,
+    kept_from DOUBLE PRECISION,
+    PRIMARY KEY (tenant, category)
+);
+CREATE TABLE IF NOT EXISTS mimecast_delivered (
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    id TEXT NOT NULL,
+    event_time DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, category, id)
+);
+CREATE INDEX IF NOT EXISTS mimecast_delivered_time
+    ON mimecast_delivered (tenant, category, event_time);
+CREATE TABLE IF NOT EXISTS mimecast_counters (
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (tenant, category, name)
+);
+CREATE TABLE IF NOT EXISTS mimecast_sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mimecast_dead_letters (
+    seq BIGSERIAL PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    stored_at DOUBLE PRECISION NOT NULL,
+    line BYTEA NOT NULL
+)
+"""
+
+#: Key of the advisory lock that serialises schema set-up among workers starting together.
+_SCHEMA_LOCK = 0x6D696D65  # "mime"
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class PostgresStore:
+    """The state in PostgreSQL. Open with :meth:`open`; one per process."""
+
+    keeps_dead_letters = True
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+        self._url = url
+        self.shown = shown_url(url)
+        self._timeout = connect_timeout
+        self._writer: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._reader: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.shown!r})"
+
+    @classmethod
+    async def open(
+        cls, url: str, *, create: bool = True, connect_timeout: float = 10.0
+    ) -> PostgresStore:
+        """Connect, create the tables if they are missing, check the schema version.
+        ``create=False`` (``status``) writes nothing: no tables yet is a StateError."""
+        store = cls(url, connect_timeout=connect_timeout)
+        try:
+            writer = await store._connect()
+            async with writer.transaction():
+                if not create:
+                    found = await (
+                        await writer.execute("SELECT to_regclass('mimecast_meta') IS NOT NULL")
+                    ).fetchone()
+                    if not found or not found[0]:
+                        raise StateError(
+                            f"the PostgreSQL database {store.shown} holds no connector state "
+                            "yet: run the connector first"
+                        )
+                else:
+                    await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                        await writer.execute(statement)
+                row = await (
+                    await writer.execute(
+                        "SELECT value FROM mimecast_meta WHERE key = 'schema_version'"
+                    )
+                ).fetchone()
+                if row is None:
+                    await writer.execute(
+                        "INSERT INTO mimecast_meta VALUES ('schema_version', %s), "
+                        "('created_at', %s)",
+                        (str(SCHEMA_VERSION), str(time.time())),
+                    )
+                elif row[0] != str(SCHEMA_VERSION):
+                    raise StateError(
+                        f"the PostgreSQL state database {store.shown} has schema version "
+                        f"{row[0]}, this version of mimecast-connector reads version "
+                        f"{SCHEMA_VERSION}: use the matching release"
+                    )
+        except psycopg.Error as exc:
+            await store.aclose()
+            raise StateError(
+                f"cannot use the PostgreSQL state database {store.shown}: "
+                f"{_reason(exc)}. Check that the server runs and accepts this user, and that "
+                "the database exists (`createdb`); the user needs CREATE on its schema the "
+                "first time, to make the tables."
+            ) from None
+        except BaseException:
+            await store.aclose()
+            raise
+        store._writer = writer
+        return store
+
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        return await psycopg.AsyncConnection.connect(
+            self._url, autocommit=True, connect_timeout=max(1, round(self._timeout))
+        )
+
+    @contextlib.asynccontextmanager
+    async def _use(self, role: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+        """The connection for ``role`` ("writer" or "reader"), reconnected if it was lost; a
+        failure of the server or the network is :class:`StateUnavailableError` (retryable)."""
+        conn = self._writer if role == "writer" else self._reader
+        try:
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    await conn.close()
+                conn = await self._connect()
+                if role == "writer":
+                    self._writer = conn
+                else:
+                    self._reader = conn
+            yield conn
+        except psycopg.OperationalError as exc:
+            raise StateUnavailableError(
+                f"the PostgreSQL state database {self.shown} did not answer ({_reason(exc)}): "
+                "nothing past the last commit was recorded; the stream is retried"
+            ) from None
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def _one(self, query: str, params: tuple[object, ...]) -> tuple[object, ...] | None:
+        async with self._use("reader") as conn:
+            return await (await conn.execute(query, params)).fetchone()
+
+    async def position(self, tenant: str, category: str) -> tuple[datetime | None, float | None]:
+        row = await self._one(
+            "SELECT cursor, kept_from FROM mimecast_streams WHERE tenant = %s AND category = %s",
+            (tenant, category),
+        )
+        if row is None:
+            return None, None
+        cursor, kept = row
+        assert cursor is None or isinstance(cursor, float)
+        assert kept is None or isinstance(kept, float)
+        return _dt(cursor), kept
+
+    async def cursor(self, tenant: str, category: str) -> datetime | None:
+        return (await self.position(tenant, category))[0]
+
+    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        async with self._use("reader") as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT id FROM mimecast_delivered "
+                    "WHERE tenant = %s AND category = %s AND id = ANY(%s)",
+                    (tenant, category, wanted),
+                )
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    async def sink_position(self, name: str) -> str | None:
+        row = await self._one("SELECT position FROM mimecast_sinks WHERE name = %s", (name,))
+        return None if row is None else str(row[0])
+
+    async def streams(self) -> list[StreamState]:
+        async with self._use("reader") as conn:
+            counted = await (
+                await conn.execute(
+                    "SELECT tenant, category, name, value FROM mimecast_counters "
+                    "ORDER BY tenant, category, name"
+                )
+            ).fetchall()
+            rows = await (
+                await conn.execute(
+                    "SELECT tenant, category, cursor, last_success, last_error, last_error_at "
+                    "FROM mimecast_streams ORDER BY tenant, category"
+                )
+            ).fetchall()
+        counters: dict[tuple[str, str], dict[str, int]] = {}
+        for tenant, category, name, value in counted:
+            counters.setdefault((str(tenant), str(category)), {})[str(name)] = int(value)  # type: ignore[call-overload]
+        return [
+            StreamState(
+                str(tenant),
+                str(category),
+                _dt(cursor),  # type: ignore[arg-type]
+                _dt(success),  # type: ignore[arg-type]
+                None if error is None else str(error),
+                _dt(error_at),  # type: ignore[arg-type]
+                counters.get((str(tenant), str(category)), {}),
+            )
+            for tenant, category, cursor, success, error, error_at in rows
+        ]
+
+    async def dead_letters(self) -> list[tuple[str, str, bytes]]:
+        """Every dead letter kept, oldest first: ``(tenant, category, line)``."""
+        async with self._use("reader") as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT tenant, category, line FROM mimecast_dead_letters ORDER BY seq"
+                )
+            ).fetchall()
+        return [(str(t), str(c), bytes(line)) for t, c, line in rows]  # type: ignore[call-overload]
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def commit_group(
+        self, commits: Sequence[Commit], sink_positions: Mapping[str, str]
+    ) -> None:
+        """Record handled batches of any streams, their dead letters and the sinks' positions
+        in one transaction. A stream's ``cursor`` only ever moves forward."""
+        now = time.time()
+        async with self._use("writer") as conn, conn.transaction(), conn.cursor() as cur:
+            for c in commits:
+                key = (c.tenant, c.category)
+                await cur.execute(
+                    "INSERT INTO mimecast_streams (tenant, category) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    key,
+                )
+                if c.cursor is not None:
+                    await cur.execute(
+                        "UPDATE mimecast_streams SET cursor = greatest(cursor, %s) "
+                        "WHERE tenant = %s AND category = %s",
+                        (c.cursor.timestamp(), *key),
+                    )
+                if c.success_at is not None:
+                    await cur.execute(
+                        "UPDATE mimecast_streams SET last_success = %s, last_error = NULL, "
+                        "last_error_at = NULL WHERE tenant = %s AND category = %s",
+                        (c.success_at, *key),
+                    )
+                delivered = [(*key, id_, when) for id_, when in c.delivered]
+                if delivered:
+                    await cur.executemany(
+                        "INSERT INTO mimecast_delivered VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        delivered,
+                    )
+                counts = [(*key, name, n) for name, n in c.counts.items() if n]
+                if counts:
+                    await cur.executemany(
+                        "INSERT INTO mimecast_counters VALUES (%s, %s, %s, %s) ON CONFLICT "
+                        "(tenant, category, name) DO UPDATE SET value = "
+                        "mimecast_counters.value + excluded.value",
+                        counts,
+                    )
+                if c.dead:
+                    await cur.executemany(
+                        "INSERT INTO mimecast_dead_letters (tenant, category, stored_at, line) "
+                        "VALUES (%s, %s, %s, %s)",
+                        [(*key, now, line) for line in c.dead],
+                    )
+                if c.prune_before is not None:
+                    prune = c.prune_before.timestamp()
+                    await cur.execute(
+                        "DELETE FROM mimecast_delivered "
+                        "WHERE tenant = %s AND category = %s AND event_time < %s",
+                        (*key, prune),
+                    )
+                    await cur.execute(
+                        "UPDATE mimecast_streams SET kept_from = greatest(kept_from, %s) "
+                        "WHERE tenant = %s AND category = %s",
+                        (prune, *key),
+                    )
+            if sink_positions:
+                await cur.executemany(
+                    "INSERT INTO mimecast_sinks VALUES (%s, %s) ON CONFLICT (name) "
+                    "DO UPDATE SET position = excluded.position",
+                    list(sink_positions.items()),
+                )
+
+    async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
+        await self.commit_group([], positions)
+
+    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
+        async with self._use("reader") as conn:
+            await conn.execute(
+                "INSERT INTO mimecast_streams (tenant, category, last_error, last_error_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, category) DO UPDATE SET "
+                "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                (tenant, category, message[:2000], at),
+            )
+
+    async def aclose(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+        self._writer = self._reader = None
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """The server's or libpq's words, first line only (the rest repeats the connection)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,92 @@
+"""The state store as the runner sees it: one small async Protocol, two implementations.
+
+``SqliteStore`` (the embedded default, one file, one writer: ``state._store``) and
+``PostgresStore`` (a fleet of workers sharing one database: ``state._postgres``) keep the same
+semantics, checked by one conformance suite (``tests/state/test_conformance.py``):
+
+* a stream's ``cursor`` only moves forward, and only in the transaction that records the ids
+  its page handled, its counters and the sinks' positions: after a crash the store is at one
+  commit boundary or the one before;
+* ``prune_before`` drops a stream's ids older than it and raises its ``kept_from``;
+* ``already_delivered`` answers from what was committed;
+* ``record_error`` remembers a stream's last failure and a later success clears it.
+
+Dead letters: SQLite keeps them in the dead-letter file beside it (a file sink with its
+position in the store); PostgreSQL keeps them in a table, written in the commit's own
+transaction, since workers on different machines have no shared file. ``keeps_dead_letters``
+says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One stream's share of a commit: its new cursor (None: unchanged), the ids it handled
+    with their event times, counters to add, ids to prune, the time of a completed poll, and
+    (stores that keep them) its dead-letter lines."""
+
+    tenant: str
+    category: str
+    cursor: datetime | None
+    delivered: Iterable[tuple[str, float]]
+    counts: Mapping[str, int]
+    prune_before: datetime | None = None
+    success_at: float | None = None
+    dead: Sequence[bytes] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What the store knows of one tenant and category."""
+
+    tenant: str
+    category: str
+    cursor: datetime | None
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    counters: Mapping[str, int]
+
+
+class Store(Protocol):
+    """What a run needs of its state. Implementations: ``SqliteStore``, ``PostgresStore``."""
+
+    #: True: dead letters go into the store with their commit (``Commit.dead``); False: the
+    #: run writes them to its dead-letter file and records that file's position.
+    keeps_dead_letters: bool
+
+    async def position(self, tenant: str, category: str) -> tuple[datetime | None, float | None]:
+        """The stream's cursor and ``kept_from`` (epoch s; None if never pruned)."""
+        ...
+
+    async def cursor(self, tenant: str, category: str) -> datetime | None: ...
+
+    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` were committed as handled before."""
+        ...
+
+    async def sink_position(self, name: str) -> str | None: ...
+
+    async def streams(self) -> list[StreamState]:
+        """Every stream the store knows, ordered by tenant and category."""
+        ...
+
+    async def commit_group(
+        self, commits: Sequence[Commit], sink_positions: Mapping[str, str]
+    ) -> None:
+        """Record handled batches of any streams and the sinks' positions in one transaction."""
+        ...
+
+    async def set_sink_positions(self, positions: Mapping[str, str]) -> None: ...
+
+    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
+        """Remember the last failure of a stream, for ``status``."""
+        ...
+
+    async def aclose(self) -> None: ...
