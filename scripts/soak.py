@@ -62,7 +62,7 @@ class SlowReceiver:
     so kills land there often: exactly the moment the jsonl sink's tail cut exists for.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, slowest: float = 0.3) -> None:
         self.ids: Counter[str] = Counter()
         rng = random.Random(seed)
         owner = self
@@ -70,7 +70,7 @@ class SlowReceiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(rng.uniform(0.0, slowest))
                 try:
                     alerts = json.loads(body)
                 except ValueError:  # the sender was killed mid-request: not acknowledged

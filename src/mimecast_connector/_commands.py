@@ -35,7 +35,13 @@ from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.client import HttpPool, MimecastClient
-from mimecast_connector.config import Config, TenantConfig, load_config, reload_config
+from mimecast_connector.config import (
+    Config,
+    PostgresState,
+    TenantConfig,
+    load_config,
+    reload_config,
+)
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
 from mimecast_connector.state import StateStore, StreamState, WriterLock
 
@@ -264,8 +270,17 @@ async def serve(
                 loop.add_signal_handler(sig, stop.set)
         if reload is not None:
             _on_hangup(reload)
-        _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
-        await runner.run_forever(stop)
+        if isinstance(runner.config.state, PostgresState):
+            from mimecast_connector.runner._fleet import Fleet  # lazy: procrastinate, psycopg
+
+            _err.print(
+                f"fleet worker: sharing {len(runner.streams())} stream(s) with every worker on "
+                f"{visible(str(runner.config.state))}; Ctrl-C to stop"
+            )
+            await Fleet(runner, runner.config.state.url.get_secret_value()).run(stop)
+        else:
+            _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
+            await runner.run_forever(stop)
     except Exception as exc:
         message = redact(str(InternalError(exc)), runner.secrets)
         _stopped(message)
@@ -291,6 +306,12 @@ async def serve(
 def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) -> None:
     """Poll every tenant and category, deliver alerts, commit checkpoints."""
     config = _load(config_path, log_level, log_format)
+    if once and config.fleet:
+        _fail(
+            "`run --once` polls every stream itself, and `state` is PostgreSQL, whose workers "
+            "share the streams (no two may poll one at once): run without --once, as many "
+            "workers as you like"
+        )
     # A reload signal before the run is ready for it (starting, or --once) is ignored, not
     # fatal: SIGHUP's default action would end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -1,6 +1,7 @@
 """The run: streams polled, records chained into alerts, delivered, committed.
 
-Import from here; the modules beside it are private.
+Import from here; the modules beside it are private, but for ``_fleet`` (procrastinate and
+psycopg: imported only by a run whose state is PostgreSQL).
 """
 
 from __future__ import annotations

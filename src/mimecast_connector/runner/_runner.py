@@ -379,6 +379,14 @@ class Runner:
         if self._store is not None:
             await self._store.aclose()
 
+    def tenant(self, name: str) -> TenantConfig | None:
+        """The tenant of that name as configured now (reloads included), or None."""
+        return self._tenants.get(name)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret the run holds taken out."""
+        return self._redact(text)
+
     def streams(self) -> list[tuple[TenantConfig, Category]]:
         return [(t, c) for t in self.config.tenants for c in t.categories]
 

@@ -107,16 +107,22 @@ class Schedule:
     def done(self, entry: Due, error: ConnectorError | None, now: float) -> float:
         """Put ``entry``'s stream back after a poll that ended at ``now`` with ``error``;
         return the seconds until it is due again."""
-        interval = entry.tenant.poll_interval.total_seconds()
-        if error is None:
-            entry.failures = 0
-            wait = interval
-        else:
-            entry.failures += 1
-            base = BACKOFF_BASE[error.fault]
-            wait = min(base * 2 ** min(entry.failures - 1, 16), BACKOFF_MAX)
-            wait *= 0.5 + self._rng.random() / 2
-            wait = max(wait, min(interval, 60.0))
+        entry.failures = 0 if error is None else entry.failures + 1
+        wait = next_wait(entry.tenant, entry.failures, error, self._rng)
         entry.at = now + wait
         self._push(entry)
         return wait
+
+
+def next_wait(
+    tenant: TenantConfig, failures: int, error: ConnectorError | None, rng: random.Random
+) -> float:
+    """Seconds until a stream is due again after a poll that ended with ``error`` (None: it
+    succeeded), ``failures`` being how many polls in a row failed, this one included."""
+    interval = tenant.poll_interval.total_seconds()
+    if error is None:
+        return interval
+    base = BACKOFF_BASE[error.fault]
+    wait: float = min(base * 2.0 ** min(failures - 1, 16), BACKOFF_MAX)
+    wait *= 0.5 + rng.random() / 2
+    return max(wait, min(interval, 60.0))

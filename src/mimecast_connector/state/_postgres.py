@@ -106,7 +106,9 @@ class PostgresStore:
         ``create=False`` (``status``) writes nothing: no tables yet is a StateError."""
         store = cls(url, connect_timeout=connect_timeout)
         try:
-            writer = await store._connect()
+            # Held by the store at once, so that a refusal below (no tables, another schema
+            # version) closes it with the store instead of leaving it open.
+            writer = store._writer = await store._connect()
             async with writer.transaction():
                 if not create:
                     found = await (
@@ -149,7 +151,6 @@ class PostgresStore:
         except BaseException:
             await store.aclose()
             raise
-        store._writer = writer
         return store
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
@@ -174,8 +175,9 @@ class PostgresStore:
             yield conn
         except psycopg.OperationalError as exc:
             raise StateUnavailableError(
-                f"the PostgreSQL state database {self.shown} did not answer ({_reason(exc)}): "
-                "nothing past the last commit was recorded; the stream is retried"
+                f"the PostgreSQL state database {self.shown} failed ({_reason(exc)}): the "
+                "stream is retried from its last commit (if the connection broke during a "
+                "COMMIT, that commit may have landed; its ids keep the retry from repeating it)"
             ) from None
 
     # --- reads -----------------------------------------------------------------------------

@@ -1,0 +1,290 @@
+"""Fleet soak: several `mimecast-connector run` workers on one PostgreSQL state; SIGKILL them.
+
+    .venv/bin/python scripts/fleet_soak.py [--workers 3] [--tenants 6] [--minutes 2]
+                                           [--kill-every 8] [--seed 1]
+                                           [--postgres postgresql://postgres@127.0.0.1:5432/test]
+
+The simulator runs in this process (a thread) with a few hours of history per tenant and live
+records arriving; a slow webhook receiver (0 to 1.5 s an answer) in this process records every
+alert id it acknowledges. ``--workers`` worker processes share the tenants' streams through the
+PostgreSQL state (a fresh schema of the given database, dropped at the end). Every
+``--kill-every`` seconds or so one worker, chosen at random, is killed with SIGKILL in the middle
+of whatever it does, and a new one started in its place. The script measures how long the
+polls the killed worker was running took to be taken over by the others (from the kill until
+each of them runs on another worker or is done).
+
+At the end live mode stops, the workers finish the last records and are stopped with SIGTERM
+(each must exit 0), and the webhook's ids are checked against a reference: a clean `run --once`
+of a fresh SQLite state over the same data. Nothing may be missing, and nothing may be there
+that the reference does not have; repeats are allowed (a network sink is at least once) and
+counted. Exits 1 otherwise. `tests/e2e/test_fleet.py` runs it briefly in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import soak
+
+from mimecast_connector.simulator import SimTenant, Simulator
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class FleetReport:
+    kills: int = 0
+    expected: int = 0
+    received: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    repeats: int = 0
+    takeovers: list[float] = field(default_factory=list)
+    polls_held_at_kill: list[int] = field(default_factory=list)
+    exits: Counter[int] = field(default_factory=Counter)
+    final_exits: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.missing == 0
+            and self.unexpected == 0
+            and self.expected > 0
+            and all(code == 0 for code in self.final_exits)
+        )
+
+
+@contextlib.contextmanager
+def fresh_schema(base: str) -> Iterator[str]:
+    """A new schema of ``base``'s database; yields a URL whose tables land there."""
+    schema = f"mc_fleet_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # a name made here, not input
+    try:
+        joiner = "&" if "?" in base else "?"
+        yield f"{base}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def write_config(
+    folder: Path,
+    state: str,
+    url: str,
+    tenants: list[SimTenant],
+    start: datetime,
+    webhook: str | None,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f'state = "{state}"\nlookback = "30m"\npage_size = 50\n\n'
+    for tenant in tenants:
+        text += (
+            f'[[tenants]]\nname = "{tenant.name}"\nbase_url = "{url}"\n'
+            f'client_id = "{tenant.client_id}"\nclient_secret = "{tenant.client_secret}"\n'
+            f'start = "{start.isoformat()}"\npoll_interval = "1s"\n\n'
+        )
+    if webhook is not None:
+        text += f'[[sinks]]\ntype = "webhook"\nurl = "{webhook}"\n'
+    else:
+        text += '[[sinks]]\ntype = "jsonl"\npath = "alerts.jsonl"\n'
+    path = folder / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def doing(url: str) -> dict[int, int | None]:
+    """Running poll jobs: job id -> worker id."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, worker_id FROM procrastinate_jobs "
+            "WHERE status = 'doing' AND queue_name = 'mimecast-polls'"
+        ).fetchall()
+    return {job: worker for job, worker in rows}
+
+
+def heartbeats(url: str) -> dict[int, datetime]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, last_heartbeat FROM procrastinate_workers").fetchall()
+    return dict(rows)
+
+
+def takeover(
+    url: str,
+    before: dict[int, int | None],
+    beats: dict[int, datetime],
+    killed_at: float,
+    limit: float = 60.0,
+) -> tuple[int, float]:
+    """How many polls the killed worker was running, and the seconds from the kill until each
+    ran elsewhere or was done. The killed worker is the one whose heartbeat stops."""
+    time.sleep(3.0)  # longer than a heartbeat interval: the live ones beat meanwhile
+    now_beats = heartbeats(url)
+    dead = {w for w, at in beats.items() if now_beats.get(w) == at}
+    held = {job for job, worker in before.items() if worker in dead}
+    while held and time.monotonic() - killed_at < limit:
+        running = doing(url)
+        held = {job for job in held if job in running and running[job] in dead}
+        if held:
+            time.sleep(0.2)
+    return len({job for job, worker in before.items() if worker in dead}), (
+        time.monotonic() - killed_at
+    )
+
+
+def command(config: Path, *extra: str) -> list[str]:
+    return soak.command(config, *extra)
+
+
+def fleet_soak(
+    *,
+    workers: int,
+    tenants: int,
+    seconds: float,
+    kill_every: float,
+    seed: int,
+    postgres: str = POSTGRES,
+    records: int = 600,
+    say: bool = True,
+) -> FleetReport:
+    rng = random.Random(seed)
+    report = FleetReport()
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=3)
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        Simulator(seed=seed) as sim,
+        fresh_schema(postgres) as url,
+    ):
+        root = Path(scratch)
+        made = []
+        for index in range(tenants):
+            tenant = sim.add_tenant(f"tenant{index:03d}")
+            for category, share in soak.SHARE.items():
+                tenant.generate(
+                    category,
+                    count=int(records * share),
+                    start=start,
+                    end=now - timedelta(minutes=1),
+                )
+            tenant.start_live(rate_per_second=1.0)
+            made.append(tenant)
+        # Slow enough (up to 1.5 s an answer) that most kills land in the middle of polls.
+        receiver = soak.SlowReceiver(seed, slowest=1.5)
+        config = write_config(root / "fleet", url, sim.url, made, start, receiver.url)
+        log_path = root / "workers.log"
+
+        def spawn() -> subprocess.Popen[bytes]:
+            with log_path.open("ab") as log:
+                return subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=log)
+
+        running = [spawn() for _ in range(workers)]
+        deadline = time.monotonic() + seconds
+        time.sleep(min(3.0, seconds / 4))  # every worker up and polling
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.5, 1.5) * kill_every)
+            victim = rng.randrange(len(running))
+            # Kill in the middle of polls: wait (5 s at most) for a moment when every live
+            # worker is running one, so the victim, whichever it is, holds some.
+            waited = time.monotonic() + 5.0
+            while len({w for w in doing(url).values() if w is not None}) < len(running):
+                if time.monotonic() > waited:
+                    break
+                time.sleep(0.05)
+            before, beats = doing(url), heartbeats(url)
+            running[victim].send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            report.exits[running[victim].wait()] += 1
+            report.kills += 1
+            held, took = takeover(url, before, beats, killed_at)
+            report.polls_held_at_kill.append(held)
+            if held:
+                report.takeovers.append(took)
+            running[victim] = spawn()
+            if say:
+                print(
+                    f"  kill {report.kills}: {held} poll(s) running on it, "
+                    + (f"taken over in {took:.1f} s" if held else "nothing to take over")
+                    + f"; {len(receiver.ids)} ids received",
+                    flush=True,
+                )
+        for tenant in made:
+            tenant.stop_live()
+        time.sleep(6.0)  # a few poll intervals: the last live records are read
+        for child in running:
+            child.send_signal(signal.SIGTERM)
+        report.final_exits = [child.wait(timeout=60) for child in running]
+        reference = write_config(root / "reference", "state.db", sim.url, made, start, None)
+        done = subprocess.run(
+            command(reference, "--once"), capture_output=True, timeout=600, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the reference run failed:\n{done.stderr.decode(errors='replace')}")
+        want = set(soak.ids_in(root / "reference" / "alerts.jsonl"))
+        got = receiver.ids
+        receiver.close()
+        if any(code != 0 for code in report.final_exits):
+            print(log_path.read_text("utf-8", "replace")[-4000:], file=sys.stderr)
+    report.expected = len(want)
+    report.received = len(got)
+    report.missing = len(want - set(got))
+    report.unexpected = len(set(got) - want)
+    report.repeats = sum(n - 1 for n in got.values() if n > 1)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--tenants", type=int, default=6)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--kill-every", type=float, default=8.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--postgres", default=POSTGRES)
+    args = parser.parse_args()
+    print(
+        f"fleet soak: {args.workers} workers, {args.tenants} tenants x 3 categories, "
+        f"{args.minutes} min, a SIGKILL every ~{args.kill_every} s, seed {args.seed}"
+    )
+    report = fleet_soak(
+        workers=args.workers,
+        tenants=args.tenants,
+        seconds=args.minutes * 60,
+        kill_every=args.kill_every,
+        seed=args.seed,
+        postgres=args.postgres,
+    )
+    took = sorted(report.takeovers) or [0.0]
+    print(
+        f"{report.kills} kills; alerts: reference {report.expected:,}, received {report.received:,} "
+        f"distinct; missing {report.missing}, unexpected {report.unexpected}, repeats "
+        f"{report.repeats} (at least once); polls running on the killed worker: "
+        f"{sum(report.polls_held_at_kill)} over {report.kills} kills; takeover s: median "
+        f"{took[len(took) // 2]:.1f}, max {took[-1]:.1f}; final exits {report.final_exits}"
+    )
+    sys.exit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

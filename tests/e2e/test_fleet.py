@@ -1,0 +1,245 @@
+"""A fleet: workers sharing one PostgreSQL state through procrastinate (runner._fleet).
+
+Against the real PostgreSQL server on 127.0.0.1:5432 (a fresh schema per test, tests/pg.py):
+two fleets in one process never poll one stream at once and deliver the reference set exactly
+once; real worker processes killed with SIGKILL lose nothing (scripts/fleet_soak.py, briefly);
+the configuration refuses what a fleet cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from click.testing import CliRunner
+
+from mimecast_connector import Category
+from mimecast_connector._cli import main
+from mimecast_connector._errors import ConfigError
+from mimecast_connector.alerts import Alert, Format
+from mimecast_connector.config import Config, TenantConfig, load_config
+from mimecast_connector.runner import Runner, StreamResult
+from mimecast_connector.runner._fleet import TAKEOVER, Fleet
+from tests.e2e.conftest import COUNTS, NOW, START, World
+from tests.pg import fresh_schema
+
+
+class Recorder:
+    """A sink that keeps every alert id it is given, in memory."""
+
+    format: Format = "native"
+
+    def __init__(self, name: str = "recorder") -> None:
+        self.name = name
+        self.ids: Counter[str] = Counter()
+
+    async def start(self, position: str | None) -> str | None:
+        return None
+
+    async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        self.ids.update(alert.id for alert in alerts)
+        return None
+
+    def committed(self, position: str | None) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Watched(Runner):
+    """A runner whose polls report, in a table shared by every runner of the test, how many
+    polls of each stream run at once (a pause widens every overlap there could be)."""
+
+    def __init__(self, config: Config, active: Counter[str], most: Counter[str]) -> None:
+        self.recorder = Recorder()
+        super().__init__(config, sinks=[self.recorder])
+        self._active, self._most = active, most
+
+    async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
+        key = f"{tenant.name}/{category.value}"
+        self._active[key] += 1
+        self._most[key] = max(self._most[key], self._active[key])
+        try:
+            await asyncio.sleep(0.05)
+            return await super().poll(tenant, category)
+        finally:
+            self._active[key] -= 1
+
+
+def fleet_config(world: World, state: str, tenants: int = 3) -> Path:
+    """``tenants`` simulator tenants (the world's ``acme`` first), polled every second."""
+    blocks = []
+    for index in range(tenants):
+        tenant = world.tenant if index == 0 else world.sim.add_tenant(f"extra{index}")
+        if index:
+            for category, n in COUNTS.items():
+                tenant.generate(category, count=n // 4, start=START, end=NOW - timedelta(minutes=1))
+        blocks.append(
+            f'[[tenants]]\nname = "{tenant.name}"\nbase_url = "{world.sim.url}"\n'
+            f'client_id = "{tenant.client_id}"\nclient_secret = "{tenant.client_secret}"\n'
+            f'start = "{START.isoformat()}"\npoll_interval = "1s"\n'
+        )
+    path = world.tmp / f"fleet-{tenants}.toml"
+    path.write_text(
+        f'state = "{state}"\nlookback = "30m"\npage_size = 50\n\n'
+        + "\n".join(blocks)
+        + '\n[[sinks]]\ntype = "webhook"\nurl = "http://127.0.0.1:9/unused"\n',
+        "utf-8",
+    )
+    return path
+
+
+async def reference_ids(config: Config, tmp: Path) -> Counter[str]:
+    """The alert ids a single process with a fresh SQLite state delivers for ``config``."""
+    alone = config.model_copy(update={"state": tmp / "reference.db"})
+    runner = Runner(alone, sinks=[Recorder()])
+    await runner.start()
+    try:
+        results = await runner.run_once()
+        assert all(r.error is None for r in results), [r.message for r in results]
+        recorder = runner.sinks[0]
+        assert isinstance(recorder, Recorder)
+        return recorder.ids
+    finally:
+        await runner.aclose()
+
+
+async def test_two_workers_never_poll_one_stream_at_once_and_deliver_each_alert_once(
+    world: World,
+) -> None:
+    """Two fleets on one database share the streams (both poll), never run two polls of one stream together, and deliver the reference set, each alert once."""
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url), {})
+        active: Counter[str] = Counter()
+        most: Counter[str] = Counter()
+        runners = [Watched(config, active, most) for _ in range(2)]
+        for runner in runners:
+            await runner.start()
+        fleets = [Fleet(runner, url, concurrency=8) for runner in runners]
+        stop = asyncio.Event()
+        try:
+            tasks = [asyncio.create_task(fleet.run(stop)) for fleet in fleets]
+            await asyncio.sleep(8.0)
+            stop.set()
+            await asyncio.gather(*tasks)
+        finally:
+            for runner in runners:
+                await runner.aclose()
+        want = await reference_ids(config, world.tmp)
+    streams = len(runners[0].streams())
+    assert len(most) == streams, "every stream was polled"
+    assert max(most.values()) == 1, f"two polls of one stream at once: {most}"
+    assert all(fleet.polls > 0 for fleet in fleets), [fleet.polls for fleet in fleets]
+    assert sum(fleet.polls for fleet in fleets) >= 2 * streams, "each stream polled again"
+    got = runners[0].recorder.ids + runners[1].recorder.ids
+    assert len(want) > 300
+    assert set(got) == set(want)
+    assert max(got.values()) == 1, "no alert delivered twice"
+    assert all(r.died is None and r.halted is None for r in runners)
+
+
+def load_fleet_soak() -> ModuleType:
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location("fleet_soak", scripts / "fleet_soak.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fleet_soak"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_killed_workers_lose_nothing_and_their_polls_are_taken_over() -> None:
+    """Three worker processes, SIGKILLs mid-run: every reference alert reaches the webhook, nothing else does, polls the killed held are taken over within TAKEOVER seconds, the rest exit 0."""
+    soak = load_fleet_soak()
+    report = soak.fleet_soak(
+        workers=3, tenants=4, seconds=35, kill_every=4.0, seed=11, records=300, say=False
+    )
+    assert report.kills >= 2
+    assert report.takeovers, "at least one kill landed in the middle of polls"
+    assert report.expected > 200
+    assert report.missing == 0
+    assert report.unexpected == 0
+    assert report.final_exits == [0, 0, 0]
+    # The measure itself waits 3 s before it looks, and samples every 0.2 s.
+    assert all(took <= TAKEOVER + 1.0 for took in report.takeovers), report.takeovers
+
+
+def test_a_fleet_refuses_jsonl_sinks(tmp_path: Path) -> None:
+    """With a PostgreSQL state, a jsonl sink (a file local to one worker) is refused at load, naming the sink and what to use instead."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n'
+        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "alerts.jsonl"\n',
+        "utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    [(key, message)] = caught.value.problems
+    assert key == "sinks[0].path"
+    assert "webhook" in message
+    assert "local to one worker" in message
+
+
+def test_the_state_url_is_a_secret(tmp_path: Path) -> None:
+    """A PostgreSQL URL's password is redacted from everything (it is in the secrets) and never shown by the config's state."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'state = "postgresql://mc:pa55-w0rd-xyz@127.0.0.1:5432/test"\n\n'
+        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
+        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
+        "utf-8",
+    )
+    config = load_config(path, {})
+    assert config.fleet
+    assert "pa55-w0rd-xyz" in config.secrets()
+    assert str(config.state) == "postgresql://mc@127.0.0.1:5432/test"
+    assert "pa55-w0rd-xyz" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://127.0.0.1:5432/", "names no database"),
+        ("postgresql://127.0.0.1:port/test", "not a valid PostgreSQL URL"),
+        ("postgresql://127.0.0.1/te st", "spaces"),
+    ],
+)
+def test_a_broken_state_url_is_named(tmp_path: Path, url: str, problem: str) -> None:
+    """A PostgreSQL URL without a database, with a bad port or with spaces is a config error on `state`."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'state = "{url}"\n\n'
+        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
+        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
+        "utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    [(key, message)] = caught.value.problems
+    assert key == "state"
+    assert problem in message
+
+
+def test_run_once_is_refused_in_a_fleet(tmp_path: Path) -> None:
+    """`run --once` with a PostgreSQL state exits 2 and says to run the workers without it."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n'
+        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
+        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
+        "utf-8",
+    )
+    result = CliRunner().invoke(main, ["run", "--once", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "without --once" in result.output

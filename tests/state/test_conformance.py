@@ -1,0 +1,407 @@
+"""The state store's semantics, held by both stores: every test runs on SQLite and on PostgreSQL.
+
+``store`` is a store opened in a place of its own (a SQLite file in the test's temporary folder,
+or a fresh PostgreSQL schema, ``tests.pg``, dropped afterwards); ``reopen`` closes a store and
+opens the same place again, as a restarted connector would. What only one store has is tested
+beside: ``tests/unit/test_state.py`` (the file) and ``tests/state/test_postgres.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mimecast_connector.state import Commit, SqliteStore, StateStore, Store
+from mimecast_connector.state._postgres import PostgresStore
+from tests.pg import fresh_schema
+
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+
+Kind = Literal["sqlite", "postgresql"]
+KINDS: tuple[Kind, ...] = ("sqlite", "postgresql")
+Reopen = Callable[[Store], Awaitable[Store]]
+
+
+# --- where a store lives -----------------------------------------------------------------------
+
+
+class Place:
+    """Where one test's state lives; every store opened here is closed by :func:`place_of`."""
+
+    def __init__(self, where: Path | str) -> None:
+        self.where = where
+        self._open: list[Store] = []
+
+    async def open(self) -> Store:
+        store: Store
+        if isinstance(self.where, Path):
+            store = SqliteStore(StateStore(self.where, writer=True))
+        else:
+            store = await PostgresStore.open(self.where)
+        self._open.append(store)
+        return store
+
+    async def reopen(self, store: Store) -> Store:
+        """Close ``store`` (releasing SQLite's writer lock), then open the same place again."""
+        self._open.remove(store)
+        await store.aclose()
+        return await self.open()
+
+    async def close_all(self) -> None:
+        while self._open:
+            await self._open.pop().aclose()
+
+
+@contextlib.asynccontextmanager
+async def place_of(kind: Kind, folder: Path) -> AsyncIterator[Place]:
+    """A new, empty place of ``kind``: ``folder / "state.db"``, or a fresh schema."""
+    async with contextlib.AsyncExitStack() as stack:
+        if kind == "sqlite":
+            place = Place(folder / "state.db")
+        else:
+            place = Place(await stack.enter_async_context(fresh_schema()))
+        stack.push_async_callback(place.close_all)  # before the schema is dropped
+        yield place
+
+
+@pytest.fixture(params=KINDS)
+async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Place]:
+    async with place_of(cast(Kind, request.param), tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def store(place: Place) -> Store:
+    return await place.open()
+
+
+@pytest.fixture
+def reopen(place: Place) -> Reopen:
+    return place.reopen
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+async def commit(
+    store: Store,
+    *,
+    cursor: datetime | None = None,
+    delivered: list[tuple[str, float]] | None = None,
+    counts: dict[str, int] | None = None,
+    positions: dict[str, str] | None = None,
+    prune_before: datetime | None = None,
+    success_at: float | None = None,
+    tenant: str = "acme",
+    category: str = "url",
+) -> None:
+    """One stream's commit, alone in its transaction."""
+    entry = Commit(
+        tenant, category, cursor, delivered or [], counts or {}, prune_before, success_at
+    )
+    await store.commit_group([entry], positions or {})
+
+
+def ids(prefix: str, n: int, start: datetime = T0) -> list[tuple[str, float]]:
+    """``n`` delivered ids, one second apart from ``start``."""
+    return [(f"{prefix}{i}", (start + timedelta(seconds=i)).timestamp()) for i in range(n)]
+
+
+def raising_after(items: list[tuple[str, float]], n: int) -> Iterator[tuple[str, float]]:
+    """The first ``n`` of ``items``, then a failure: a commit that breaks midway."""
+    yield from items[:n]
+    raise RuntimeError("the sink ack was lost halfway")
+
+
+async def counters(store: Store) -> dict[tuple[str, str], dict[str, int]]:
+    return {(s.tenant, s.category): dict(s.counters) for s in await store.streams()}
+
+
+# --- durability --------------------------------------------------------------------------------
+
+
+async def test_a_commit_survives_reopening(store: Store, reopen: Reopen) -> None:
+    """Cursor, delivered ids, counters, sink positions, kept_from and success time are read back after reopening."""
+    await commit(
+        store,
+        cursor=T0,
+        delivered=ids("a", 3),
+        counts={"alerts": 3, "fetched": 5},
+        positions={"jsonl:alerts": "1234"},
+        prune_before=T0 - timedelta(hours=1),
+        success_at=T0.timestamp() + 5,
+    )
+    again = await reopen(store)
+    assert await again.cursor("acme", "url") == T0
+    assert await again.position("acme", "url") == (T0, (T0 - timedelta(hours=1)).timestamp())
+    assert await again.cursor("acme", "attachment") is None
+    assert await again.already_delivered("acme", "url", ["a0", "a2", "zz"]) == {"a0", "a2"}
+    assert await again.sink_position("jsonl:alerts") == "1234"
+    [stream] = await again.streams()
+    assert (stream.tenant, stream.category, stream.cursor) == ("acme", "url", T0)
+    assert stream.last_success == T0 + timedelta(seconds=5)
+    assert (stream.last_error, stream.last_error_at) == (None, None)
+    assert dict(stream.counters) == {"alerts": 3, "fetched": 5}
+
+
+async def test_a_new_store_knows_nothing(store: Store) -> None:
+    """An empty store has no streams, no cursor, no kept_from, no ids and no sink positions."""
+    assert await store.streams() == []
+    assert await store.position("acme", "url") == (None, None)
+    assert await store.cursor("acme", "url") is None
+    assert await store.already_delivered("acme", "url", ["a", "b"]) == set()
+    assert await store.sink_position("jsonl:alerts") is None
+
+
+# --- the cursor --------------------------------------------------------------------------------
+
+
+async def test_the_cursor_never_moves_backwards(store: Store) -> None:
+    """An older cursor, or none, leaves the newer one in place; a newer one advances it."""
+    await commit(store, cursor=T0 + timedelta(minutes=5))
+    await commit(store, cursor=T0)
+    assert await store.cursor("acme", "url") == T0 + timedelta(minutes=5)
+    await commit(store, cursor=None, counts={"fetched": 1})
+    assert await store.cursor("acme", "url") == T0 + timedelta(minutes=5)
+    await commit(store, cursor=T0 + timedelta(minutes=6))
+    assert await store.cursor("acme", "url") == T0 + timedelta(minutes=6)
+    assert (await store.position("acme", "url"))[0] == T0 + timedelta(minutes=6)
+
+
+async def test_streams_are_kept_apart(store: Store) -> None:
+    """Cursors, ids, counters and prunes of one tenant and category do not leak into another."""
+    await commit(store, cursor=T0, delivered=[("x", T0.timestamp())], counts={"alerts": 1})
+    await commit(store, cursor=T0 + timedelta(hours=1), tenant="globex", counts={"alerts": 7})
+    await commit(
+        store,
+        cursor=T0 - timedelta(hours=1),
+        category="attachment",
+        prune_before=T0 + timedelta(days=1),
+    )
+    assert await store.cursor("acme", "url") == T0
+    assert await store.cursor("globex", "url") == T0 + timedelta(hours=1)
+    assert await store.cursor("acme", "attachment") == T0 - timedelta(hours=1)
+    assert await store.already_delivered("acme", "url", ["x"]) == {"x"}
+    assert await store.already_delivered("globex", "url", ["x"]) == set()
+    assert await store.already_delivered("acme", "attachment", ["x"]) == set()
+    assert (await store.position("acme", "url"))[1] is None
+    assert await counters(store) == {
+        ("acme", "attachment"): {},
+        ("acme", "url"): {"alerts": 1},
+        ("globex", "url"): {"alerts": 7},
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(deadline=None, max_examples=30)
+@given(
+    cursors=st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(
+                min_value=datetime(2000, 1, 1),
+                max_value=datetime(2100, 1, 1),
+                timezones=st.just(UTC),
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+async def test_any_sequence_of_commits_keeps_the_newest_cursor(
+    kind: Kind, cursors: list[datetime | None]
+) -> None:
+    """Whatever order cursors are committed in (None included), the stored one is their maximum, even after reopening."""
+    with tempfile.TemporaryDirectory() as folder:  # a fresh place per example, not per test
+        async with place_of(kind, Path(folder)) as fresh:
+            store = await fresh.open()
+            for index, cursor in enumerate(cursors):
+                await commit(store, cursor=cursor)
+                seen = [c for c in cursors[: index + 1] if c is not None]
+                assert await store.cursor("acme", "url") == (max(seen) if seen else None)
+            again = await fresh.reopen(store)
+            present = [c for c in cursors if c is not None]
+            assert await again.cursor("acme", "url") == (max(present) if present else None)
+
+
+# --- all or nothing ----------------------------------------------------------------------------
+
+
+async def test_a_commit_that_fails_midway_leaves_nothing(store: Store) -> None:
+    """An exception inside a commit rolls back its cursor, ids, counters, prune and positions; later commits work."""
+    await commit(
+        store, cursor=T0, delivered=ids("old", 2), counts={"alerts": 2}, positions={"f": "10"}
+    )
+    broken = Commit(
+        "acme",
+        "url",
+        T0 + timedelta(hours=1),
+        raising_after(ids("new", 10), 5),
+        {"alerts": 10},
+        prune_before=T0 + timedelta(days=1),
+        success_at=T0.timestamp(),
+    )
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group([broken], {"f": "99"})
+    assert await store.position("acme", "url") == (T0, None)
+    assert await store.already_delivered("acme", "url", [f"new{i}" for i in range(10)]) == set()
+    assert await store.already_delivered("acme", "url", ["old0", "old1"]) == {"old0", "old1"}
+    [stream] = await store.streams()
+    assert (dict(stream.counters), stream.last_success) == ({"alerts": 2}, None)
+    assert await store.sink_position("f") == "10"
+    await commit(store, cursor=T0 + timedelta(hours=2), counts={"alerts": 1})
+    assert await store.cursor("acme", "url") == T0 + timedelta(hours=2)
+    assert await counters(store) == {("acme", "url"): {"alerts": 3}}
+
+
+async def test_a_failed_first_commit_does_not_create_the_stream(store: Store) -> None:
+    """Even the stream's row, created inside the commit, is rolled back."""
+    broken = Commit("acme", "url", T0, raising_after(ids("n", 3), 1), {"alerts": 1})
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group([broken], {})
+    assert await store.streams() == []
+    assert await store.position("acme", "url") == (None, None)
+
+
+async def test_a_group_commit_of_several_streams_is_one_transaction(store: Store) -> None:
+    """A group commits every stream's share together; a failure in the second share leaves the first's out too."""
+    await store.commit_group(
+        [
+            Commit("acme", "url", T0, ids("u", 2), {"alerts": 2}),
+            Commit("globex", "attachment", T0 + timedelta(hours=1), ids("g", 1), {"alerts": 1}),
+        ],
+        {"jsonl:alerts": "50"},
+    )
+    assert await store.cursor("acme", "url") == T0
+    assert await store.cursor("globex", "attachment") == T0 + timedelta(hours=1)
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group(
+            [
+                Commit("acme", "url", T0 + timedelta(hours=2), ids("u2-", 3), {"alerts": 3}),
+                Commit("initech", "url", T0, [], {"alerts": 4}),
+                Commit("globex", "attachment", T0 + timedelta(hours=3), raising_after(ids("g2-", 3), 2), {}),
+            ],
+            {"jsonl:alerts": "99"},
+        )  # fmt: skip
+    assert await store.cursor("acme", "url") == T0
+    assert await store.cursor("globex", "attachment") == T0 + timedelta(hours=1)
+    assert await store.already_delivered("acme", "url", ["u0", "u1", "u2-0", "u2-1"]) == {
+        "u0",
+        "u1",
+    }
+    assert await store.sink_position("jsonl:alerts") == "50"
+    assert await counters(store) == {
+        ("acme", "url"): {"alerts": 2},
+        ("globex", "attachment"): {"alerts": 1},
+    }
+
+
+# --- delivered ids and pruning -----------------------------------------------------------------
+
+
+async def test_already_delivered_handles_more_than_500_ids(store: Store) -> None:
+    """A query of 1 501 ids (past SQLite's variable limit chunks) finds exactly the 1 200 delivered."""
+    delivered = ids("d", 1200)
+    await commit(store, delivered=delivered)
+    wanted = [id_ for id_, _ in delivered] + [f"absent{i}" for i in range(301)]
+    assert await store.already_delivered("acme", "url", wanted) == {id_ for id_, _ in delivered}
+    found = await store.already_delivered("acme", "url", iter(["d0", "d1199", "d1200"]))
+    assert found == {"d0", "d1199"}
+    assert await store.already_delivered("acme", "url", []) == set()
+
+
+async def test_delivering_an_id_twice_is_harmless(store: Store) -> None:
+    """Re-recording an id (an overlap re-read) neither fails nor changes its time."""
+    await commit(store, delivered=[("same", T0.timestamp())])
+    await commit(store, delivered=[("same", (T0 + timedelta(days=9)).timestamp())])
+    assert await store.already_delivered("acme", "url", ["same"]) == {"same"}
+    await commit(store, prune_before=T0 + timedelta(seconds=1))
+    assert await store.already_delivered("acme", "url", ["same"]) == set()
+
+
+async def test_prune_removes_only_ids_older_than_the_bound(store: Store) -> None:
+    """Ids strictly older than ``prune_before`` go; the bound itself, newer ids and other streams stay."""
+    await commit(store, delivered=ids("a", 10))
+    await commit(store, delivered=ids("a", 10), category="attachment")
+    await commit(store, prune_before=T0 + timedelta(seconds=4))
+    assert await store.already_delivered("acme", "url", [f"a{i}" for i in range(10)]) == {
+        f"a{i}" for i in range(4, 10)
+    }
+    kept = await store.already_delivered("acme", "attachment", [f"a{i}" for i in range(10)])
+    assert len(kept) == 10
+
+
+async def test_prune_raises_kept_from_and_never_lowers_it(store: Store) -> None:
+    """``position()``'s kept_from is None until a prune, then the newest bound applied; an older bound leaves it."""
+    await commit(store, cursor=T0, delivered=ids("a", 10))
+    assert await store.position("acme", "url") == (T0, None)
+    await commit(store, prune_before=T0 + timedelta(seconds=4))
+    assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=4)).timestamp())
+    await commit(store, prune_before=T0 + timedelta(seconds=2))
+    assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=4)).timestamp())
+    assert await store.already_delivered("acme", "url", ["a3", "a4"]) == {"a4"}
+    await commit(store, prune_before=T0 + timedelta(seconds=7))
+    assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=7)).timestamp())
+    assert await store.position("acme", "attachment") == (None, None)
+
+
+async def test_prune_runs_after_the_batch_it_commits_with(store: Store) -> None:
+    """Ids delivered in the same commit are pruned by the same bound when older than it."""
+    await commit(store, delivered=ids("b", 3), prune_before=T0 + timedelta(seconds=2))
+    assert await store.already_delivered("acme", "url", ["b0", "b1", "b2"]) == {"b2"}
+
+
+# --- counters, sink positions, errors ----------------------------------------------------------
+
+
+async def test_counters_add_up(store: Store) -> None:
+    """Counters accumulate across commits; a zero count creates no counter."""
+    await commit(store, counts={"fetched": 5, "alerts": 2, "dead_lettered": 0})
+    await commit(store, counts={"fetched": 3, "dropped: url scanResult clean": 1})
+    await commit(store, counts={"alerts": 4})
+    assert await counters(store) == {
+        ("acme", "url"): {"alerts": 6, "fetched": 8, "dropped: url scanResult clean": 1}
+    }
+
+
+async def test_sink_positions_are_set_and_replaced(store: Store) -> None:
+    """A sink's position is its latest value, committed with a batch or set on its own; unknown sinks have none."""
+    assert await store.sink_position("jsonl:a") is None
+    await commit(store, positions={"jsonl:a": "100", "jsonl:b": "7"})
+    await commit(store, positions={"jsonl:a": "250"})
+    assert (await store.sink_position("jsonl:a"), await store.sink_position("jsonl:b")) == (
+        "250",
+        "7",
+    )
+    await store.set_sink_positions({"jsonl:b": "8", "jsonl:c": "0"})
+    assert [await store.sink_position(n) for n in ("jsonl:a", "jsonl:b", "jsonl:c")] == [
+        "250",
+        "8",
+        "0",
+    ]
+
+
+async def test_record_error_is_shown_until_the_next_success(store: Store) -> None:
+    """The last error is kept (capped at 2 000 characters) and cleared by the next successful commit."""
+    await store.record_error("acme", "url", "x" * 5000, T0.timestamp())
+    [stream] = await store.streams()
+    assert (stream.cursor, stream.last_success) == (None, None)
+    assert stream.last_error == "x" * 2000
+    assert stream.last_error_at == T0
+    await store.record_error("acme", "url", "later", T0.timestamp() + 1)
+    [stream] = await store.streams()
+    assert (stream.last_error, stream.last_error_at) == ("later", T0 + timedelta(seconds=1))
+    await commit(store, cursor=T0)  # no success_at: not a completed poll, the error stays
+    assert (await store.streams())[0].last_error == "later"
+    await commit(store, success_at=T0.timestamp() + 2)
+    [stream] = await store.streams()
+    assert (stream.last_error, stream.last_error_at) == (None, None)
+    assert (stream.cursor, stream.last_success) == (T0, T0 + timedelta(seconds=2))

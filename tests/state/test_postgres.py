@@ -1,0 +1,251 @@
+"""What only the PostgreSQL store has: tables in its schema, dead letters kept in the commit, a
+lost connection, workers opening it together, a password in its URL. (What it shares with the
+SQLite store: ``test_conformance.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from psycopg import sql
+
+from mimecast_connector._errors import StateError, StateUnavailableError
+from mimecast_connector.state import Commit
+from mimecast_connector.state._postgres import SCHEMA_VERSION, PostgresStore
+from tests.pg import admin, fresh_schema, schema_of, tables_in
+
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+TABLES = {
+    "mimecast_meta",
+    "mimecast_streams",
+    "mimecast_delivered",
+    "mimecast_counters",
+    "mimecast_sinks",
+    "mimecast_dead_letters",
+}
+PASSWORD = "s3cr3t-pw"
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    """The URL of a fresh, empty schema (dropped afterwards)."""
+    async with fresh_schema() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[PostgresStore]:
+    opened = await PostgresStore.open(url)
+    yield opened
+    await opened.aclose()
+
+
+def raising_after(items: list[tuple[str, float]], n: int) -> Iterator[tuple[str, float]]:
+    """The first ``n`` of ``items``, then a failure: a commit that breaks midway."""
+    yield from items[:n]
+    raise RuntimeError("the sink ack was lost halfway")
+
+
+async def test_the_tables_are_made_in_the_urls_schema(store: PostgresStore, url: str) -> None:
+    """Opening creates every table in the schema first on the URL's search_path, with schema version 2."""
+    schema = schema_of(url)
+    assert await tables_in(schema) == TABLES
+    async with await admin() as conn:
+        query = sql.SQL("SELECT key, value FROM {}.mimecast_meta ORDER BY key")
+        rows = await (await conn.execute(query.format(sql.Identifier(schema)))).fetchall()
+    meta = {str(key): str(value) for key, value in rows}
+    assert sorted(meta) == ["created_at", "schema_version"]
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+
+
+# --- dead letters ------------------------------------------------------------------------------
+
+
+async def test_dead_letters_are_kept_with_their_commit(store: PostgresStore) -> None:
+    """The store keeps dead letters: a commit's lines are read back, in order, with their stream."""
+    assert PostgresStore.keeps_dead_letters is True
+    assert store.keeps_dead_letters is True
+    assert await store.dead_letters() == []
+    await store.commit_group(
+        [Commit("acme", "url", T0, [("a", T0.timestamp())], {"dead_lettered": 2}, dead=[b"line1", b"line2"])],
+        {},
+    )  # fmt: skip
+    await store.commit_group(
+        [Commit("globex", "attachment", None, [], {}, dead=[b"\x00\xffraw"])], {}
+    )
+    assert await store.dead_letters() == [
+        ("acme", "url", b"line1"),
+        ("acme", "url", b"line2"),
+        ("globex", "attachment", b"\x00\xffraw"),
+    ]
+    assert await store.cursor("acme", "url") == T0
+
+
+async def test_a_commit_that_fails_midway_keeps_none_of_its_dead_letters(
+    store: PostgresStore,
+) -> None:
+    """Dead letters are in the commit's transaction: a failure, in their own share or a later one, keeps none."""
+    await store.commit_group([Commit("acme", "url", T0, [], {}, dead=[b"kept"])], {})
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group(
+            [Commit("acme", "url", T0, raising_after([("a", 1.0), ("b", 2.0)], 1), {}, dead=[b"lost1"])],
+            {},
+        )  # fmt: skip
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group(
+            [
+                Commit("acme", "url", T0, [], {}, dead=[b"lost2", b"lost3"]),
+                Commit("globex", "url", T0, raising_after([("c", 1.0), ("d", 2.0)], 1), {}),
+            ],
+            {},
+        )
+    assert await store.dead_letters() == [("acme", "url", b"kept")]
+
+
+# --- a lost connection -------------------------------------------------------------------------
+
+
+async def test_a_lost_connection_is_retryable_and_the_next_call_reconnects(url: str) -> None:
+    """With its backends terminated, a read and a commit each raise StateUnavailableError once; the next call reconnects, nothing committed lost."""
+    name = schema_of(url)  # the store's own connections, and only those, carry it
+    store = await PostgresStore.open(f"{url}&application_name={name}")
+    try:
+        await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {"alerts": 1})], {})
+        assert await store.cursor("acme", "url") == T0  # the reader is connected too
+
+        async def terminate() -> int:
+            async with await admin() as conn:
+                rows = await (
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE datname = 'test' AND application_name = %s "
+                        "AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
+                ).fetchall()
+            assert all(done for (done,) in rows)
+            return len(rows)
+
+        assert await terminate() == 2  # the writer and the reader
+        with pytest.raises(StateUnavailableError) as caught:
+            await store.cursor("acme", "url")
+        assert caught.value.retryable is True
+        assert caught.value.fault == "upstream"
+        assert "retried from its last commit" in str(caught.value)
+        assert await store.cursor("acme", "url") == T0
+        with pytest.raises(StateUnavailableError):
+            await store.commit_group([Commit("acme", "url", T0, [("b", 2.0)], {"alerts": 1})], {})
+        await store.commit_group([Commit("acme", "url", T0, [("c", 3.0)], {"alerts": 1})], {})
+
+        assert await terminate() == 2
+        with pytest.raises(StateUnavailableError):
+            await store.record_error("acme", "url", "poll failed", T0.timestamp())
+        await store.record_error("acme", "url", "poll failed", T0.timestamp())
+        [stream] = await store.streams()
+        assert (stream.cursor, dict(stream.counters)) == (T0, {"alerts": 2})
+        assert stream.last_error == "poll failed"
+        assert await store.already_delivered("acme", "url", ["a", "b", "c"]) == {"a", "c"}
+    finally:
+        await store.aclose()
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+async def test_opening_without_create_on_an_empty_schema_says_to_run_first(url: str) -> None:
+    """``create=False`` on a schema without the tables is a StateError, and creates nothing."""
+    with pytest.raises(StateError, match="run the connector first"):
+        await PostgresStore.open(url, create=False)
+    assert await tables_in(schema_of(url)) == set()
+
+
+async def test_opening_without_create_reads_an_existing_store(url: str) -> None:
+    """``create=False`` (``status``) opens a store the connector made, and reads what it holds."""
+    first = await PostgresStore.open(url)
+    await first.commit_group([Commit("acme", "url", T0, [], {})], {})
+    await first.aclose()
+    reader = await PostgresStore.open(url, create=False)
+    try:
+        assert await reader.cursor("acme", "url") == T0
+    finally:
+        await reader.aclose()
+
+
+@pytest.mark.parametrize("version", ["1", "3", "banana"])
+async def test_another_schema_version_is_refused(url: str, version: str) -> None:
+    """A ``schema_version`` other than 2 in mimecast_meta is a StateError naming it, and is left as it was."""
+    first = await PostgresStore.open(url)
+    await first.aclose()
+    schema = sql.Identifier(schema_of(url))
+    async with await admin() as conn:
+        await conn.execute(
+            sql.SQL("UPDATE {}.mimecast_meta SET value = %s WHERE key = 'schema_version'").format(
+                schema
+            ),
+            (version,),
+        )
+    for create in (True, False):
+        with pytest.raises(StateError) as caught:
+            await PostgresStore.open(url, create=create)
+        assert f"schema version {version}," in str(caught.value)
+        assert "use the matching release" in str(caught.value)
+    async with await admin() as conn:
+        row = await (
+            await conn.execute(
+                sql.SQL("SELECT value FROM {}.mimecast_meta WHERE key = 'schema_version'").format(
+                    schema
+                )
+            )
+        ).fetchone()
+    assert row == (version,)
+
+
+async def test_two_stores_opening_a_fresh_schema_together_both_succeed(url: str) -> None:
+    """Workers starting at once on an empty schema both open it (the advisory lock serialises table creation)."""
+    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
+    try:
+        await stores[0].commit_group([Commit("acme", "url", T0, [], {})], {})
+        assert [await s.cursor("acme", "url") for s in stores] == [T0] * 4
+    finally:
+        for store in stores:
+            await store.aclose()
+    assert await tables_in(schema_of(url)) == TABLES
+
+
+# --- the password ------------------------------------------------------------------------------
+
+
+async def test_the_password_is_not_shown_by_repr(url: str) -> None:
+    """An open store's repr names the server, user and database, never the URL's password."""
+    with_password = url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    assert PASSWORD in with_password
+    store = await PostgresStore.open(with_password)
+    try:
+        assert repr(store) == "PostgresStore('postgresql://postgres@127.0.0.1:5432/test')"
+        assert PASSWORD not in repr(store)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test",
+        f"postgresql://postgres@127.0.0.1:1/test?password={PASSWORD}",
+    ],
+    ids=["in-userinfo", "in-query"],
+)
+async def test_the_password_is_not_shown_when_connecting_fails(bad_url: str) -> None:
+    """A connection refused is a StateError naming the server, without the password (in the URL or its query)."""
+    with pytest.raises(StateError) as caught:
+        await PostgresStore.open(bad_url, connect_timeout=2)
+    assert not isinstance(caught.value, StateUnavailableError)
+    message = str(caught.value)
+    assert "postgresql://postgres@127.0.0.1:1/test" in message
+    assert "Connection refused" in message
+    assert PASSWORD not in message
+    assert PASSWORD not in repr(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__ is True
