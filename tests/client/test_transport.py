@@ -684,3 +684,113 @@ async def test_a_cookie_set_for_one_tenant_never_reaches_another_on_the_shared_c
         assert len(first.cookies.jar) == 0
     finally:
         await pool.aclose()
+
+
+# --- the client's direct path (Http11Transport.post) ------------------------------------------
+
+
+async def post(
+    transport: Http11Transport, server: Server, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    status, answer, body = await transport.post(
+        b"http", "127.0.0.1", server.port, b"/api/x?y=1", headers, b"0123456789", {"read": 5.0}
+    )
+    return status, dict(answer), b"".join([part async for part in body])
+
+
+async def test_post_sends_its_head_as_given_and_keeps_the_connection(
+    transport: Http11Transport,
+) -> None:
+    """post(): request line, given headers and Content-Length as sent; status, headers and body read back; two posts share one connection."""
+    async with Server(answering(ok(b"answer", b"X-Reply: 1\r\n"))) as server:
+        for _ in range(2):
+            status, headers, body = await post(transport, server, [(b"Host", b"h.example")])
+            assert (status, headers[b"X-Reply"], body) == (200, b"1", b"answer")
+    head, _, sent = server.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /api/x?y=1 HTTP/1.1"
+    assert lines[1:] == [b"Host: h.example", b"Content-Length: 10"]
+    assert sent == b"0123456789"
+    assert server.connections == 1
+
+
+async def test_post_refuses_a_header_with_a_line_break(transport: Http11Transport) -> None:
+    """A header value with CR or LF (a hostile token, say) is refused before anything is sent."""
+    async with Server(answering(ok())) as server:
+        with pytest.raises(httpx.LocalProtocolError):
+            await post(transport, server, [(b"Authorization", b"Bearer x\r\nX-Evil: 1")])
+    assert server.requests == []
+
+
+async def test_post_on_a_connection_closed_while_idle_is_retried_once() -> None:
+    """post() meets a stale idle connection like any request: once more on a fresh one."""
+
+    async def one_then_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(ok())
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+    transport = Http11Transport()
+    try:
+        async with Server(one_then_close) as server:
+            for _ in range(3):
+                assert (await post(transport, server, [(b"Host", b"h")]))[2] == b"hello"
+                await asyncio.sleep(0.1)
+    finally:
+        await transport.aclose()
+    assert server.connections == 3
+
+
+def hmac_auth() -> HmacSigner:
+    return HmacSigner(
+        app_id="app",
+        app_key=SecretStr("app-key-value"),
+        access_key=SecretStr("access-key-value"),
+        secret_key=SecretStr("c2VjcmV0LWtleS1ieXRlcw=="),
+    )
+
+
+async def test_the_client_posts_directly_with_host_agent_and_no_compression_asked() -> None:
+    """MimecastClient on a shared pool without a test transport: its request carries Host, our User-Agent and Accept-Encoding identity, and the page is read."""
+    page = b'{"meta": {"status": 200}, "data": [], "fail": []}'
+    pool = HttpPool()
+    try:
+        async with Server(answering(ok(page, b"Content-Type: application/json\r\n"))) as server:
+            client = MimecastClient(
+                tenant="acme",
+                base_url=f"http://127.0.0.1:{server.port}",
+                auth=hmac_auth(),
+                http=pool,
+            )
+            await client.check()
+    finally:
+        await pool.aclose()
+    head = server.requests[0].partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert f"host: 127.0.0.1:{server.port}".encode() in head
+    assert b"user-agent: mimecast-connector" in head
+    assert b"accept-encoding: identity" in head
+    assert not any(line.startswith(b"cookie") for line in head)
+
+
+async def test_a_compressed_answer_nobody_asked_for_is_an_upstream_format_error() -> None:
+    """A server that gzips although identity was asked: UpstreamFormatError naming the encoding, not a garbled page."""
+    from mimecast_connector._errors import UpstreamFormatError
+
+    packed = gzip.compress(b'{"meta": {"status": 200}, "data": [], "fail": []}')
+    pool = HttpPool()
+    try:
+        async with Server(answering(ok(packed, b"Content-Encoding: gzip\r\n"))) as server:
+            client = MimecastClient(
+                tenant="acme",
+                base_url=f"http://127.0.0.1:{server.port}",
+                auth=hmac_auth(),
+                http=pool,
+                options=ClientOptions(retry=RetryPolicy(initial=0.01, maximum=0.01, attempts=2)),
+            )
+            with pytest.raises(UpstreamFormatError, match=r"compressed.*gzip"):
+                await client.check()
+    finally:
+        await pool.aclose()

@@ -39,11 +39,9 @@ def _no_cookies() -> CookieJar:
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
-def _new_client(
-    transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout, connections: int
-) -> httpx.AsyncClient:
+def _new_client(transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=Http11Transport(max_connections=connections) if transport is None else transport,
+        transport=transport,
         # Shared by every tenant on the host: a cookie one tenant's answer sets (a load
         # balancer's affinity cookie, say) must never travel with another tenant's request.
         cookies=_no_cookies(),
@@ -70,7 +68,11 @@ class HttpPool:
         self.max_in_flight = max_in_flight
         self.slots = asyncio.Semaphore(max_in_flight)
         self._timeout = timeout or httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
-        self._clients: dict[tuple[str, int], tuple[httpx.AsyncClient, object]] = {}
+        # (client, the test transport it was given or None, our transport when none was)
+        self._clients: dict[
+            tuple[str, int],
+            tuple[httpx.AsyncClient, object, Http11Transport | None],
+        ] = {}
 
     def __repr__(self) -> str:
         return f"HttpPool(hosts={len(self._clients)}, max_in_flight={self.max_in_flight})"
@@ -78,14 +80,31 @@ class HttpPool:
     def client(
         self, base_url: str, transport: httpx.AsyncBaseTransport | None = None
     ) -> httpx.AsyncClient:
+        return self._entry(base_url, transport)[0]
+
+    def direct(
+        self, base_url: str, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Http11Transport | None:
+        """The :class:`Http11Transport` of that host's client, for requests made without
+        httpx's request and response objects (``Http11Transport.post``); None when a test
+        transport was given (those requests go through httpx as usual)."""
+        return self._entry(base_url, transport)[2]
+
+    def _entry(
+        self, base_url: str, transport: httpx.AsyncBaseTransport | None
+    ) -> tuple[httpx.AsyncClient, object, Http11Transport | None]:
         parts = urlsplit(base_url)
         key = (f"{parts.scheme}://{parts.netloc}".lower(), id(transport))
         found = self._clients.get(key)
         if found is None:
             # The transport is kept beside its client, so its id cannot be reused meanwhile.
-            found = (_new_client(transport, self._timeout, self.max_in_flight), transport)
+            if transport is None:
+                own = Http11Transport(max_connections=self.max_in_flight)
+                found = (_new_client(own, self._timeout), None, own)
+            else:
+                found = (_new_client(transport, self._timeout), transport, None)
             self._clients[key] = found
-        return found[0]
+        return found
 
     @property
     def clients(self) -> int:
@@ -93,5 +112,5 @@ class HttpPool:
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
-        for client, _ in clients.values():
+        for client, _, _ in clients.values():
             await client.aclose()

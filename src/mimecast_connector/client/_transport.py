@@ -32,7 +32,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Final
 
 import certifi
@@ -148,13 +148,17 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     def _origin(self, url: httpx.URL) -> _Origin:
         scheme = url.raw_scheme
-        port = url.port or (443 if scheme == b"https" else 80)
-        key = (scheme, url.host, port)
+        return self._origin_of(scheme, url.host, url.port or (443 if scheme == b"https" else 80))
+
+    def _origin_of(self, scheme: bytes, host: str, port: int) -> _Origin:
+        key = (scheme, host, port)
         origin = self._origins.get(key)
         if origin is None:
             if scheme not in (b"http", b"https"):
-                raise httpx.UnsupportedProtocol(f"the URL scheme must be http or https: {url}")
-            origin = _Origin(url.host, port, scheme == b"https", self._max_connections)
+                raise httpx.UnsupportedProtocol(
+                    f"the URL scheme must be http or https, not {scheme.decode(errors='replace')}"
+                )
+            origin = _Origin(host, port, scheme == b"https", self._max_connections)
             self._origins[key] = origin
         return origin
 
@@ -209,10 +213,77 @@ class Http11Transport(httpx.AsyncBaseTransport):
     # --- one exchange --------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        head, chunked = _head(
+            request.method.encode("ascii"), request.url.raw_path, request.headers.raw
+        )
+        stream = request.stream
+        # A body of bytes (ByteStream) is sent whole and may be sent again on a fresh
+        # connection; a streamed one is sent as it comes, once.
+        body: bytes | httpx.AsyncByteStream
+        if isinstance(stream, httpx.ByteStream):
+            body = b"".join(stream)
+        elif isinstance(stream, httpx.AsyncByteStream):
+            body = stream
+        else:
+            raise RuntimeError("an async transport needs an async request body")
+        status, reason, headers, answer = await self._roundtrip(
+            self._origin(request.url),
+            head,
+            body,
+            chunked=chunked,
+            no_body=request.method == "HEAD",
+            close=_connection_close(request.headers.raw, False),
+            timeouts=request.extensions.get("timeout", {}),
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=answer,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+    async def post(
+        self,
+        scheme: bytes,
+        host: str,
+        port: int,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: Mapping[str, float | None],
+    ) -> tuple[int, list[tuple[bytes, bytes]], _Body]:
+        """POST ``body`` to ``target`` (path and query) on that origin, without building httpx
+        request and response objects (the client's hot path: one per page): the status, the
+        response headers and the body, to be read (``async for``) and then closed
+        (``aclose``). ``headers`` must include ``Host``; ``Content-Length`` is added. The
+        bounds, timeouts and the retry on a stale idle connection are those of every request."""
+        head, chunked = _head(b"POST", target, [*headers, (b"Content-Length", b"%d" % len(body))])
+        status, _, answer_headers, answer = await self._roundtrip(
+            self._origin_of(scheme, host, port),
+            head,
+            body,
+            chunked=chunked,
+            no_body=False,
+            close=_connection_close(headers, False),
+            timeouts=timeouts,
+        )
+        return status, answer_headers, answer
+
+    async def _roundtrip(
+        self,
+        origin: _Origin,
+        head: bytes,
+        body: bytes | httpx.AsyncByteStream,
+        *,
+        chunked: bool,
+        no_body: bool,
+        close: bool,
+        timeouts: Mapping[str, float | None],
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], _Body]:
+        """One exchange on a connection of ``origin``: its slot, an idle or new connection, the
+        request sent, the final head read; the body left to read from the returned ``_Body``."""
         if self._closed:
             raise RuntimeError("the transport is closed: make a new one")
-        timeouts = request.extensions.get("timeout", {})
-        origin = self._origin(request.url)
         try:
             async with asyncio.timeout(timeouts.get("pool")):
                 await origin.slots.acquire()
@@ -229,40 +300,40 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 connection = await self._connect(origin, timeouts.get("connect"))
             try:
                 status, reason, headers, http10 = await self._exchange(
-                    connection, request, timeouts
+                    connection, head, body, chunked, timeouts
                 )
             except _NoAnswer as failed:
                 self._discard(connection)
                 connection = None
-                if not reused or not isinstance(request.stream, httpx.ByteStream):
+                if not reused or not isinstance(body, bytes):
                     raise failed.error from failed.__cause__
                 # The server closed the idle connection meanwhile: once more on a fresh one.
                 connection = await self._connect(origin, timeouts.get("connect"))
                 try:
                     status, reason, headers, http10 = await self._exchange(
-                        connection, request, timeouts
+                        connection, head, body, chunked, timeouts
                     )
                 except _NoAnswer as again:
                     raise again.error from again.__cause__
-            framing = _framing(request, status, headers, http10)
-            body = _Body(self, connection, framing, timeouts.get("read"))
+            framing = _framing(no_body, close, status, headers, http10)
+            answer = _Body(self, connection, framing, timeouts.get("read"))
         except BaseException:
             if connection is not None:
                 self._discard(connection)
             origin.slots.release()
             raise
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=body,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+        return status, reason, headers, answer
 
     async def _exchange(
-        self, connection: _Connection, request: httpx.Request, timeouts: dict[str, float | None]
+        self,
+        connection: _Connection,
+        head: bytes,
+        body: bytes | httpx.AsyncByteStream,
+        chunked: bool,
+        timeouts: Mapping[str, float | None],
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bool]:
         """Send the request and read the final head: status, reason, headers, HTTP/1.0."""
-        await self._send(connection, request, timeouts.get("write"))
+        await self._send(connection, head, body, chunked, timeouts.get("write"))
         read_timeout = timeouts.get("read")
         reader = connection.reader
         for informational in range(MAX_INFORMATIONAL + 1):
@@ -302,30 +373,23 @@ class Http11Transport(httpx.AsyncBaseTransport):
         raise httpx.RemoteProtocolError(f"more than {MAX_INFORMATIONAL} 1xx responses")
 
     async def _send(
-        self, connection: _Connection, request: httpx.Request, limit: float | None
+        self,
+        connection: _Connection,
+        head: bytes,
+        body: bytes | httpx.AsyncByteStream,
+        chunked: bool,
+        limit: float | None,
     ) -> None:
-        lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
-        chunked = False
-        for name, value in request.headers.raw:
-            if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-                raise httpx.LocalProtocolError("a request header contains a line break")
-            if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked = True
-            lines.append(b"%s: %s\r\n" % (name, value))
-        lines.append(b"\r\n")
         writer = connection.writer
         try:
             async with asyncio.timeout(limit):
-                stream = request.stream
-                if isinstance(stream, httpx.ByteStream):
-                    body = b"".join(stream)  # ByteStream holds bytes; cheap and replayable
+                if isinstance(body, bytes):
                     if chunked:  # httpx frames bytes by Content-Length; a caller may not
                         body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-                    lines.append(body)
-                    writer.write(b"".join(lines))
+                    writer.write(head + body)
                 else:
-                    writer.write(b"".join(lines))
-                    async for part in stream:  # type: ignore[union-attr]
+                    writer.write(head)
+                    async for part in body:
                         if chunked:
                             if part:
                                 writer.write(b"%x\r\n%s\r\n" % (len(part), part))
@@ -373,6 +437,23 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 pass  # closing anyway; the peer's manners do not matter now
 
 
+def _head(
+    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> tuple[bytes, bool]:
+    """The request line and headers, and whether the body is chunked. A line break in a name
+    or a value (a token from a hostile answer, say) would split the head: refused."""
+    lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+    chunked = False
+    for name, value in headers:
+        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
+            raise httpx.LocalProtocolError("a request header contains a line break")
+        if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
+            chunked = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    return b"".join(lines), chunked
+
+
 def _header(line: bytes) -> tuple[bytes, bytes]:
     name, colon, value = line.partition(b":")
     if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
@@ -393,13 +474,12 @@ def _connection_close(headers: Sequence[tuple[bytes, bytes]], http10: bool) -> b
 
 
 def _framing(
-    request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]], http10: bool
+    no_body: bool, close: bool, status: int, headers: list[tuple[bytes, bytes]], http10: bool
 ) -> tuple[int | None, bool, bool]:
-    """How the body ends: (Content-Length or None, chunked, connection reusable after it)."""
-    keep = not _connection_close(headers, http10) and not _connection_close(
-        request.headers.raw, False
-    )
-    if request.method == "HEAD" or status in _NO_BODY_STATUS:
+    """How the body ends: (Content-Length or None, chunked, connection reusable after it).
+    ``no_body``: the request was HEAD; ``close``: the request said ``Connection: close``."""
+    keep = not close and not _connection_close(headers, http10)
+    if no_body or status in _NO_BODY_STATUS:
         return 0, False, keep
     encodings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
     if encodings:
