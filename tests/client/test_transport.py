@@ -289,17 +289,19 @@ async def test_100_continue_is_skipped_and_head_and_204_have_no_body(
 # --- the retry-once path ---------------------------------------------------------------------
 
 
+async def one_then_close(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+) -> None:
+    """Answer one request, then drop the connection while the client holds it idle (after
+    promising keep-alive)."""
+    await server.read_request(reader)
+    writer.write(ok())
+    await writer.drain()
+    await asyncio.sleep(0.05)
+
+
 async def test_a_connection_the_server_closed_while_idle_is_retried_once_on_a_fresh_one() -> None:
     """The server closes each connection after one answer: the stale idle one is skipped, every request succeeds."""
-
-    async def one_then_close(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(ok())
-        await writer.drain()
-        # Keep-alive promised, then the connection is dropped while the client holds it idle.
-        await asyncio.sleep(0.05)
 
     transport = Http11Transport()
     try:
@@ -724,14 +726,6 @@ async def test_post_refuses_a_header_with_a_line_break(transport: Http11Transpor
 
 async def test_post_on_a_connection_closed_while_idle_is_retried_once() -> None:
     """post() meets a stale idle connection like any request: once more on a fresh one."""
-
-    async def one_then_close(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(ok())
-        await writer.drain()
-        await asyncio.sleep(0.05)
 
     transport = Http11Transport()
     try:

@@ -9,13 +9,10 @@ the configuration refuses what a fleet cannot do.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +24,7 @@ from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner, StreamResult
 from mimecast_connector.runner._fleet import TAKEOVER, Fleet
-from tests.e2e.conftest import COUNTS, NOW, START, World
+from tests.e2e.conftest import COUNTS, NOW, START, World, load_script
 from tests.pg import fresh_schema
 
 
@@ -72,6 +69,22 @@ class Watched(Runner):
             return await super().poll(tenant, category)
         finally:
             self._active[key] -= 1
+
+
+def small_config(tmp: Path, state_line: str, *, sink: str) -> Path:
+    """A one-tenant configuration with ``state_line`` and a jsonl or a webhook sink."""
+    sinks = {
+        "jsonl": '[[sinks]]\ntype = "jsonl"\npath = "alerts.jsonl"\n',
+        "webhook": '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
+    }
+    path = tmp / "config.toml"
+    path.write_text(
+        state_line
+        + '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
+        + sinks[sink],
+        "utf-8",
+    )
+    return path
 
 
 def fleet_config(world: World, state: str, tenants: int = 3) -> Path:
@@ -146,21 +159,9 @@ async def test_two_workers_never_poll_one_stream_at_once_and_deliver_each_alert_
     assert all(r.died is None and r.halted is None for r in runners)
 
 
-def load_fleet_soak() -> ModuleType:
-    scripts = Path(__file__).resolve().parents[2] / "scripts"
-    sys.path.insert(0, str(scripts))
-    spec = importlib.util.spec_from_file_location("fleet_soak", scripts / "fleet_soak.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fleet_soak"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_killed_workers_lose_nothing_and_their_polls_are_taken_over() -> None:
     """Three worker processes, SIGKILLs mid-run: every reference alert reaches the webhook, nothing else does, polls the killed held are taken over within TAKEOVER seconds, the rest exit 0."""
-    soak = load_fleet_soak()
+    soak = load_script("fleet_soak")
     report = soak.fleet_soak(
         workers=3, tenants=4, seconds=35, kill_every=4.0, seed=11, records=300, say=False
     )
@@ -176,12 +177,8 @@ def test_killed_workers_lose_nothing_and_their_polls_are_taken_over() -> None:
 
 def test_a_fleet_refuses_jsonl_sinks(tmp_path: Path) -> None:
     """With a PostgreSQL state, a jsonl sink (a file local to one worker) is refused at load, naming the sink and what to use instead."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n'
-        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
-        '[[sinks]]\ntype = "jsonl"\npath = "alerts.jsonl"\n',
-        "utf-8",
+    path = small_config(
+        tmp_path, 'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n', sink="jsonl"
     )
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
@@ -193,12 +190,8 @@ def test_a_fleet_refuses_jsonl_sinks(tmp_path: Path) -> None:
 
 def test_the_state_url_is_a_secret(tmp_path: Path) -> None:
     """A PostgreSQL URL's password is redacted from everything (it is in the secrets) and never shown by the config's state."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        'state = "postgresql://mc:pa55-w0rd-xyz@127.0.0.1:5432/test"\n\n'
-        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
-        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
-        "utf-8",
+    path = small_config(
+        tmp_path, 'state = "postgresql://mc:pa55-w0rd-xyz@127.0.0.1:5432/test"\n\n', sink="webhook"
     )
     config = load_config(path, {})
     assert config.fleet
@@ -217,13 +210,7 @@ def test_the_state_url_is_a_secret(tmp_path: Path) -> None:
 )
 def test_a_broken_state_url_is_named(tmp_path: Path, url: str, problem: str) -> None:
     """A PostgreSQL URL without a database, with a bad port or with spaces is a config error on `state`."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f'state = "{url}"\n\n'
-        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
-        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
-        "utf-8",
-    )
+    path = small_config(tmp_path, f'state = "{url}"\n\n', sink="webhook")
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
     [(key, message)] = caught.value.problems
@@ -233,12 +220,8 @@ def test_a_broken_state_url_is_named(tmp_path: Path, url: str, problem: str) -> 
 
 def test_run_once_is_refused_in_a_fleet(tmp_path: Path) -> None:
     """`run --once` with a PostgreSQL state exits 2 and says to run the workers without it."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n'
-        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret"\n\n'
-        '[[sinks]]\ntype = "webhook"\nurl = "https://siem.example/in"\n',
-        "utf-8",
+    path = small_config(
+        tmp_path, 'state = "postgresql://postgres@127.0.0.1:5432/test"\n\n', sink="webhook"
     )
     result = CliRunner().invoke(main, ["run", "--once", "--config", str(path)])
     assert result.exit_code == 2
