@@ -179,7 +179,7 @@ async def _run(
         await runner.start()
     except ConnectorError as exc:
         await runner.aclose()
-        _fail(str(exc))
+        _fail(redact(str(exc), config.secrets()))
     except Exception as exc:  # a local resource, or a bug: say so, never a traceback
         await runner.aclose()
         _fail(redact(f"could not start: {InternalError(exc)}", config.secrets()), status=1)
@@ -274,8 +274,12 @@ async def serve(
             from mimecast_connector.runner._fleet import Fleet  # lazy: procrastinate, psycopg
 
             _err.print(
-                f"fleet worker: sharing {len(runner.streams())} stream(s) with every worker on "
-                f"{visible(str(runner.config.state))}; Ctrl-C to stop"
+                Text.assemble(
+                    f"fleet worker: sharing {len(runner.streams())} stream(s) with every "
+                    "worker on ",
+                    shown(str(runner.config.state)),
+                    "; Ctrl-C to stop",
+                )
             )
             await Fleet(runner, runner.config.state.url.get_secret_value()).run(stop)
         else:

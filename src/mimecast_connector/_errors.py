@@ -12,7 +12,8 @@ Two questions decide what happens to a failure, so every error answers both:
     ConnectorError                         fault / retryable
     ├── ConfigError                        config / no     the settings file or a secret
     ├── StateError                         config / no     the state database: damaged, locked, newer
-    │   └── StateUnavailableError          upstream / yes  the PostgreSQL server did not answer
+    │   ├── StateUnavailableError          upstream / yes  the PostgreSQL server did not answer
+    │   └── LeaseLostError                 ours / yes      a fleet poll was taken over meanwhile
     ├── InternalError                      ours / yes      anything else, so no stream dies silently
     ├── SinkError                          (carries the sink's name)
     │   ├── SinkUnavailableError           upstream / yes  down, slow, 5xx, 408, 429
@@ -73,6 +74,23 @@ class StateUnavailableError(StateError):
 
     fault: Fault = "upstream"
     retryable = True
+
+
+class LeaseLostError(StateError):
+    """Another poll of the stream took its lease (this worker was presumed dead: it sent no
+    heartbeat for too long); this poll stops without delivering or committing more, and the
+    other one goes on. Nothing is lost: what this poll did not commit, the other reads."""
+
+    fault: Fault = "ours"
+    retryable = True
+
+    def __init__(self, tenant: str, category: str) -> None:
+        self.tenant, self.category = tenant, category
+        super().__init__(
+            f"{tenant} / {category}: another worker took this stream over (this one sent no "
+            "heartbeat for too long: a stall, a pause or a cut network); this poll stops "
+            "without committing, the other goes on from the last commit"
+        )
 
 
 class SinkError(ConnectorError):

@@ -60,13 +60,15 @@ class Watched(Runner):
         super().__init__(config, sinks=[self.recorder])
         self._active, self._most = active, most
 
-    async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
+    async def poll(
+        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+    ) -> StreamResult:
         key = f"{tenant.name}/{category.value}"
         self._active[key] += 1
         self._most[key] = max(self._most[key], self._active[key])
         try:
             await asyncio.sleep(0.05)
-            return await super().poll(tenant, category)
+            return await super().poll(tenant, category, lease=lease)
         finally:
             self._active[key] -= 1
 
@@ -226,3 +228,65 @@ def test_run_once_is_refused_in_a_fleet(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--once", "--config", str(path)])
     assert result.exit_code == 2
     assert "without --once" in result.output
+
+
+async def test_a_poll_that_lost_its_lease_delivers_and_commits_nothing(world: World) -> None:
+    """A poll whose lease was superseded (its worker presumed dead and taken over) ends with LeaseLostError, having delivered nothing and moved no cursor; the newest lease's poll delivers."""
+    from mimecast_connector._errors import LeaseLostError
+    from mimecast_connector.state._postgres import PostgresStore
+
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url, tenants=1), {})
+        runner = Watched(config, Counter(), Counter())
+        await runner.start()
+        try:
+            store = runner.store
+            assert isinstance(store, PostgresStore)
+            tenant = config.tenants[0]
+            old = await store.take_lease(tenant.name, "url")
+            new = await store.take_lease(tenant.name, "url")
+            stale = await runner.poll(tenant, Category.URL, lease=old)
+            assert isinstance(stale.error, LeaseLostError)
+            assert runner.recorder.ids == Counter()
+            assert await store.cursor(tenant.name, "url") is None
+            fresh = await runner.poll(tenant, Category.URL, lease=new)
+            assert fresh.error is None
+            assert sum(runner.recorder.ids.values()) == fresh.alerts > 0
+        finally:
+            await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://mc:pw@127.0.0.1/test?password=Pw%zz9secret", "percent-encoding"),
+        ("postgresql://mc:Hunter2@Pr1vatePart@127.0.0.1/test", "%40"),
+        ("POSTGRESQL://mc:TopSecretPw99@127.0.0.1/test", "lowercase"),
+        ("postgresql+psycopg://mc:Secr3tPw@127.0.0.1/test", "neither a file path"),
+        ("postgresql:/mc:Secr3tPw@127.0.0.1/test", "neither a file path"),
+    ],
+)
+def test_a_state_url_libpq_would_misread_is_refused_without_quoting_it(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """URLs whose password libpq would quote in an error, read differently, or not read at all are config errors on `state` that never show the URL."""
+    path = small_config(tmp_path, f'state = "{url}"\n\n', sink="webhook")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    [(key, message)] = caught.value.problems
+    assert key == "state"
+    assert problem in message
+    for secret in ("zz9secret", "Hunter2", "Pr1vatePart", "TopSecretPw99", "Secr3tPw"):
+        assert secret not in str(caught.value)
+
+
+def test_a_password_given_in_the_query_is_a_secret(tmp_path: Path) -> None:
+    """`?password=` counts as the URL's password: it is among the secrets redacted everywhere."""
+    path = small_config(
+        tmp_path,
+        'state = "postgresql://mc@127.0.0.1/test?password=Qu3ry-pw%2Fx"\n\n',
+        sink="webhook",
+    )
+    config = load_config(path, {})
+    assert "Qu3ry-pw/x" in config.secrets()
+    assert "Qu3ry" not in str(config.state)

@@ -249,3 +249,77 @@ async def test_the_password_is_not_shown_when_connecting_fails(bad_url: str) -> 
     assert PASSWORD not in repr(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__ is True
+
+
+# --- leases, reconnects, refusals ---------------------------------------------------------------
+
+
+async def test_a_commit_under_a_stale_lease_is_refused_whole(store: PostgresStore) -> None:
+    """Once a newer lease is taken on a stream, a commit carrying the older one raises LeaseLostError and commits nothing of its group; stale() names that stream."""
+    from mimecast_connector._errors import LeaseLostError
+
+    old = await store.take_lease("acme", "url")
+    new = await store.take_lease("acme", "url")
+    assert new == old + 1
+    assert await store.stale({("acme", "url"): old}) == {("acme", "url")}
+    assert await store.stale({("acme", "url"): new}) == set()
+    with pytest.raises(LeaseLostError):
+        await store.commit_group(
+            [
+                Commit("globex", "url", T0, [("g", 1.0)], {"alerts": 1}),
+                Commit("acme", "url", T0, [("a", 1.0)], {"alerts": 1}, lease=old),
+            ],
+            {},
+        )
+    assert await store.cursor("globex", "url") is None
+    assert await store.already_delivered("acme", "url", ["a"]) == set()
+    await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {}, lease=new)], {})
+    assert await store.cursor("acme", "url") == T0
+
+
+async def test_many_calls_meeting_a_lost_connection_open_one_new_one(url: str) -> None:
+    """64 concurrent reads after the backends were terminated reconnect the reader once: the server sees no more connections than before."""
+    name = schema_of(url) + "_r"
+    store = await PostgresStore.open(f"{url}&application_name={name}")
+
+    async def count() -> int:
+        async with await admin() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+                )
+            ).fetchone()
+        assert row is not None
+        assert isinstance(row[0], int)
+        return row[0]
+
+    try:
+        await store.cursor("acme", "url")
+        before = await count()
+        async with await admin() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            )
+        await asyncio.gather(
+            *(store.cursor("acme", "url") for _ in range(64)), return_exceptions=True
+        )
+        await asyncio.gather(*(store.cursor("acme", "url") for _ in range(64)))
+        assert await count() <= before
+    finally:
+        await store.aclose()
+
+
+async def test_dropped_tables_halt_instead_of_retrying_for_ever(
+    store: PostgresStore, url: str
+) -> None:
+    """A table dropped under the run is a StateError that is not retryable (the run halts), naming what to check."""
+    async with await admin() as conn:
+        await conn.execute(
+            sql.SQL("DROP TABLE {}.mimecast_delivered").format(sql.Identifier(schema_of(url)))
+        )
+    with pytest.raises(StateError) as caught:
+        await store.already_delivered("acme", "url", ["x"])
+    assert not caught.value.retryable
+    assert "tables exist" in str(caught.value)

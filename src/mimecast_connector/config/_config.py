@@ -468,29 +468,59 @@ class PostgresState(_Strict):
         return shown_url(self.url.get_secret_value())
 
     def secrets(self) -> list[str]:
-        """The URL, and the password in it (alone, so that a message quoting only it is
-        redacted too)."""
+        """The URL, and its password as written and as decoded (alone, so that a message
+        quoting only it is redacted too), wherever the URL gives it (user info or query)."""
         url = self.url.get_secret_value()
-        password = urlsplit(url).password
-        return [url, *([password] if password else [])]
+        out = [url]
+        raw = urlsplit(url).password
+        if raw:
+            out.append(raw)
+        decoded = _conninfo(url).get("password")
+        if decoded:
+            out.append(decoded)
+        return list(dict.fromkeys(out))
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _conninfo(url: str) -> dict[str, str]:
+    """libpq's own reading of ``url`` (psycopg imported only for a PostgreSQL state)."""
+    from psycopg.conninfo import conninfo_to_dict  # lazy: psycopg only for PostgreSQL
+
+    return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
 
 
 def _state(value: Any) -> Any:
-    """A PostgreSQL URL becomes :class:`PostgresState`; anything else is a file path."""
-    if isinstance(value, str) and value.lower().startswith(POSTGRES_SCHEMES):
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises on a port that is not a number
-        except ValueError:
-            raise ValueError(
-                "is not a valid PostgreSQL URL (postgresql://user:password@host:5432/database)"
-            ) from None
-        if "\x00" in value or any(c.isspace() for c in value):
-            raise ValueError("a PostgreSQL URL must not contain spaces or NUL characters")
-        if not parts.path.strip("/"):
-            raise ValueError("names no database: postgresql://user:password@host:5432/database")
-        return PostgresState(url=SecretStr(value))
-    return _path_text(value)
+    """A PostgreSQL URL becomes :class:`PostgresState`; anything without a URL scheme is a
+    file path. Messages never quote the URL: it may hold a password."""
+    if not isinstance(value, str) or not _SCHEME.match(value):
+        return _path_text(value)
+    form = "postgresql://user:password@host:5432/database"
+    if not value.startswith(POSTGRES_SCHEMES):
+        raise ValueError(
+            f"is neither a file path nor a PostgreSQL URL: write {form} (the scheme in "
+            "lowercase, nothing added to it), or a path without a scheme"
+        )
+    if "\x00" in value or any(c.isspace() for c in value):
+        raise ValueError("a PostgreSQL URL must not contain spaces or NUL characters")
+    netloc = urlsplit(value).netloc
+    if netloc.count("@") > 1:
+        raise ValueError(
+            "the PostgreSQL URL has more than one '@' before its host: write an '@' in the "
+            "user name or password as %40"
+        )
+    try:
+        _ = urlsplit(value).port  # raises on a port that is not a number
+        parts = _conninfo(value)
+    except Exception:  # libpq's message may quote the password: never passed on
+        raise ValueError(
+            f"is not a valid PostgreSQL URL ({form}): check the port and the "
+            "percent-encoding of the user name, password and options (% must be written %25)"
+        ) from None
+    if not parts.get("dbname"):
+        raise ValueError(f"names no database: {form}")
+    return PostgresState(url=SecretStr(value))
 
 
 class Config(_Strict):

@@ -40,7 +40,7 @@ from datetime import datetime
 
 import structlog
 
-from mimecast_connector._errors import InternalError, SinkRejectedError
+from mimecast_connector._errors import InternalError, LeaseLostError, SinkRejectedError
 from mimecast_connector.runner._chain import Handled, count, select_fresh
 from mimecast_connector.sinks import AppendFile, Sink
 from mimecast_connector.state import Commit, Store
@@ -64,6 +64,8 @@ class Lane:
     tenant: str
     category: str
     failed: BaseException | None = None
+    #: A fleet poll's lease (``PostgresStore.take_lease``); None in a single process.
+    lease: int | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -213,7 +215,8 @@ class Committer:
         if not live:
             return
         try:
-            results = await self._write(live)
+            live = await self._drop_stale(live)
+            results = await self._write(live) if live else []
         except Exception as exc:
             for page in live:
                 page.lane.failed = exc
@@ -224,6 +227,30 @@ class Committer:
         for page, counts in zip(live, results, strict=True):
             if not page.done.done():  # a poll cancelled meanwhile no longer waits for it
                 page.done.set_result(counts)
+
+    async def _drop_stale(self, group: list[_Page]) -> list[_Page]:
+        """A fleet's pages whose poll lost its lease (taken over meanwhile) fail, before any
+        of their alerts is delivered; the rest go on. (The commit checks the leases again, in
+        its transaction, for a takeover between this look and it.)"""
+        leases = {
+            (page.lane.tenant, page.lane.category): page.lane.lease
+            for page in group
+            if page.lane.lease is not None
+        }
+        if not leases:
+            return group
+        stale = await self._store.stale(leases)
+        if not stale:
+            return group
+        kept = []
+        for page in group:
+            key = (page.lane.tenant, page.lane.category)
+            if key in stale:
+                page.lane.failed = page.lane.failed or LeaseLostError(*key)
+                page.done.set_exception(page.lane.failed)
+            else:
+                kept.append(page)
+        return kept
 
     async def _write(self, group: list[_Page]) -> list[dict[str, int]]:
         store = self._store
@@ -275,6 +302,7 @@ class Committer:
                     page.prune_before,
                     page.success_at,
                     () if self._dead is not None else [line for _, line in fresh.dead],
+                    page.lane.lease,
                 )
                 for page, fresh, counts in zip(group, fresh_pages, counted, strict=True)
             ],

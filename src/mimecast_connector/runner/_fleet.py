@@ -2,26 +2,34 @@
 procrastinate, a task queue on the PostgreSQL database that also holds the state.
 
 Why procrastinate (README "A fleet of workers" says more): the state is in PostgreSQL already,
-so a queue in the same database adds no server; it has the three things a fleet needs, each a
-database guarantee rather than a protocol of ours: a **lock** per job (PostgreSQL refuses a
-second running job with the same lock: a unique index), a **queueing lock** (at most one waiting
-job with a given key), and **worker heartbeats** (a worker that stops beating is found by any
-other, and its running jobs retried).
+so a queue in the same database adds no server; it has what a fleet needs as database
+guarantees rather than a protocol of ours: a **lock** per job (PostgreSQL refuses a second
+running job with the same lock: a unique index), a **queueing lock** (at most one waiting job
+with a given key), and **worker heartbeats**.
 
 How the streams are shared:
 
 * **One job is one poll of one stream.** Its lock and queueing lock are the stream's key, so
-  no two workers ever poll one stream at once and each stream has at most one poll waiting.
-  Any worker with a free slot takes the next poll that is due: adding a worker spreads the
-  polls at once, with no restart of the others, and removing one hands them to the rest.
+  each stream has at most one poll running and one waiting. Any worker with a free slot takes
+  the next poll that is due: adding a worker spreads the polls at once, with no restart of the
+  others, and removing one hands them to the rest.
 * **Each poll schedules the next** before it ends: one poll interval later after a success, or
   after the backoff of ``runner._schedule`` (the count of failures in a row travels with the
-  job). A poll cancelled by a stopping worker schedules its next one too.
-* **The sweep** (a procrastinate periodic task, run once per ``SWEEP_EVERY`` seconds by
-  whichever worker takes it) does the rest: polls left running by a worker whose heartbeat
-  stopped ``STALLED_AFTER`` seconds ago (killed, frozen, cut off) are retried by the others,
-  and any configured stream with no poll waiting or running gets one (a new tenant, a chain
-  broken by a crash between two statements). A worker starting does the second part at once.
+  job). A poll cancelled by a stopping worker hands its stream on at once.
+* **Each poll takes a lease** on its stream first (``PostgresStore.take_lease``: a number that
+  only grows). Every page is checked against it before delivery, and every commit in its
+  transaction: a poll whose worker was presumed dead but was only stalled (a paused VM, a
+  frozen loop, a cut network) delivers and commits nothing more once another poll of its
+  stream has started. So even then no two polls of one stream both move its checkpoint.
+* **The sweep** runs in every worker every ``SWEEP_EVERY`` seconds, outside the poll slots (so
+  busy slots cannot delay it), one worker at a time (a PostgreSQL advisory lock). The polls of
+  a worker whose heartbeat stopped ``STALLED_AFTER`` seconds ago (killed, frozen, cut off) are
+  deleted and given to the others as new polls (its own late ``finish`` then finds nothing to
+  delete), and any configured stream with no poll waiting or running gets one (a new tenant, a
+  chain broken by a crash between two statements). A worker starting does the latter at once,
+  in batches, spread over the start-up rate.
+* The procrastinate worker is restarted (backing off) when it ends on its own, a database
+  restart for instance; only an outage of more than ``MAX_RESTARTS`` tries stops the process.
 * A poll of a tenant this worker does not know (removed from its configuration) ends without
   a successor: every worker of a fleet must share one configuration, and a worker that does
   know the tenant gives it a poll back at its next sweep.
@@ -29,9 +37,9 @@ How the streams are shared:
 Takeover: a killed worker's streams are polled again by the others at most ``TAKEOVER``
 seconds after its last heartbeat (stalled after + one sweep + one fetch interval). What it was
 writing when it died is safe either way: a page is delivered, then committed in one
-transaction; the retried poll starts from the last commit and the delivered ids suppress what
-was committed before. A page delivered and not committed is delivered again (at least once,
-as for a single process with a network sink).
+transaction; the new poll starts from the last commit and the delivered ids suppress what was
+committed before. A page delivered and not committed is delivered again (at least once, as for
+a single process with a network sink).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import procrastinate
@@ -46,28 +55,39 @@ import psycopg
 import structlog
 
 from mimecast_connector._categories import Category
+from mimecast_connector._errors import LeaseLostError
 from mimecast_connector.runner._runner import Runner
 from mimecast_connector.runner._schedule import START_RATE, next_wait
+from mimecast_connector.state._postgres import PostgresStore
 
 _log = structlog.get_logger("mimecast_connector.fleet")
 
-#: The queue of stream polls, and the one of the sweep.
+#: The queue of stream polls.
 POLLS = "mimecast-polls"
-SWEEPS = "mimecast-sweep"
 #: Polls one worker runs at once at most.
 CONCURRENCY = 64
 #: Seconds between a worker's heartbeats, and without one before its polls are taken over.
 HEARTBEAT = 2.0
-STALLED_AFTER = 10.0
-#: Seconds between sweeps (a cron of seconds), and between a worker's looks for due polls.
-SWEEP_EVERY = 5
+STALLED_AFTER = 20.0
+#: Seconds between sweeps, and between a worker's looks for due polls.
+SWEEP_EVERY = 5.0
 FETCH_EVERY = 0.5
 #: Seconds from a worker's last heartbeat until its streams are polled by others, at most.
 TAKEOVER = STALLED_AFTER + SWEEP_EVERY + FETCH_EVERY
 #: Seconds a stopping worker lets its polls finish before it cancels them.
 GRACE = 10.0
-#: Key of the advisory lock under which the first worker creates procrastinate's tables.
+#: Times in a row the procrastinate worker may end on its own (backing off 1, 2, 4 ... 30 s
+#: between) before the process gives up: about five minutes of database outage.
+MAX_RESTARTS = 12
+#: New polls deferred in one statement at start-up.
+DEFER_BATCH = 500
+#: Advisory lock keys: creating procrastinate's tables; one sweep at a time in the fleet.
 _SCHEMA_LOCK = 0x70726F63  # "proc"
+_SWEEP_LOCK = 0x73776565  # "swee"
+_FETCH_INDEX = (
+    "CREATE INDEX IF NOT EXISTS mimecast_procrastinate_due ON procrastinate_jobs "
+    "(scheduled_at) WHERE status = 'todo'"
+)
 
 
 def stream_key(tenant: str, category: str) -> str:
@@ -77,7 +97,7 @@ def stream_key(tenant: str, category: str) -> str:
 
 class Fleet:
     """This worker's part of the fleet: a procrastinate worker whose jobs are ``runner``'s
-    polls. ``runner`` is started; ``url`` is the PostgreSQL database of the state."""
+    polls. ``runner`` is started, on the PostgreSQL state at ``url``."""
 
     def __init__(
         self,
@@ -87,33 +107,51 @@ class Fleet:
         concurrency: int = CONCURRENCY,
         rng: random.Random | None = None,
     ) -> None:
+        store = runner.store
+        assert isinstance(store, PostgresStore), "a fleet's state is PostgreSQL"
+        self._store = store
         self._runner = runner
         self._url = url
         self._rng = rng or random.Random()
         self._concurrency = concurrency
         self.app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4)
+            connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=6)
         )
         self._poll_task = self.app.task(name="mimecast_connector.poll", queue=POLLS)(self._poll)
-        sweep = self.app.task(name="mimecast_connector.sweep", queue=SWEEPS)(self._sweep)
-        # croniter: a sixth field, the last, is seconds.
-        self.app.periodic(cron=f"* * * * * */{SWEEP_EVERY}", periodic_id="sweep")(sweep)
         self._stop: asyncio.Event | None = None
         self.polls = 0  # polls this worker ran, for tests and benchmarks
+        self.restarts = 0  # times the procrastinate worker was started again
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Take polls until ``stop`` is set (or the run halts); then let the polls in flight
-        finish (``GRACE`` seconds at most) and leave."""
+        """Take polls until ``stop`` is set (or the run halts, or the committer dies); then
+        let the polls in flight finish (``GRACE`` seconds at most) and leave."""
         self._stop = stop
+        self._runner.stop_with(stop)
         async with self.app.open_async():
             await self._ensure_schema()
-            await self.reconcile()
+            await self.reconcile(stop)
+            sweeper = asyncio.create_task(self._sweeper(stop), name="fleet-sweeper")
+            try:
+                await self._work(stop)
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        """Run the procrastinate worker until ``stop``; start it again, backing off, when it
+        ends on its own (its database went away); give up after ``MAX_RESTARTS`` in a row."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not stop.is_set():
+            began = loop.time()
             worker = asyncio.create_task(
                 self.app.run_worker_async(
-                    queues=[POLLS, SWEEPS],
+                    queues=[POLLS],
                     concurrency=self._concurrency,
                     install_signal_handlers=False,
-                    delete_jobs="successful",
+                    listen_notify=False,  # every poll is scheduled: a notice wakes nobody usefully
+                    delete_jobs="always",
                     update_heartbeat_interval=HEARTBEAT,
                     stalled_worker_timeout=STALLED_AFTER,
                     fetch_job_polling_interval=FETCH_EVERY,
@@ -129,30 +167,49 @@ class Fleet:
                 stopping.cancel()
                 if not worker.done():
                     worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker
-            if not stop.is_set() and self._runner.died is None:
-                # The worker ended on its own: procrastinate lost its database for good.
-                self._runner.died = "the fleet worker stopped (see the log above)"
+            if stop.is_set():
+                return
+            failures = 1 if loop.time() - began > 60.0 else failures + 1
+            error = worker.exception() if not worker.cancelled() else None
+            reason = self._runner.redact(repr(error)) if error else "it stopped"
+            if failures > MAX_RESTARTS:
+                self._runner.died = (
+                    f"the fleet worker stopped {failures} times in a row (last: {reason}); is "
+                    "the PostgreSQL server up?"
+                )
+                return
+            wait = min(2.0 ** (failures - 1), 30.0)
+            _log.error("fleet_worker_restarting", error=reason, attempt=failures, wait_s=wait)
+            self.restarts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
 
     async def _ensure_schema(self) -> None:
-        """Create procrastinate's tables in this database the first time (one worker does)."""
+        """Create procrastinate's tables in this database the first time (one worker does),
+        and the index that keeps a worker's look for due polls cheap with thousands waiting."""
         async with (
             await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn,
             conn.transaction(),
         ):
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             found = await (
-                await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+                await conn.execute(
+                    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL, "
+                    "to_regclass('mimecast_procrastinate_due') IS NOT NULL"
+                )
             ).fetchone()
-            if found is None or not found[0]:
-                schema = self.app.schema_manager.get_schema()
-                await conn.execute(schema)
+            assert found is not None
+            if not found[0]:
+                await conn.execute(self.app.schema_manager.get_schema())
                 _log.info("fleet_schema_created", reason="first worker on this database")
+            if not found[1]:  # later starts need no CREATE privilege
+                await conn.execute(_FETCH_INDEX)
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, stop: asyncio.Event | None = None) -> int:
         """Give every configured stream with no poll waiting or running one, spread over the
-        start-up rate (``START_RATE`` a second); return how many were scheduled."""
+        start-up rate (``START_RATE`` a second), in batches; return how many were scheduled."""
         rows = await self.app.connector.execute_query_all_async(
             "SELECT DISTINCT lock FROM procrastinate_jobs "
             "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')",
@@ -166,27 +223,49 @@ class Fleet:
         ]
         now = datetime.now(UTC)
         scheduled = 0
-        for index, (tenant, category) in enumerate(missing):
-            offset = (index + self._rng.random()) / START_RATE
-            if await self._defer(tenant, category, now + timedelta(seconds=offset), failures=0):
-                scheduled += 1
+        for start in range(0, len(missing), DEFER_BATCH):
+            if stop is not None and stop.is_set():
+                break
+            chunk = missing[start : start + DEFER_BATCH]
+            jobs = [
+                self._job(
+                    tenant,
+                    category,
+                    now + timedelta(seconds=(start + i + self._rng.random()) / START_RATE),
+                    0,
+                )
+                for i, (tenant, category) in enumerate(chunk)
+            ]
+            try:
+                await self.app.job_manager.batch_defer_jobs_async(jobs)
+                scheduled += len(jobs)
+            except procrastinate.exceptions.AlreadyEnqueued:
+                # Another worker (or a poll) scheduled some meanwhile: these one by one.
+                for job in jobs:
+                    scheduled += await self._defer_job(job)
         if scheduled:
             _log.info("fleet_streams_scheduled", streams=scheduled)
         return scheduled
 
-    async def _defer(self, tenant: str, category: Category, at: datetime, failures: int) -> bool:
-        """Schedule a poll of the stream at ``at``; False if one is waiting already."""
+    def _job(
+        self, tenant: str, category: Category, at: datetime, failures: int
+    ) -> procrastinate.jobs.Job:
         key = stream_key(tenant, category.value)
+        return self._poll_task.configure(lock=key, queueing_lock=key, schedule_at=at).make_new_job(
+            tenant=tenant, category=category.value, failures=failures
+        )
+
+    async def _defer_job(self, job: procrastinate.jobs.Job) -> bool:
+        """Defer ``job``; False if its stream has a poll waiting already."""
         try:
-            await self._poll_task.configure(
-                lock=key, queueing_lock=key, schedule_at=at
-            ).defer_async(tenant=tenant, category=category.value, failures=failures)
+            await self.app.job_manager.defer_job_async(job)
         except procrastinate.exceptions.AlreadyEnqueued:
             return False
         return True
 
     async def _poll(self, tenant: str, category: str, failures: int) -> None:
-        """One job: poll the stream, then schedule its next poll (also when cancelled)."""
+        """One job: take the stream's lease, poll it, then schedule its next poll (also when
+        cancelled); a poll that lost its lease leaves the stream to the one that took it."""
         runner = self._runner
         config = runner.tenant(tenant)
         try:
@@ -204,25 +283,29 @@ class Fleet:
             )
             return
         result = None
+        handed_on = True
         try:
-            result = await runner.poll(config, kind)
+            lease = await self._store.take_lease(tenant, category)
+            result = await runner.poll(config, kind, lease=lease)
+            handed_on = not isinstance(result.error, LeaseLostError)
         finally:
-            if result is None:  # cancelled (this worker stops): the next one polls it now
-                wait = 0.0
+            if result is None:  # cancelled, or the lease could not be taken: again soon
+                wait = 0.0 if self._stop is not None and self._stop.is_set() else 15.0
             else:
                 failures = 0 if result.error is None else failures + 1
                 wait = next_wait(config, failures, result.error, self._rng)
-            at = datetime.now(UTC) + timedelta(seconds=wait)
-            # Shielded: a worker stopping mid-poll still hands the stream on.
-            await asyncio.shield(self._defer(tenant, kind, at, failures))
             self.polls += 1
+            if handed_on:
+                at = datetime.now(UTC) + timedelta(seconds=wait)
+                # Shielded: a worker stopping mid-poll still hands the stream on.
+                await asyncio.shield(self._defer_job(self._job(tenant, kind, at, failures)))
         if result.error is not None:
             _log.warning(
-                "stream_backing_off",
+                "stream_backing_off" if handed_on else "stream_taken_over",
                 tenant=tenant,
                 category=category,
                 failures=failures,
-                wait_s=round(wait, 1),
+                wait_s=round(wait, 1) if handed_on else None,
             )
         if runner.halted is not None and self._stop is not None:
             _log.error(
@@ -232,30 +315,68 @@ class Fleet:
             )
             self._stop.set()
 
-    async def _sweep(self, timestamp: int) -> None:
-        """Retry the polls of workers that stopped beating; give lost streams a poll."""
-        del timestamp  # when procrastinate deferred this sweep: not needed
-        stalled = await self.app.job_manager.get_stalled_jobs(
-            queue=POLLS, seconds_since_heartbeat=STALLED_AFTER
-        )
-        taken = 0
-        for job in stalled:
+    async def _sweeper(self, stop: asyncio.Event) -> None:
+        """Sweep every ``SWEEP_EVERY`` seconds until ``stop``; a failed sweep is logged and
+        tried again at the next one."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_EVERY)
+            if stop.is_set():
+                return
             try:
-                await self.app.job_manager.retry_job(job)
-            except procrastinate.exceptions.UniqueViolation:
-                # The stream's next poll is waiting already: the stalled one had handed the
-                # stream on (its last step) when its worker died. End it, so the next may run;
-                # only if it is still the dead worker's (a sweep may have raced this one).
-                await self.app.connector.execute_query_async(
-                    "DELETE FROM procrastinate_jobs WHERE id = %(job)s AND status = 'doing' "
-                    "AND worker_id IS NOT DISTINCT FROM %(worker)s",
-                    job=job.id,
-                    worker=job.worker_id,
+                await self.sweep()
+            except Exception as exc:
+                _log.warning("fleet_sweep_failed", error=self._runner.redact(repr(exc)))
+
+    async def sweep(self) -> int:
+        """Hand the polls of workers that stopped beating to the others; give lost streams a
+        poll. One sweep at a time in the fleet; returns how many polls were taken over."""
+        async with (
+            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn,
+            conn.transaction(),
+        ):
+            held = await (
+                await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SWEEP_LOCK,))
+            ).fetchone()
+            if not held or not held[0]:
+                return 0  # another worker is sweeping
+            stalled = await self.app.job_manager.get_stalled_jobs(
+                queue=POLLS, seconds_since_heartbeat=STALLED_AFTER
+            )
+            taken = await self._take_over(conn, list(stalled))
+            await self.reconcile()
+        return taken
+
+    async def _take_over(
+        self,
+        conn: psycopg.AsyncConnection[tuple[object, ...]],
+        stalled: Sequence[procrastinate.jobs.Job],
+    ) -> int:
+        taken = 0
+        now = datetime.now(UTC)
+        for job in stalled:
+            # Deleted only while still the stalled worker's (nothing else changes a running
+            # job), and replaced by a new poll: the stalled worker's late finish finds no job.
+            gone = await (
+                await conn.execute(
+                    "DELETE FROM procrastinate_jobs WHERE id = %s AND status = 'doing' "
+                    "AND worker_id IS NOT DISTINCT FROM %s RETURNING id",
+                    (job.id, job.worker_id),
                 )
-            except procrastinate.exceptions.ConnectorException as exc:
-                # Another worker's sweep retried it first, or it finished meanwhile.
-                _log.debug("fleet_retry_skipped", job=job.id, error=str(exc))
+            ).fetchone()
+            if gone is None:
                 continue
+            args = job.task_kwargs
+            try:
+                kind = Category(str(args.get("category")))
+            except ValueError:
+                continue
+            failures = args.get("failures")
+            await self._defer_job(
+                self._job(
+                    str(args.get("tenant")), kind, now, failures if isinstance(failures, int) else 0
+                )
+            )
             taken += 1
         if taken:
             _log.warning(
@@ -263,4 +384,4 @@ class Fleet:
                 polls=taken,
                 reason=f"their worker sent no heartbeat for {STALLED_AFTER:.0f} s",
             )
-        await self.reconcile()
+        return taken

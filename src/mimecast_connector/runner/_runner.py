@@ -383,6 +383,11 @@ class Runner:
         """The tenant of that name as configured now (reloads included), or None."""
         return self._tenants.get(name)
 
+    def stop_with(self, stop: asyncio.Event) -> None:
+        """Set ``stop`` if the run must end on its own (the committer died): for a loop other
+        than ``run_forever`` (a fleet worker)."""
+        self._stop = stop
+
     def redact(self, text: str) -> str:
         """``text`` with every secret the run holds taken out."""
         return self._redact(text)
@@ -419,20 +424,25 @@ class Runner:
                 start = max(start, tenant.start)
         return min(start, now), now
 
-    async def poll(self, tenant: TenantConfig, category: Category) -> StreamResult:
+    async def poll(
+        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+    ) -> StreamResult:
         """Read one stream's window to its end, delivering and committing page by page.
+        ``lease``: a fleet poll's (``PostgresStore.take_lease``), checked at every commit.
 
         Nothing here may raise: every failure, ours included, ends up in the result (and in
         the store, for ``status``), so that no stream stops without saying why.
         """
         result = StreamResult(tenant.name, category)
         try:
-            await self._poll(tenant, category, result)
+            await self._poll(tenant, category, result, lease)
         except Exception as caught:
             await self._failed(result, caught)
         return result
 
-    async def _poll(self, tenant: TenantConfig, category: Category, result: StreamResult) -> None:
+    async def _poll(
+        self, tenant: TenantConfig, category: Category, result: StreamResult, lease: int | None
+    ) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
         stored, kept = await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
@@ -449,7 +459,7 @@ class Runner:
             horizon = (stored - PRUNE_MARGIN).timestamp()
         else:
             horizon = low
-        lane = Lane(tenant.name, category.value)
+        lane = Lane(tenant.name, category.value, lease=lease)
         # Pages handed to the committer and not yet known to be in: at most PAGES_IN_FLIGHT.
         pending: deque[asyncio.Future[dict[str, int]]] = deque()
         # Only a window far longer than a live poll's (a first run, a backfill, a long outage)

@@ -23,6 +23,7 @@ The URL may carry a password: it is a secret, redacted from every message, never
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from mimecast_connector._errors import StateError, StateUnavailableError
+from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
 from mimecast_connector.state._protocol import Commit, StreamState
 from mimecast_connector.state._url import shown_url
 
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS mimecast_streams (
     last_error TEXT,
     last_error_at DOUBLE PRECISION,
     kept_from DOUBLE PRECISION,
+    lease BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, category)
 );
 CREATE TABLE IF NOT EXISTS mimecast_delivered (
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS mimecast_dead_letters (
 )
 """
 
+#: The fence of a stream's polls (see ``take_lease``), for tables made before it existed.
+_ADD_LEASE = "ALTER TABLE mimecast_streams ADD COLUMN lease BIGINT NOT NULL DEFAULT 0"
+
 #: Key of the advisory lock that serialises schema set-up among workers starting together.
 _SCHEMA_LOCK = 0x6D696D65  # "mime"
 
@@ -94,6 +99,7 @@ class PostgresStore:
         self._timeout = connect_timeout
         self._writer: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._reader: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._reconnecting = {"writer": asyncio.Lock(), "reader": asyncio.Lock()}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r})"
@@ -120,9 +126,22 @@ class PostgresStore:
                             "yet: run the connector first"
                         )
                 else:
+                    # Tables are made once (the user needs CREATE then); later starts only
+                    # read and write them. A column added since is added here too.
                     await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                        await writer.execute(statement)
+                    found = await (
+                        await writer.execute(
+                            "SELECT to_regclass('mimecast_meta') IS NOT NULL, "
+                            "EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+                            "table_schema = current_schema() AND table_name = "
+                            "'mimecast_streams' AND column_name = 'lease')"
+                        )
+                    ).fetchone()
+                    if not found or not found[0]:
+                        for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                            await writer.execute(statement)
+                    elif not found[1]:
+                        await writer.execute(_ADD_LEASE)
                 row = await (
                     await writer.execute(
                         "SELECT value FROM mimecast_meta WHERE key = 'schema_version'"
@@ -162,17 +181,31 @@ class PostgresStore:
     async def _use(self, role: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
         """The connection for ``role`` ("writer" or "reader"), reconnected if it was lost; a
         failure of the server or the network is :class:`StateUnavailableError` (retryable)."""
-        conn = self._writer if role == "writer" else self._reader
         try:
+            conn = self._writer if role == "writer" else self._reader
             if conn is None or conn.closed or conn.broken:
-                if conn is not None:
-                    await conn.close()
-                conn = await self._connect()
-                if role == "writer":
-                    self._writer = conn
-                else:
-                    self._reader = conn
+                # One reconnect per role, however many polls find the connection broken at
+                # once: each would otherwise open (and leave open) a connection of its own.
+                async with self._reconnecting[role]:
+                    conn = self._writer if role == "writer" else self._reader
+                    if conn is None or conn.closed or conn.broken:
+                        if conn is not None:
+                            await conn.close()
+                        conn = await self._connect()
+                        if role == "writer":
+                            self._writer = conn
+                        else:
+                            self._reader = conn
             yield conn
+        except _REFUSED as exc:
+            # Tables dropped, a privilege taken away, a read-only server: nothing can be
+            # committed until a person acts, so the run halts (not retried for ever).
+            raise StateError(
+                f"the PostgreSQL state database {self.shown} refused the connector's work "
+                f"({_reason(exc)}): check that its tables exist and that this user may read "
+                "and write them (and that the server is not read-only), then start again; "
+                "nothing past the last commit was recorded"
+            ) from None
         except psycopg.OperationalError as exc:
             raise StateUnavailableError(
                 f"the PostgreSQL state database {self.shown} failed ({_reason(exc)}): the "
@@ -214,6 +247,36 @@ class PostgresStore:
                 )
             ).fetchall()
         return {str(r[0]) for r in rows}
+
+    async def take_lease(self, tenant: str, category: str) -> int:
+        """A new lease on the stream, for one poll: every earlier lease is stale from now on,
+        so a poll presumed dead (its worker stalled past the fleet's limit) and still running
+        can neither deliver nor commit once another poll of the stream took over."""
+        row = await self._one(
+            "INSERT INTO mimecast_streams (tenant, category, lease) VALUES (%s, %s, 1) "
+            "ON CONFLICT (tenant, category) DO UPDATE SET lease = mimecast_streams.lease + 1 "
+            "RETURNING lease",
+            (tenant, category),
+        )
+        assert row is not None
+        assert isinstance(row[0], int)
+        return row[0]
+
+    async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
+        if not leases:
+            return set()
+        keys = list(leases)
+        async with self._use("reader") as conn:
+            rows = await (
+                await conn.execute(
+                    "SELECT s.tenant, s.category, s.lease FROM mimecast_streams s JOIN "
+                    "unnest(%s::text[], %s::text[]) AS k(tenant, category) "
+                    "ON s.tenant = k.tenant AND s.category = k.category",
+                    ([t for t, _ in keys], [c for _, c in keys]),
+                )
+            ).fetchall()
+        newest = {(str(t), str(c)): lease for t, c, lease in rows}
+        return {key for key, lease in leases.items() if newest.get(key) != lease}
 
     async def sink_position(self, name: str) -> str | None:
         row = await self._one("SELECT position FROM mimecast_sinks WHERE name = %s", (name,))
@@ -270,6 +333,15 @@ class PostgresStore:
         async with self._use("writer") as conn, conn.transaction(), conn.cursor() as cur:
             for c in commits:
                 key = (c.tenant, c.category)
+                if c.lease is not None:
+                    await cur.execute(
+                        "SELECT lease FROM mimecast_streams WHERE tenant = %s AND category = %s "
+                        "FOR UPDATE",
+                        key,
+                    )
+                    held = await cur.fetchone()
+                    if held is None or held[0] != c.lease:
+                        raise LeaseLostError(c.tenant, c.category)
                 await cur.execute(
                     "INSERT INTO mimecast_streams (tenant, category) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING",
@@ -345,6 +417,11 @@ class PostgresStore:
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()
         self._writer = self._reader = None
+
+
+#: Errors no retry can mend: SQLSTATE class 42 (an undefined table, a missing privilege)
+#: and a read-only transaction or server.
+_REFUSED = (psycopg.errors.ProgrammingError, psycopg.errors.ReadOnlySqlTransaction)
 
 
 def _reason(exc: psycopg.Error) -> str:

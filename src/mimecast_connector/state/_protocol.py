@@ -9,7 +9,8 @@ semantics, checked by one conformance suite (``tests/state/test_conformance.py``
   commit boundary or the one before;
 * ``prune_before`` drops a stream's ids older than it and raises its ``kept_from``;
 * ``already_delivered`` answers from what was committed;
-* ``record_error`` remembers a stream's last failure and a later success clears it.
+* ``record_error`` remembers a stream's last failure and a later success clears it;
+* (PostgreSQL) a commit whose lease is no longer its stream's newest is refused whole.
 
 Dead letters: SQLite keeps them in the dead-letter file beside it (a file sink with its
 position in the store); PostgreSQL keeps them in a table, written in the commit's own
@@ -39,6 +40,9 @@ class Commit:
     prune_before: datetime | None = None
     success_at: float | None = None
     dead: Sequence[bytes] = ()
+    #: The poll's lease (``PostgresStore.take_lease``): the commit is refused unless it is
+    #: still the stream's newest. None: no lease (a single process).
+    lease: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,11 @@ class Store(Protocol):
         ...
 
     async def sink_position(self, name: str) -> str | None: ...
+
+    async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
+        """Which of these streams' leases are no longer the newest (a fleet's poll presumed
+        dead and taken over meanwhile): their pages must not be delivered."""
+        ...
 
     async def streams(self) -> list[StreamState]:
         """Every stream the store knows, ordered by tenant and category."""

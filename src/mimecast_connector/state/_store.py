@@ -648,10 +648,16 @@ class SqliteStore:
     async def streams(self) -> list[StreamState]:
         return self.store.streams()
 
+    async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
+        assert not leases, "leases are a fleet's, and a fleet's state is PostgreSQL"
+        return set()
+
     async def commit_group(
         self, commits: Sequence[Commit], sink_positions: Mapping[str, str]
     ) -> None:
-        assert not any(c.dead for c in commits), "SQLite's dead letters go to their file"
+        assert not any(c.dead or c.lease is not None for c in commits), (
+            "SQLite's dead letters go to their file; leases are a fleet's"
+        )
         self.store.commit_group(commits, sink_positions)
 
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
