@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,6 +150,68 @@ def takeover(
     )
 
 
+def ready(
+    url: str, workers: int, running: list[subprocess.Popen[bytes]], limit: float = 90.0
+) -> None:
+    """Wait until every worker has registered with procrastinate (its tables made)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in running):
+            raise SystemExit("a worker exited while starting: see its log")
+        with (
+            contextlib.suppress(psycopg.errors.UndefinedTable),
+            psycopg.connect(url, autocommit=True) as conn,
+        ):
+            row = conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
+            if row is not None and row[0] >= workers:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the workers did not all start within {limit:.0f} s")
+
+
+def fleet_run(
+    report: FleetReport,
+    url: str,
+    running: list[subprocess.Popen[bytes]],
+    spawn: Callable[[], subprocess.Popen[bytes]],
+    receiver: soak.SlowReceiver,
+    rng: random.Random,
+    seconds: float,
+    kill_every: float,
+    say: bool,
+) -> None:
+    """Kill a worker every ``kill_every`` seconds or so (in the middle of polls), measure the
+    takeover of its polls, start a new one in its place; for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.5, 1.5) * kill_every)
+        victim = rng.randrange(len(running))
+        # Kill in the middle of polls: wait (5 s at most) for a moment when every live
+        # worker is running one, so the victim, whichever it is, holds some.
+        waited = time.monotonic() + 5.0
+        while len({w for w in doing(url).values() if w is not None}) < len(running):
+            if time.monotonic() > waited:
+                break
+            time.sleep(0.05)
+        before, beats = doing(url), heartbeats(url)
+        running[victim].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        report.exits[running[victim].wait()] += 1
+        report.kills += 1
+        held, took = takeover(url, before, beats, killed_at)
+        report.polls_held_at_kill.append(held)
+        if held:
+            report.takeovers.append(took)
+        running[victim] = spawn()
+        if say:
+            print(
+                f"  kill {report.kills}: {held} poll(s) running on it, "
+                + (f"taken over in {took:.1f} s" if held else "nothing to take over")
+                + f"; {len(receiver.ids)} ids received",
+                flush=True,
+            )
+
+
 def command(config: Path, *extra: str) -> list[str]:
     return soak.command(config, *extra)
 
@@ -197,41 +259,21 @@ def fleet_soak(
                 return subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=log)
 
         running = [spawn() for _ in range(workers)]
-        deadline = time.monotonic() + seconds
-        time.sleep(min(3.0, seconds / 4))  # every worker up and polling
-        while time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.5, 1.5) * kill_every)
-            victim = rng.randrange(len(running))
-            # Kill in the middle of polls: wait (5 s at most) for a moment when every live
-            # worker is running one, so the victim, whichever it is, holds some.
-            waited = time.monotonic() + 5.0
-            while len({w for w in doing(url).values() if w is not None}) < len(running):
-                if time.monotonic() > waited:
-                    break
-                time.sleep(0.05)
-            before, beats = doing(url), heartbeats(url)
-            running[victim].send_signal(signal.SIGKILL)
-            killed_at = time.monotonic()
-            report.exits[running[victim].wait()] += 1
-            report.kills += 1
-            held, took = takeover(url, before, beats, killed_at)
-            report.polls_held_at_kill.append(held)
-            if held:
-                report.takeovers.append(took)
-            running[victim] = spawn()
-            if say:
-                print(
-                    f"  kill {report.kills}: {held} poll(s) running on it, "
-                    + (f"taken over in {took:.1f} s" if held else "nothing to take over")
-                    + f"; {len(receiver.ids)} ids received",
-                    flush=True,
-                )
-        for tenant in made:
-            tenant.stop_live()
-        time.sleep(6.0)  # a few poll intervals: the last live records are read
-        for child in running:
-            child.send_signal(signal.SIGTERM)
-        report.final_exits = [child.wait(timeout=60) for child in running]
+        try:
+            ready(url, workers, running)
+            fleet_run(report, url, running, spawn, receiver, rng, seconds, kill_every, say)
+            for tenant in made:
+                tenant.stop_live()
+            time.sleep(6.0)  # a few poll intervals: the last live records are read
+            for child in running:
+                child.send_signal(signal.SIGTERM)
+            report.final_exits = [child.wait(timeout=60) for child in running]
+        finally:
+            for child in running:  # whatever went wrong, no worker outlives the soak
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+
         reference = write_config(root / "reference", "state.db", sim.url, made, start, None)
         done = subprocess.run(
             command(reference, "--once"), capture_output=True, timeout=600, check=False
