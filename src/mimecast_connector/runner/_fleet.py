@@ -79,6 +79,8 @@ GRACE = 10.0
 #: Times in a row the procrastinate worker may end on its own (backing off 1, 2, 4 ... 30 s
 #: between) before the process gives up: about five minutes of database outage.
 MAX_RESTARTS = 12
+#: Seconds between refreshes of the queue's planner statistics (by whichever worker sweeps).
+ANALYZE_EVERY = 30.0
 #: New polls deferred in one statement at start-up.
 DEFER_BATCH = 500
 #: Advisory lock keys: creating procrastinate's tables; one sweep at a time in the fleet.
@@ -121,6 +123,7 @@ class Fleet:
         self._stop: asyncio.Event | None = None
         self.polls = 0  # polls this worker ran, for tests and benchmarks
         self.restarts = 0  # times the procrastinate worker was started again
+        self._analyzed = -ANALYZE_EVERY
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take polls until ``stop`` is set (or the run halts, or the committer dies); then
@@ -130,6 +133,7 @@ class Fleet:
         async with self.app.open_async():
             await self._ensure_schema()
             await self.reconcile(stop)
+            await self._analyze()
             sweeper = asyncio.create_task(self._sweeper(stop), name="fleet-sweeper")
             try:
                 await self._work(stop)
@@ -345,7 +349,26 @@ class Fleet:
             )
             taken = await self._take_over(conn, list(stalled))
             await self.reconcile()
+        await self._analyze()
         return taken
+
+    async def _analyze(self) -> None:
+        """Refresh the planner's statistics of the queue every ``ANALYZE_EVERY`` seconds.
+
+        The queue's rows churn at the poll rate; without fresh statistics (a server with
+        autovacuum off, or one that lags) PostgreSQL plans a worker's look for due polls as if
+        the table were empty, and with thousands of polls waiting each look takes seconds
+        (measured: 2.3 s a poll at 9,000 streams). Best effort: a user that may not ANALYZE
+        the table leaves it to autovacuum."""
+        now = asyncio.get_running_loop().time()
+        if now - self._analyzed < ANALYZE_EVERY:
+            return
+        self._analyzed = now
+        try:
+            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                await conn.execute("ANALYZE procrastinate_jobs")
+        except psycopg.Error as exc:
+            _log.info("fleet_analyze_skipped", error=self._runner.redact(str(exc)))
 
     async def _take_over(
         self,
