@@ -59,6 +59,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the test reads :attr:`Receiver.requests` instead."""
 
+    def setup(self) -> None:
+        super().setup()
+        with self.server.receiver._lock:
+            self.server.receiver.connections += 1
+
     def do_POST(self) -> None:
         self._serve()
 
@@ -99,6 +104,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
+        self.connections = 0  # accepted, for connection reuse
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()

@@ -80,6 +80,18 @@ async def test_the_body_is_one_json_array_of_the_batch(
     assert json.loads(request.body) == expected(batch, format)
 
 
+async def test_batches_share_one_keep_alive_connection(
+    make_sink: MakeSink, receiver: Receiver
+) -> None:
+    """Five batches answered with a body travel on one connection: the answer is read, so its connection is reused."""
+    receiver.script(*(Answer(200, body=b'{"ok": true}') for _ in range(5)))
+    sink = make_sink()
+    for _ in range(5):
+        await sink.deliver(clicks(1))
+    assert len(receiver.requests) == 5
+    assert receiver.connections == 1
+
+
 async def test_the_content_type_is_json(make_sink: MakeSink, receiver: Receiver) -> None:
     """The request says ``Content-Type: application/json``."""
     await make_sink().deliver(clicks(1))

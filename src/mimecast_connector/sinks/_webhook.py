@@ -29,6 +29,8 @@ from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 
+#: The most of a receiver's answer read (to reuse its connection); past it, it is dropped.
+_ANSWER_READ_CAP = 64 * 1024
 _log = structlog.get_logger("mimecast_connector.sinks")
 
 
@@ -137,11 +139,18 @@ class WebhookSink:
             tries += 1
             wait_hint: float | None = None
             try:
-                # Only the status matters: the answer's body is never read.
                 async with self._http.stream(
                     "POST", self._url, content=body, headers=headers
                 ) as response:
                     status = response.status_code
+                    # Only the status matters, but an answer read to its end lets its
+                    # connection carry the next batch (unread, it is closed: a new connection,
+                    # and a TLS handshake, per batch). A long one is not worth it.
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > _ANSWER_READ_CAP:
+                            break
                 problem = f"HTTP {status}"
                 if 200 <= status < 300:
                     return
