@@ -8,6 +8,8 @@ the system picks, in daemon threads, so no traffic leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -63,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.receiver._lock:
             self.server.receiver.connections += 1
+            self.server.receiver._open.add(self.connection)
 
     def do_POST(self) -> None:
         self._serve()
@@ -105,6 +108,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.connections = 0  # accepted, for connection reuse
+        self._open: set[socket.socket] = set()  # kept-alive connections, closed by stop()
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -135,7 +139,15 @@ class Receiver:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop as a receiver that goes down does: no new connections, and the kept-alive
+        ones closed (a sender must not find it still answering on one)."""
         self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            open_, self._open = self._open, set()
+        for connection in open_:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
         self._thread.join(timeout=5)
