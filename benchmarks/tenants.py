@@ -116,9 +116,13 @@ def stop_server(process: subprocess.Popen[bytes]) -> dict[str, float]:
     return result
 
 
-def write_config(tmp: Path, tenants: int, port: int) -> Path:
+def write_config(
+    tmp: Path, tenants: int, port: int, head: list[str] | None = None, per_tenant: str = ""
+) -> Path:
+    """N tenants on the fake API at ``port``; ``head``: the global lines (default: a SQLite
+    state and a jsonl sink); ``per_tenant``: one more line in each tenant's table."""
     start = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0).isoformat()
-    lines = [
+    lines = head or [
         'state = "state.db"',
         'dead_letter = "dead-letter.jsonl"',
         "",
@@ -135,6 +139,7 @@ def write_config(tmp: Path, tenants: int, port: int) -> Path:
             f'client_id = "client-{n:05d}"',
             f'client_secret = "secret-{n:05d}-0123456789abcdef"',
             f'start = "{start}"',
+            *([per_tenant] if per_tenant else []),
         ]
     path = tmp / "config.toml"
     path.write_text("\n".join(lines) + "\n", "utf-8")
@@ -280,28 +285,14 @@ def _reap(child: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource
 
 
 def write_fleet_config(tmp: Path, tenants: int, port: int, state: str, sink_port: int) -> Path:
-    start = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0).isoformat()
-    lines = [
+    head = [
         f'state = "{state}"',
         "",
         "[[sinks]]",
         'type = "webhook"',
         f'url = "http://127.0.0.1:{sink_port}/alerts"',
     ]
-    for n in range(tenants):
-        lines += [
-            "",
-            "[[tenants]]",
-            f'name = "tenant-{n:05d}"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            f'client_id = "client-{n:05d}"',
-            f'client_secret = "secret-{n:05d}-0123456789abcdef"',
-            f'start = "{start}"',
-            f'poll_interval = "{FLEET_INTERVAL:.0f}s"',
-        ]
-    path = tmp / "config.toml"
-    path.write_text("\n".join(lines) + "\n", "utf-8")
-    return path
+    return write_config(tmp, tenants, port, head, f'poll_interval = "{FLEET_INTERVAL:.0f}s"')
 
 
 def measure_fleet(
