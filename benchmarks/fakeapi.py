@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,9 @@ _LIST_KEYS = {
     "impersonation": "impersonationLogs",
     "url": "clickLogs",
 }
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class Server:
@@ -109,6 +113,19 @@ class Server:
         )
 
 
+async def serve(handle: Handler, port_file: Path) -> None:
+    """Serve ``handle`` on a free loopback port, written to ``port_file``, until SIGTERM or
+    SIGINT (the benchmark's fake servers share this)."""
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+    port_file.write_text(str(listener.sockets[0].getsockname()[1]))  # noqa: ASYNC240 - once, before any client connects
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with listener:
+        await stop.wait()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port-file", type=Path, required=True)
@@ -116,15 +133,7 @@ async def main() -> None:
     args = parser.parse_args()
     server = Server(args.records_per_page)
     server.first_file = args.port_file.with_suffix(".first")
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, backlog=4096)
-    port = listener.sockets[0].getsockname()[1]
-    args.port_file.write_text(str(port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with listener:
-        await stop.wait()
+    await serve(server.handle, args.port_file)
     times = os.times()
     print(
         json.dumps(

@@ -15,8 +15,9 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 from pathlib import Path
+
+from fakeapi import serve  # beside this file (scripts run with their folder on sys.path)
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
@@ -82,15 +83,7 @@ async def main() -> None:
     parser.add_argument("--port-file", type=Path, required=True)
     args = parser.parse_args()
     sink = Sink()
-    listener = await asyncio.start_server(sink.handle, "127.0.0.1", 0, backlog=4096)
-    port = listener.sockets[0].getsockname()[1]
-    args.port_file.write_text(str(port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with listener:
-        await stop.wait()
+    await serve(sink.handle, args.port_file)
     times = os.times()
     print(
         json.dumps(
