@@ -115,6 +115,11 @@ def ids(prefix: str, n: int, start: datetime = T0) -> list[tuple[str, float]]:
     return [(f"{prefix}{i}", (start + timedelta(seconds=i)).timestamp()) for i in range(n)]
 
 
+def at(prefix: str, *indices: int) -> list[tuple[str, float]]:
+    """The ids ``ids(prefix, ...)`` made at these indices, with their times."""
+    return [(f"{prefix}{i}", (T0 + timedelta(seconds=i)).timestamp()) for i in indices]
+
+
 def raising_after(items: list[tuple[str, float]], n: int) -> Iterator[tuple[str, float]]:
     """The first ``n`` of ``items``, then a failure: a commit that breaks midway."""
     yield from items[:n]
@@ -143,7 +148,7 @@ async def test_a_commit_survives_reopening(store: Store, reopen: Reopen) -> None
     assert await again.cursor("acme", "url") == T0
     assert await again.position("acme", "url") == (T0, (T0 - timedelta(hours=1)).timestamp())
     assert await again.cursor("acme", "attachment") is None
-    assert await again.already_delivered("acme", "url", ["a0", "a2", "zz"]) == {"a0", "a2"}
+    assert await again.already_delivered("acme", "url", at("a", 0, 2) + at("zz", 0)) == {"a0", "a2"}
     assert await again.sink_position("jsonl:alerts") == "1234"
     [stream] = await again.streams()
     assert (stream.tenant, stream.category, stream.cursor) == ("acme", "url", T0)
@@ -157,7 +162,9 @@ async def test_a_new_store_knows_nothing(store: Store) -> None:
     assert await store.streams() == []
     assert await store.position("acme", "url") == (None, None)
     assert await store.cursor("acme", "url") is None
-    assert await store.already_delivered("acme", "url", ["a", "b"]) == set()
+    assert (
+        await store.already_delivered("acme", "url", at("a", 0) + at("b", 0), ["a", "b"]) == set()
+    )
     assert await store.sink_position("jsonl:alerts") is None
 
 
@@ -178,7 +185,7 @@ async def test_the_cursor_never_moves_backwards(store: Store) -> None:
 
 async def test_streams_are_kept_apart(store: Store) -> None:
     """Cursors, ids, counters and prunes of one tenant and category do not leak into another."""
-    await commit(store, cursor=T0, delivered=[("x", T0.timestamp())], counts={"alerts": 1})
+    await commit(store, cursor=T0, delivered=ids("x", 1), counts={"alerts": 1})
     await commit(store, cursor=T0 + timedelta(hours=1), tenant="globex", counts={"alerts": 7})
     await commit(
         store,
@@ -189,9 +196,9 @@ async def test_streams_are_kept_apart(store: Store) -> None:
     assert await store.cursor("acme", "url") == T0
     assert await store.cursor("globex", "url") == T0 + timedelta(hours=1)
     assert await store.cursor("acme", "attachment") == T0 - timedelta(hours=1)
-    assert await store.already_delivered("acme", "url", ["x"]) == {"x"}
-    assert await store.already_delivered("globex", "url", ["x"]) == set()
-    assert await store.already_delivered("acme", "attachment", ["x"]) == set()
+    assert await store.already_delivered("acme", "url", at("x", 0)) == {"x0"}
+    assert await store.already_delivered("globex", "url", at("x", 0)) == set()
+    assert await store.already_delivered("acme", "attachment", at("x", 0)) == set()
     assert (await store.position("acme", "url"))[1] is None
     assert await counters(store) == {
         ("acme", "attachment"): {},
@@ -252,8 +259,8 @@ async def test_a_commit_that_fails_midway_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError, match="halfway"):
         await store.commit_group([broken], {"f": "99"})
     assert await store.position("acme", "url") == (T0, None)
-    assert await store.already_delivered("acme", "url", [f"new{i}" for i in range(10)]) == set()
-    assert await store.already_delivered("acme", "url", ["old0", "old1"]) == {"old0", "old1"}
+    assert await store.already_delivered("acme", "url", ids("new", 10)) == set()
+    assert await store.already_delivered("acme", "url", ids("old", 2)) == {"old0", "old1"}
     [stream] = await store.streams()
     assert (dict(stream.counters), stream.last_success) == ({"alerts": 2}, None)
     assert await store.sink_position("f") == "10"
@@ -293,7 +300,7 @@ async def test_a_group_commit_of_several_streams_is_one_transaction(store: Store
         )  # fmt: skip
     assert await store.cursor("acme", "url") == T0
     assert await store.cursor("globex", "attachment") == T0 + timedelta(hours=1)
-    assert await store.already_delivered("acme", "url", ["u0", "u1", "u2-0", "u2-1"]) == {
+    assert await store.already_delivered("acme", "url", ids("u", 2) + ids("u2-", 2)) == {
         "u0",
         "u1",
     }
@@ -311,20 +318,46 @@ async def test_already_delivered_handles_more_than_500_ids(store: Store) -> None
     """A query of 1 501 ids (past SQLite's variable limit chunks) finds exactly the 1 200 delivered."""
     delivered = ids("d", 1200)
     await commit(store, delivered=delivered)
-    wanted = [id_ for id_, _ in delivered] + [f"absent{i}" for i in range(301)]
+    wanted = delivered + ids("absent", 301)
     assert await store.already_delivered("acme", "url", wanted) == {id_ for id_, _ in delivered}
-    found = await store.already_delivered("acme", "url", iter(["d0", "d1199", "d1200"]))
+    found = await store.already_delivered("acme", "url", iter(at("d", 0, 1199, 1200)))
     assert found == {"d0", "d1199"}
     assert await store.already_delivered("acme", "url", []) == set()
 
 
+async def test_a_record_id_is_known_within_its_second(store: Store) -> None:
+    """A record's id goes with its event time, and the id is made from the record's whole second: asked with any time in that second it is known; an absent id, or one newer than anything kept, is not."""
+    await commit(store, delivered=[("r", T0.timestamp() + 0.25), ("s", T0.timestamp() + 60)])
+    assert await store.already_delivered("acme", "url", [("r", T0.timestamp() + 0.75)]) == {"r"}
+    assert await store.already_delivered("acme", "url", [("r", T0.timestamp())]) == {"r"}
+    assert await store.already_delivered("acme", "url", [("q", T0.timestamp())]) == set()
+    later = (T0 + timedelta(days=1)).timestamp()
+    assert await store.already_delivered("acme", "url", [("t", later)]) == set()
+
+
 async def test_delivering_an_id_twice_is_harmless(store: Store) -> None:
-    """Re-recording an id (an overlap re-read) neither fails nor changes its time."""
+    """Re-recording an id (an overlap re-read) neither fails nor loses it, until pruned."""
     await commit(store, delivered=[("same", T0.timestamp())])
-    await commit(store, delivered=[("same", (T0 + timedelta(days=9)).timestamp())])
-    assert await store.already_delivered("acme", "url", ["same"]) == {"same"}
+    await commit(store, delivered=[("same", T0.timestamp())])
+    assert await store.already_delivered("acme", "url", [("same", T0.timestamp())]) == {"same"}
     await commit(store, prune_before=T0 + timedelta(seconds=1))
-    assert await store.already_delivered("acme", "url", ["same"]) == set()
+    assert await store.already_delivered("acme", "url", [("same", T0.timestamp())]) == set()
+
+
+async def test_dead_letter_ids_are_known_by_id_and_pruned_by_when_seen(store: Store) -> None:
+    """A dead letter's id is known by its id alone, in its own stream only, until a prune passes the time it was seen (not the records' times)."""
+    seen = (T0 + timedelta(hours=1)).timestamp()
+    await store.commit_group(
+        [Commit("acme", "url", None, ids("rec", 1), {}, dead_ids=[("bad", seen)])], {}
+    )
+    assert await store.already_delivered("acme", "url", [], ["bad", "other"]) == {"bad"}
+    assert await store.already_delivered("acme", "attachment", [], ["bad"]) == set()
+    assert await store.already_delivered("acme", "url", ids("rec", 1), ["bad"]) == {"rec0", "bad"}
+    await commit(store, prune_before=T0 + timedelta(minutes=30))
+    assert await store.already_delivered("acme", "url", [], ["bad"]) == {"bad"}
+    assert await store.already_delivered("acme", "url", ids("rec", 1)) == set()
+    await commit(store, prune_before=T0 + timedelta(hours=2))
+    assert await store.already_delivered("acme", "url", [], ["bad"]) == set()
 
 
 async def test_prune_removes_only_ids_older_than_the_bound(store: Store) -> None:
@@ -332,10 +365,10 @@ async def test_prune_removes_only_ids_older_than_the_bound(store: Store) -> None
     await commit(store, delivered=ids("a", 10))
     await commit(store, delivered=ids("a", 10), category="attachment")
     await commit(store, prune_before=T0 + timedelta(seconds=4))
-    assert await store.already_delivered("acme", "url", [f"a{i}" for i in range(10)]) == {
+    assert await store.already_delivered("acme", "url", ids("a", 10)) == {
         f"a{i}" for i in range(4, 10)
     }
-    kept = await store.already_delivered("acme", "attachment", [f"a{i}" for i in range(10)])
+    kept = await store.already_delivered("acme", "attachment", ids("a", 10))
     assert len(kept) == 10
 
 
@@ -347,7 +380,7 @@ async def test_prune_raises_kept_from_and_never_lowers_it(store: Store) -> None:
     assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=4)).timestamp())
     await commit(store, prune_before=T0 + timedelta(seconds=2))
     assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=4)).timestamp())
-    assert await store.already_delivered("acme", "url", ["a3", "a4"]) == {"a4"}
+    assert await store.already_delivered("acme", "url", at("a", 3, 4)) == {"a4"}
     await commit(store, prune_before=T0 + timedelta(seconds=7))
     assert await store.position("acme", "url") == (T0, (T0 + timedelta(seconds=7)).timestamp())
     assert await store.position("acme", "attachment") == (None, None)
@@ -356,7 +389,7 @@ async def test_prune_raises_kept_from_and_never_lowers_it(store: Store) -> None:
 async def test_prune_runs_after_the_batch_it_commits_with(store: Store) -> None:
     """Ids delivered in the same commit are pruned by the same bound when older than it."""
     await commit(store, delivered=ids("b", 3), prune_before=T0 + timedelta(seconds=2))
-    assert await store.already_delivered("acme", "url", ["b0", "b1", "b2"]) == {"b2"}
+    assert await store.already_delivered("acme", "url", ids("b", 3)) == {"b2"}
 
 
 # --- counters, sink positions, errors ----------------------------------------------------------

@@ -146,7 +146,9 @@ async def test_a_lost_connection_is_retryable_and_the_next_call_reconnects(url: 
         [stream] = await store.streams()
         assert (stream.cursor, dict(stream.counters)) == (T0, {"alerts": 2})
         assert stream.last_error == "poll failed"
-        assert await store.already_delivered("acme", "url", ["a", "b", "c"]) == {"a", "c"}
+        assert await store.already_delivered(
+            "acme", "url", [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+        ) == {"a", "c"}
     finally:
         await store.aclose()
 
@@ -272,7 +274,7 @@ async def test_a_commit_under_a_stale_lease_is_refused_whole(store: PostgresStor
             {},
         )
     assert await store.cursor("globex", "url") is None
-    assert await store.already_delivered("acme", "url", ["a"]) == set()
+    assert await store.already_delivered("acme", "url", [("a", 1.0)]) == set()
     await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {}, lease=new)], {})
     assert await store.cursor("acme", "url") == T0
 
@@ -320,6 +322,6 @@ async def test_dropped_tables_halt_instead_of_retrying_for_ever(
             sql.SQL("DROP TABLE {}.mimecast_delivered").format(sql.Identifier(schema_of(url)))
         )
     with pytest.raises(StateError) as caught:
-        await store.already_delivered("acme", "url", ["x"])
+        await store.already_delivered("acme", "url", [("x", 1.0)])
     assert not caught.value.retryable
     assert "tables exist" in str(caught.value)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mimecast_connector._errors import StateError
-from mimecast_connector.state import StateStore
+from mimecast_connector.state import SCHEMA_VERSION, StateStore
 
 T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 
@@ -324,7 +324,7 @@ INSERT INTO streams (tenant, category, cursor) VALUES ('acme', 'url', 1764000000
 
 
 def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -> None:
-    """A state file of the previous schema opens, keeps its cursor, gains kept_from (unset until the first prune) and says version 2."""
+    """A state file of the first schema opens, keeps its cursor, gains kept_from (unset until the first prune) and says the current version."""
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
         db.executescript(V1_SCHEMA)
@@ -348,5 +348,49 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -
         store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "2",
+            str(SCHEMA_VERSION),
         )
+
+
+V2_SCHEMA = (
+    V1_SCHEMA.replace("last_error_at REAL,", "last_error_at REAL, kept_from REAL,").replace(
+        "'schema_version', '1'", "'schema_version', '2'"
+    )
+    + """
+CREATE INDEX delivered_time ON delivered (tenant, category, event_time);
+INSERT INTO delivered VALUES ('acme', 'url', 'rec', 1764000000.75);
+INSERT INTO delivered VALUES ('acme', 'url', 'dead', 1764000300.5);
+"""
+)
+
+
+def test_a_version_2_database_keeps_every_delivered_id(tmp_path: Path) -> None:
+    """Version 2 kept records' and dead letters' ids alike, by id: after the migration each is still known, by its record time or as a dead letter, and prunes still reach them."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V2_SCHEMA)
+    store = StateStore(path, writer=True)
+    try:
+        assert store.already_delivered("acme", "url", [("rec", 1764000000.0)]) == {"rec"}
+        assert store.already_delivered("acme", "url", [], ["dead"]) == {"dead"}
+        assert store.already_delivered("acme", "url", [("other", 1764000000.0)]) == set()
+        store.commit(
+            "acme",
+            "url",
+            cursor=None,
+            delivered=(),
+            counts={},
+            sink_positions={},
+            prune_before=datetime.fromtimestamp(1764000100.0, UTC),
+        )
+        assert store.already_delivered("acme", "url", [("rec", 1764000000.0)]) == set()
+        assert store.already_delivered("acme", "url", [], ["dead"]) == {"dead"}
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert "delivered_v2" not in tables
+    assert "delivered_time" not in tables

@@ -258,9 +258,10 @@ class Committer:
         fresh_pages: list[Handled] = []
         for page in group:
             key = (page.lane.tenant, page.lane.category)
-            ids = [i for i, _ in page.handled.ids]
+            records, dead = _split(page.handled)
             earlier = seen.setdefault(key, set())
-            known = await store.already_delivered(key[0], key[1], ids) | earlier.intersection(ids)
+            known = await store.already_delivered(key[0], key[1], records, dead)
+            known.update(i for i, _ in page.handled.ids if i in earlier)
             fresh = select_fresh(page.handled, known, page.horizon)
             earlier.update(i for i, _ in fresh.ids)
             fresh_pages.append(fresh)
@@ -291,25 +292,35 @@ class Committer:
             count(fresh, len(page.handled.ids))
             for page, fresh in zip(group, fresh_pages, strict=True)
         ]
-        await store.commit_group(
-            [
+        commits = []
+        for page, fresh, counts in zip(group, fresh_pages, counted, strict=True):
+            records, dead = _split(fresh)
+            commits.append(
                 Commit(
                     page.lane.tenant,
                     page.lane.category,
                     page.cursor,
-                    fresh.ids,
+                    records,
                     counts,
                     page.prune_before,
                     page.success_at,
                     () if self._dead is not None else [line for _, line in fresh.dead],
                     page.lane.lease,
+                    [(i, w) for i, w in fresh.ids if i in dead] if dead else (),
                 )
-                for page, fresh, counts in zip(group, fresh_pages, counted, strict=True)
-            ],
-            positions,
-        )
+            )
+        await store.commit_group(commits, positions)
         for sink in self._sinks:
             sink.committed(positions.get(sink.name))
         if self._dead is not None and self._dead.name in positions:
             self._dead.committed(positions[self._dead.name])
         return [dict(counts) for counts in counted]
+
+
+def _split(handled: Handled) -> tuple[list[tuple[str, float]], set[str]]:
+    """A page's records' ids with their times, and its dead letters' ids (the store keys the
+    two apart: a malformed record has no time of its own)."""
+    if not handled.dead:
+        return handled.ids, set()
+    dead = {id_ for id_, _ in handled.dead}
+    return [(i, w) for i, w in handled.ids if i not in dead], dead

@@ -234,8 +234,16 @@ class PostgresStore:
     async def cursor(self, tenant: str, category: str) -> datetime | None:
         return (await self.position(tenant, category))[0]
 
-    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
-        wanted = list(ids)
+    async def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        # Ids are unique within a stream here (keyed by id alone, dead letters' too).
+        wanted = [id_ for id_, _ in records]
+        wanted.extend(dead)
         if not wanted:
             return set()
         async with self._use("reader") as conn:
@@ -360,6 +368,7 @@ class PostgresStore:
                         (c.success_at, *key),
                     )
                 delivered = [(*key, id_, when) for id_, when in c.delivered]
+                delivered.extend((*key, id_, when) for id_, when in c.dead_ids)
                 if delivered:
                     await cur.executemany(
                         "INSERT INTO mimecast_delivered VALUES (%s, %s, %s, %s) "

@@ -8,7 +8,9 @@ semantics, checked by one conformance suite (``tests/state/test_conformance.py``
   its page handled, its counters and the sinks' positions: after a crash the store is at one
   commit boundary or the one before;
 * ``prune_before`` drops a stream's ids older than it and raises its ``kept_from``;
-* ``already_delivered`` answers from what was committed;
+* ``already_delivered`` answers from what was committed: a record's id by its id and event
+  time (the id is made from the record's whole second, so the two go together), a dead
+  letter's id by its id alone (a malformed record has no time to trust);
 * ``record_error`` remembers a stream's last failure and a later success clears it;
 * (PostgreSQL) a commit whose lease is no longer its stream's newest is refused whole.
 
@@ -28,9 +30,10 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """One stream's share of a commit: its new cursor (None: unchanged), the ids it handled
-    with their event times, counters to add, ids to prune, the time of a completed poll, and
-    (stores that keep them) its dead-letter lines."""
+    """One stream's share of a commit: its new cursor (None: unchanged), the ids of the records
+    it handled with their event times, counters to add, ids to prune, the time of a completed
+    poll, (stores that keep them) its dead-letter lines, and the ids of its dead letters with
+    the time they were seen."""
 
     tenant: str
     category: str
@@ -43,6 +46,7 @@ class Commit:
     #: The poll's lease (``PostgresStore.take_lease``): the commit is refused unless it is
     #: still the stream's newest. None: no lease (a single process).
     lease: int | None = None
+    dead_ids: Iterable[tuple[str, float]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +75,16 @@ class Store(Protocol):
 
     async def cursor(self, tenant: str, category: str) -> datetime | None: ...
 
-    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` were committed as handled before."""
+    async def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        """Which of these ids were committed as handled before: ``records``, records' ids with
+        their event times (as committed in ``Commit.delivered``), and ``dead``, dead letters'
+        ids (``Commit.dead_ids``)."""
         ...
 
     async def sink_position(self, name: str) -> str | None: ...

@@ -42,9 +42,18 @@ from pathlib import Path
 from mimecast_connector._errors import StateError
 from mimecast_connector.state._protocol import Commit, StreamState
 
-SCHEMA_VERSION = 2
-#: Versions this release opens: 1 (before ``kept_from``) is migrated by the first writer.
-_READABLE = {"1", str(SCHEMA_VERSION)}
+SCHEMA_VERSION = 3
+#: Versions this release opens: 1 (before ``kept_from``) and 2 (ids keyed by id alone) are
+#: migrated by the first writer.
+_READABLE = {"1", "2", str(SCHEMA_VERSION)}
+
+_SCHEMA_DELIVERED = """CREATE TABLE IF NOT EXISTS delivered (
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    second INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (tenant, category, second, id)
+) WITHOUT ROWID"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,14 +67,14 @@ CREATE TABLE IF NOT EXISTS streams (
     kept_from REAL,
     PRIMARY KEY (tenant, category)
 );
-CREATE TABLE IF NOT EXISTS delivered (
+{delivered};
+CREATE TABLE IF NOT EXISTS dead_seen (
     tenant TEXT NOT NULL,
     category TEXT NOT NULL,
     id TEXT NOT NULL,
-    event_time REAL NOT NULL,
+    seen REAL NOT NULL,
     PRIMARY KEY (tenant, category, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS delivered_time ON delivered (tenant, category, event_time);
 CREATE TABLE IF NOT EXISTS counters (
     tenant TEXT NOT NULL,
     category TEXT NOT NULL,
@@ -74,7 +83,21 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (tenant, category, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL);
-"""
+""".replace("{delivered}", _SCHEMA_DELIVERED)
+
+# Version 3 keys a record's id by its stream, its whole second and the id: a run's ids arrive
+# in time order, so inserting and pruning them walk the end of one b-tree instead of random
+# places in two (the id's own index and a time index), about five times less work a record.
+# Dead letters' ids (a malformed record has no time to key by) are kept apart, by id.
+_MIGRATE_IDS = (
+    "ALTER TABLE delivered RENAME TO delivered_v2",
+    _SCHEMA_DELIVERED,
+    "INSERT OR IGNORE INTO delivered SELECT tenant, category, CAST(event_time AS INTEGER), id "
+    "FROM delivered_v2",
+    # Version 2 did not tell dead letters' ids from records': each is kept as both.
+    "INSERT OR IGNORE INTO dead_seen SELECT tenant, category, id, event_time FROM delivered_v2",
+    "DROP TABLE delivered_v2",
+)
 
 _RECOVERY = (
     "stop every connector using it, move the file aside and restore it from a backup; or, "
@@ -384,9 +407,12 @@ class StateStore:
             if version is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-            elif version[0] == "1":
-                # Version 2 remembers, per stream, the oldest event time whose ids are kept.
-                db.execute("ALTER TABLE streams ADD COLUMN kept_from REAL")
+            elif version[0] != str(SCHEMA_VERSION):
+                if version[0] == "1":
+                    # Version 2 remembers, per stream, the oldest event time whose ids are kept.
+                    db.execute("ALTER TABLE streams ADD COLUMN kept_from REAL")
+                for statement in _MIGRATE_IDS:
+                    db.execute(statement)
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
@@ -474,16 +500,42 @@ class StateStore:
             return None, None
         return _dt(row[0]), None if row[1] is None else float(row[1])
 
-    def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` were delivered before."""
-        wanted = list(ids)
+    def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        """Which of these were delivered before: records' ids with their event times, and
+        dead letters' ids (see the ``Store`` Protocol)."""
+        db = self._db
         found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT id FROM delivered WHERE tenant = ? AND category = ? AND id IN ({marks})",  # noqa: S608 - only placeholders
-                (tenant, category, *chunk),
+        wanted = [(int(when), id_) for id_, when in records]
+        if wanted:
+            # Nothing newer than the stream's newest kept second can be known: a run reading
+            # new logs asks about no id at all.
+            newest = db.execute(
+                "SELECT max(second) FROM delivered WHERE tenant = ? AND category = ?",
+                (tenant, category),
+            ).fetchone()[0]
+            wanted = [] if newest is None else [w for w in wanted if w[0] <= newest]
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start : start + 400]
+            pairs = ",".join(["(?, ?)"] * len(chunk))
+            # One primary-key seek per id (a row-value IN would scan the stream's ids).
+            rows = db.execute(
+                f"SELECT d.id FROM (VALUES {pairs}) AS v JOIN delivered AS d "  # noqa: S608 - only placeholders
+                "ON d.tenant = ? AND d.category = ? AND d.second = v.column1 AND d.id = v.column2",
+                (*(v for pair in chunk for v in pair), tenant, category),
+            )
+            found.update(r[0] for r in rows)
+        dead_ids = list(dead)
+        for start in range(0, len(dead_ids), 500):
+            marks = ",".join("?" * len(dead_ids[start : start + 500]))
+            rows = db.execute(
+                f"SELECT id FROM dead_seen WHERE tenant = ? AND category = ? AND id IN ({marks})",  # noqa: S608 - only placeholders
+                (tenant, category, *dead_ids[start : start + 500]),
             )
             found.update(r[0] for r in rows)
         return found
@@ -561,7 +613,11 @@ class StateStore:
                     )
                 db.executemany(
                     "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
-                    ((tenant, category, id_, when) for id_, when in c.delivered),
+                    ((tenant, category, int(when), id_) for id_, when in c.delivered),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO dead_seen VALUES (?, ?, ?, ?)",
+                    ((tenant, category, id_, when) for id_, when in c.dead_ids),
                 )
                 db.executemany(
                     "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
@@ -569,8 +625,14 @@ class StateStore:
                 )
                 if c.prune_before is not None:
                     prune = c.prune_before.timestamp()
+                    # Whole seconds: every id of a record at or after ``prune`` is kept (and
+                    # those of the second before it, up to it).
                     db.execute(
-                        "DELETE FROM delivered WHERE tenant = ? AND category = ? AND event_time < ?",
+                        "DELETE FROM delivered WHERE tenant = ? AND category = ? AND second < ?",
+                        (tenant, category, int(prune)),
+                    )
+                    db.execute(
+                        "DELETE FROM dead_seen WHERE tenant = ? AND category = ? AND seen < ?",
                         (tenant, category, prune),
                     )
                     db.execute(
@@ -639,8 +701,14 @@ class SqliteStore:
     async def cursor(self, tenant: str, category: str) -> datetime | None:
         return self.store.cursor(tenant, category)
 
-    async def already_delivered(self, tenant: str, category: str, ids: Iterable[str]) -> set[str]:
-        return self.store.already_delivered(tenant, category, ids)
+    async def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        return self.store.already_delivered(tenant, category, records, dead)
 
     async def sink_position(self, name: str) -> str | None:
         return self.store.sink_position(name)
