@@ -285,7 +285,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport is closed: make a new one")
         try:
-            async with asyncio.timeout(timeouts.get("pool")):
+            if origin.slots.locked():
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await origin.slots.acquire()
+            else:  # a free slot: taken at once, no timer to arm and cancel
                 await origin.slots.acquire()
         except TimeoutError as exc:
             raise httpx.PoolTimeout(
@@ -382,12 +385,17 @@ class Http11Transport(httpx.AsyncBaseTransport):
     ) -> None:
         writer = connection.writer
         try:
+            if isinstance(body, bytes):
+                if chunked:  # httpx frames bytes by Content-Length; a caller may not
+                    body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+                writer.write(head + body)
+                if writer.transport.get_write_buffer_size() == 0:
+                    # All of it went to the socket at once (a small request, the common case):
+                    # nothing can wait, so no timer to arm and cancel.
+                    await writer.drain()
+                    return
             async with asyncio.timeout(limit):
-                if isinstance(body, bytes):
-                    if chunked:  # httpx frames bytes by Content-Length; a caller may not
-                        body = (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-                    writer.write(head + body)
-                else:
+                if not isinstance(body, bytes):
                     writer.write(head)
                     async for part in body:
                         if chunked:

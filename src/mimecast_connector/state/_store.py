@@ -254,6 +254,9 @@ class StateStore:
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._identity: tuple[int, int] | None = None
         self._rescued: Path | None = None
+        #: (The one writer) every stream's cursor and kept_from as committed, read once: no
+        #: other process writes the file, so only this one's commits change them.
+        self._positions: dict[tuple[str, str], tuple[float | None, float | None]] | None = None
         if read_only:
             self._open_read_only(path, timeout)
             return
@@ -492,13 +495,22 @@ class StateStore:
         """The stream's cursor, and ``kept_from``: the oldest event time (epoch s) from which
         its handled ids are all kept (the newest prune applied; None if none was, or the store
         predates version 2)."""
-        row = self._db.execute(
-            "SELECT cursor, kept_from FROM streams WHERE tenant = ? AND category = ?",
-            (tenant, category),
-        ).fetchone()
-        if row is None:
-            return None, None
-        return _dt(row[0]), None if row[1] is None else float(row[1])
+        if self._lock is None:
+            row = self._db.execute(
+                "SELECT cursor, kept_from FROM streams WHERE tenant = ? AND category = ?",
+                (tenant, category),
+            ).fetchone()
+            cursor, kept = row if row is not None else (None, None)
+        else:
+            if self._positions is None:
+                self._positions = {
+                    (t, c): (cursor, kept)
+                    for t, c, cursor, kept in self._db.execute(
+                        "SELECT tenant, category, cursor, kept_from FROM streams"
+                    )
+                }
+            cursor, kept = self._positions.get((tenant, category), (None, None))
+        return _dt(cursor), None if kept is None else float(kept)
 
     def already_delivered(
         self,
@@ -644,6 +656,18 @@ class StateStore:
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
                 sink_positions.items(),
             )
+        if self._positions is not None:
+            positions = self._positions
+            for c in commits:
+                key = (c.tenant, c.category)
+                cursor, kept = positions.get(key, (None, None))
+                if c.cursor is not None:
+                    moved = c.cursor.timestamp()
+                    cursor = moved if cursor is None else max(cursor, moved)
+                if c.prune_before is not None:
+                    prune = c.prune_before.timestamp()
+                    kept = prune if kept is None else max(kept, prune)
+                positions[key] = (cursor, kept)
 
     def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         """Record sinks' positions on their own (the baselines taken at start)."""
