@@ -57,6 +57,7 @@ import os
 import random
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -180,6 +181,80 @@ def measure(command: list[str], tmp: Path, per_page: int, tenants: int) -> Measu
         server_cpu=stats["cpu_s"],
         written=written,
     )
+
+
+# --- the steady state: `run` past its start-up, one poll interval -------------------------------
+
+
+@dataclass
+class Steady:
+    polls: int  # streams whose last successful poll ended in the window
+    cpu: float  # the connector's CPU seconds in the window
+    floor_cpu: float  # the bare client's CPU seconds for one later cycle of every stream
+    rss_mib: float  # the connector's peak RSS at the end
+
+
+def _polled(state: Path, since: float) -> tuple[int, int]:
+    """Streams of the SQLite state at ``state``: those with a successful poll ending after
+    ``since``, and those with any (read-only, beside the running writer)."""
+    if not state.exists():
+        return 0, 0
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT count(*) FILTER (WHERE last_success >= ?), count(last_success) FROM streams",
+            (since,),
+        ).fetchone()
+    except sqlite3.OperationalError:  # the schema is still being created
+        return 0, 0
+    finally:
+        db.close()
+    return int(row[0]), int(row[1])
+
+
+def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
+    """The connector's ``run`` with every tenant polled every ``interval`` s: once every stream
+    had its first poll (start-up and its spread behind), its CPU over the next interval, and
+    the polls that ended in it; the floor: the bare client's CPU for a second cycle."""
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        server, _, port = start_server(tmp, per_page)
+        try:
+            config = write_config(
+                tmp, tenants, port, per_tenant=f'poll_interval = "{interval:.0f}s"'
+            )
+            floor = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--bare", "--cycles", "2",
+                 "--config", str(config)],
+                capture_output=True, check=True, cwd=tmp,
+            )  # fmt: skip
+            floor_cpu = json.loads(floor.stdout.decode().strip().splitlines()[-1])["cycle_cpu"]
+            child = subprocess.Popen(
+                [sys.executable, "-m", "mimecast_connector", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp,
+            )
+            try:
+                state = tmp / "state.db"
+                deadline = time.monotonic() + interval + tenants * 3 / 50 + 60
+                while _polled(state, 0.0)[1] < tenants * 3:
+                    if child.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the connector did not poll every stream once")
+                    time.sleep(0.5)
+                since, cpu = time.time(), _cpu_seconds(child.pid)
+                time.sleep(interval)
+                cpu = _cpu_seconds(child.pid) - cpu
+                polls = _polled(state, since)[0]
+                status = Path(f"/proc/{child.pid}/status").read_text()
+                rss = int(status.split("VmHWM:")[1].split()[0]) / 1024
+            finally:
+                child.terminate()
+                if child.wait(timeout=60) != 0:
+                    raise SystemExit(f"the connector exited with {child.returncode}")
+        finally:
+            stop_server(server)
+    return Steady(polls=polls, cpu=cpu, floor_cpu=floor_cpu, rss_mib=rss)
 
 
 # --- the fleet: workers sharing the streams through PostgreSQL ---------------------------------
@@ -551,7 +626,7 @@ class _Page(msgspec.Struct):
     data: list[dict[str, list[msgspec.Raw]]]
 
 
-async def bare(config: dict[str, Any], config_path: Path) -> None:
+async def bare(config: dict[str, Any], config_path: Path, cycles: int = 1) -> None:
     port = int(config["tenants"][0]["base_url"].rsplit(":", 1)[1])
     pool = Pool(port, 32)
     token_decoder = msgspec.json.Decoder(_Token)
@@ -577,7 +652,7 @@ async def bare(config: dict[str, Any], config_path: Path) -> None:
             b"".join(bytes(r) + b"\n" for item in page.data for rs in item.values() for r in rs)
         )
 
-    async def tenant(entry: dict[str, str]) -> None:
+    async def tenant(entry: dict[str, str]) -> str:
         form = f"grant_type=client_credentials&client_id={entry['client_id']}&client_secret={entry['client_secret']}"
         token = token_decoder.decode(
             await pool.post(
@@ -587,10 +662,18 @@ async def bare(config: dict[str, Any], config_path: Path) -> None:
             )
         ).access_token
         await asyncio.gather(*(stream(token, c) for c in CATEGORIES))
+        return token
 
-    await asyncio.gather(*(tenant(t) for t in config["tenants"]))
+    tokens = await asyncio.gather(*(tenant(t) for t in config["tenants"]))
     out.flush()
     os.fsync(out.fileno())
+    for _ in range(cycles - 1):
+        # A later cycle, as a long-running client makes it: tokens held, connections open.
+        began = time.process_time()
+        await asyncio.gather(*(stream(token, c) for token in tokens for c in CATEGORIES))
+        out.flush()
+        os.fsync(out.fileno())
+        print(json.dumps({"cycle_cpu": time.process_time() - began}), flush=True)
     out.close()
 
 
@@ -612,14 +695,22 @@ def main() -> None:
         help=f"ANALYZE the fleet's tables every {ANALYZE_EVERY:.0f} s, as autovacuum would",
     )
     parser.add_argument("--postgres", default=POSTGRES, help="the fleet's database (a schema each)")
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="then, per N, `run` with this poll interval: CPU of one interval past start-up",
+    )
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cycles", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = [int(n) for n in args.fleet_workers.split(",") if n.strip()]
     if any(n < 1 for n in workers) or args.fleet_seconds <= 0:
         parser.error("--fleet-workers takes counts of 1 or more, --fleet-seconds a positive time")
     if args.bare:
-        asyncio.run(bare(tomllib.loads(args.config.read_text("utf-8")), args.config))
+        asyncio.run(bare(tomllib.loads(args.config.read_text("utf-8")), args.config, args.cycles))
         return
     connector = [sys.executable, "-m", "mimecast_connector", "run", "--once"]
     floor = [sys.executable, str(Path(__file__).resolve()), "--bare"]
@@ -644,6 +735,22 @@ def main() -> None:
                 f"{tenants:>8} {tenants * 3:>8} {name:<10}{m.wall:>8.1f}{m.cpu:>8.1f}{ratio:>7.1f}x"
                 f"{m.rss_mib:>9.0f}{m.startup:>9.2f}{m.connections:>9}{m.server_cpu:>14.1f}"
                 f"{m.written:>9}",
+                flush=True,
+            )
+    if args.steady:
+        print(
+            f"\nsteady state, `run` polling every stream every {args.steady:.0f} s, one interval "
+            "past start-up:\n"
+            f"{'tenants':>8} {'streams':>8}{'polls':>8}{'CPU s':>8}{'ms/poll':>9}"
+            f"{'floor ms/poll':>15}{'ratio':>8}{'RSS MiB':>9}"
+        )
+        for tenants in (int(n) for n in args.tenants.split(",")):
+            m = measure_steady(tenants, args.records_per_page, args.steady)
+            per_poll = m.cpu / max(1, m.polls) * 1000
+            floor_per_poll = m.floor_cpu / (tenants * 3) * 1000
+            print(
+                f"{tenants:>8} {tenants * 3:>8}{m.polls:>8}{m.cpu:>8.2f}{per_poll:>9.3f}"
+                f"{floor_per_poll:>15.3f}{per_poll / floor_per_poll:>7.1f}x{m.rss_mib:>9.0f}",
                 flush=True,
             )
     if workers:

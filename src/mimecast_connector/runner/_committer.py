@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ MAX_QUEUED_RECORDS = 20_000
 PAGES_IN_FLIGHT = 20
 #: Pages read and not yet committed, all streams together (see ``held``).
 MAX_PAGES_HELD = 256
+#: Seconds from the end of one group's commit to the start of the next, at least, while pages
+#: keep coming: polls spread over the interval end a few milliseconds apart, and each would
+#: otherwise be a group of its own, with its own fsyncs (a sink file's and the state's). A page
+#: after a quiet spell is committed at once; under load a group waits at most this long for
+#: company, so alerts are delayed by at most this much and fsyncs are at most 1 / this a second.
+MIN_COMMIT_GAP = 0.05
 
 
 @dataclass(eq=False, slots=True)
@@ -187,10 +194,15 @@ class Committer:
         return done
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -math.inf
         while True:
             await self._work.wait()
             self._work.clear()
             while self._queue:
+                wait = last + MIN_COMMIT_GAP - loop.time()
+                if wait > 0 and len(self._queue) < MAX_GROUP:
+                    await asyncio.sleep(wait)
                 group = [self._queue.popleft() for _ in range(min(MAX_GROUP, len(self._queue)))]
                 self._current = group  # failed by aclose() if it stops the loop mid-group
                 self._queued_records -= sum(page.size for page in group)
@@ -198,6 +210,7 @@ class Committer:
                     self._room.notify_all()
                 await self._commit(group)
                 self._current = []
+                last = loop.time()
 
     async def _commit(self, group: list[_Page]) -> None:
         live = []
