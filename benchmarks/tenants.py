@@ -745,12 +745,13 @@ def main() -> None:
             f"{'floor ms/poll':>15}{'ratio':>8}{'RSS MiB':>9}"
         )
         for tenants in (int(n) for n in args.tenants.split(",")):
-            m = measure_steady(tenants, args.records_per_page, args.steady)
-            per_poll = m.cpu / max(1, m.polls) * 1000
-            floor_per_poll = m.floor_cpu / (tenants * 3) * 1000
+            steady = measure_steady(tenants, args.records_per_page, args.steady)
+            per_poll = steady.cpu / max(1, steady.polls) * 1000
+            floor_per_poll = steady.floor_cpu / (tenants * 3) * 1000
             print(
-                f"{tenants:>8} {tenants * 3:>8}{m.polls:>8}{m.cpu:>8.2f}{per_poll:>9.3f}"
-                f"{floor_per_poll:>15.3f}{per_poll / floor_per_poll:>7.1f}x{m.rss_mib:>9.0f}",
+                f"{tenants:>8} {tenants * 3:>8}{steady.polls:>8}{steady.cpu:>8.2f}"
+                f"{per_poll:>9.3f}{floor_per_poll:>15.3f}{per_poll / floor_per_poll:>7.1f}x"
+                f"{steady.rss_mib:>9.0f}",
                 flush=True,
             )
     if workers:
