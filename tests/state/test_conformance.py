@@ -311,6 +311,34 @@ async def test_a_group_commit_of_several_streams_is_one_transaction(store: Store
     }
 
 
+async def test_pages_of_one_stream_in_one_group_add_up_in_order(store: Store) -> None:
+    """Several pages of one poll in one group: counters add up, the newest cursor and the last success win, the last page's prune reaches every page's older ids, and a success clears the last error."""
+    await store.record_error("acme", "url", "earlier failure", T0.timestamp())
+    await store.commit_group(
+        [
+            Commit("acme", "url", T0 + timedelta(minutes=2), ids("p", 3), {"alerts": 3, "fetched": 4}),
+            Commit("acme", "url", T0 + timedelta(minutes=1), ids("q", 3, T0 + timedelta(seconds=10)), {"alerts": 1}),
+            Commit(
+                "acme", "url", None, [], {"fetched": 2},
+                prune_before=T0 + timedelta(seconds=2), success_at=T0.timestamp() + 99,
+            ),
+        ],
+        {"jsonl:alerts": "7"},
+    )  # fmt: skip
+    assert await store.position("acme", "url") == (
+        T0 + timedelta(minutes=2),
+        (T0 + timedelta(seconds=2)).timestamp(),
+    )
+    known = await store.already_delivered(
+        "acme", "url", ids("p", 3) + ids("q", 3, T0 + timedelta(seconds=10))
+    )
+    assert known == {"p2", "q0", "q1", "q2"}
+    [stream] = await store.streams()
+    assert dict(stream.counters) == {"alerts": 4, "fetched": 6}
+    assert stream.last_success == T0 + timedelta(seconds=99)
+    assert (stream.last_error, stream.last_error_at) == (None, None)
+
+
 # --- delivered ids and pruning -----------------------------------------------------------------
 
 

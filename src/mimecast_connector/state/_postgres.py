@@ -337,75 +337,96 @@ class PostgresStore:
     ) -> None:
         """Record handled batches of any streams, their dead letters and the sinks' positions
         in one transaction. A stream's ``cursor`` only ever moves forward."""
+        # The group as a few set-based statements, whatever its size: each stream's share
+        # summed up first (its newest cursor, last success, widest prune; counters added).
+        # The pages of one stream in a group belong to one poll, whose prune comes with its
+        # last commit, so pruning after every insert is what committing them in turn does.
         now = time.time()
+        leases: dict[tuple[str, str], int] = {}
+        streams: dict[tuple[str, str], list[float | None]] = {}  # cursor, success, prune
+        delivered: list[tuple[str, str, str, float]] = []
+        counted: dict[tuple[str, str, str], int] = {}
+        dead: list[tuple[str, str, bytes]] = []
+        for c in commits:
+            key = (c.tenant, c.category)
+            if c.lease is not None:
+                leases[key] = c.lease
+            row = streams.setdefault(key, [None, None, None])
+            if c.cursor is not None:
+                row[0] = _newest(row[0], c.cursor.timestamp())
+            if c.success_at is not None:
+                row[1] = c.success_at
+            if c.prune_before is not None:
+                row[2] = _newest(row[2], c.prune_before.timestamp())
+            delivered.extend((*key, id_, when) for id_, when in c.delivered)
+            delivered.extend((*key, id_, when) for id_, when in c.dead_ids)
+            for name, n in c.counts.items():
+                if n:
+                    counted[(*key, name)] = counted.get((*key, name), 0) + n
+            dead.extend((*key, line) for line in c.dead)
         async with self._use("writer") as conn, conn.transaction(), conn.cursor() as cur:
-            for c in commits:
-                key = (c.tenant, c.category)
-                if c.lease is not None:
-                    await cur.execute(
-                        "SELECT lease FROM mimecast_streams WHERE tenant = %s AND category = %s "
-                        "FOR UPDATE",
-                        key,
-                    )
-                    held = await cur.fetchone()
-                    if held is None or held[0] != c.lease:
-                        raise LeaseLostError(c.tenant, c.category)
+            if leases:
                 await cur.execute(
-                    "INSERT INTO mimecast_streams (tenant, category) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    key,
+                    "SELECT s.tenant, s.category, s.lease FROM mimecast_streams s "
+                    "JOIN unnest(%s::text[], %s::text[]) AS k(tenant, category) "
+                    "ON s.tenant = k.tenant AND s.category = k.category "
+                    "ORDER BY s.tenant, s.category FOR UPDATE OF s",
+                    _columns(leases, 2),
                 )
-                if c.cursor is not None:
-                    await cur.execute(
-                        "UPDATE mimecast_streams SET cursor = greatest(cursor, %s) "
-                        "WHERE tenant = %s AND category = %s",
-                        (c.cursor.timestamp(), *key),
-                    )
-                if c.success_at is not None:
-                    await cur.execute(
-                        "UPDATE mimecast_streams SET last_success = %s, last_error = NULL, "
-                        "last_error_at = NULL WHERE tenant = %s AND category = %s",
-                        (c.success_at, *key),
-                    )
-                delivered = [(*key, id_, when) for id_, when in c.delivered]
-                delivered.extend((*key, id_, when) for id_, when in c.dead_ids)
-                if delivered:
-                    await cur.executemany(
-                        "INSERT INTO mimecast_delivered VALUES (%s, %s, %s, %s) "
-                        "ON CONFLICT DO NOTHING",
-                        delivered,
-                    )
-                counts = [(*key, name, n) for name, n in c.counts.items() if n]
-                if counts:
-                    await cur.executemany(
-                        "INSERT INTO mimecast_counters VALUES (%s, %s, %s, %s) ON CONFLICT "
-                        "(tenant, category, name) DO UPDATE SET value = "
-                        "mimecast_counters.value + excluded.value",
-                        counts,
-                    )
-                if c.dead:
-                    await cur.executemany(
-                        "INSERT INTO mimecast_dead_letters (tenant, category, stored_at, line) "
-                        "VALUES (%s, %s, %s, %s)",
-                        [(*key, now, line) for line in c.dead],
-                    )
-                if c.prune_before is not None:
-                    prune = c.prune_before.timestamp()
-                    await cur.execute(
-                        "DELETE FROM mimecast_delivered "
-                        "WHERE tenant = %s AND category = %s AND event_time < %s",
-                        (*key, prune),
-                    )
-                    await cur.execute(
-                        "UPDATE mimecast_streams SET kept_from = greatest(kept_from, %s) "
-                        "WHERE tenant = %s AND category = %s",
-                        (prune, *key),
-                    )
+                held = {(str(t), str(c)): lease for t, c, lease in await cur.fetchall()}
+                for key, lease in leases.items():
+                    if held.get(key) != lease:
+                        raise LeaseLostError(*key)
+            if streams:
+                # A stream's row, created if new; the cursor and kept_from only move forward;
+                # a success clears the last error.
+                await cur.execute(
+                    "INSERT INTO mimecast_streams AS s (tenant, category, cursor, last_success, "
+                    "kept_from) SELECT * FROM unnest(%s::text[], %s::text[], "
+                    "%s::float8[], %s::float8[], %s::float8[]) "
+                    "ON CONFLICT (tenant, category) DO UPDATE SET "
+                    "cursor = greatest(s.cursor, excluded.cursor), "
+                    "last_success = coalesce(excluded.last_success, s.last_success), "
+                    "last_error = CASE WHEN excluded.last_success IS NULL "
+                    "THEN s.last_error END, "
+                    "last_error_at = CASE WHEN excluded.last_success IS NULL "
+                    "THEN s.last_error_at END, "
+                    "kept_from = greatest(s.kept_from, excluded.kept_from)",
+                    _columns([(*key, *row) for key, row in streams.items()], 5),
+                )
+            if delivered:
+                await cur.execute(
+                    "INSERT INTO mimecast_delivered SELECT * FROM unnest(%s::text[], %s::text[], "
+                    "%s::text[], %s::float8[]) ON CONFLICT DO NOTHING",
+                    _columns(delivered, 4),
+                )
+            if counted:
+                await cur.execute(
+                    "INSERT INTO mimecast_counters AS n SELECT * FROM unnest(%s::text[], "
+                    "%s::text[], %s::text[], %s::int8[]) ON CONFLICT (tenant, category, name) "
+                    "DO UPDATE SET value = n.value + excluded.value",
+                    _columns([(*key, n) for key, n in counted.items()], 4),
+                )
+            if dead:
+                await cur.execute(
+                    "INSERT INTO mimecast_dead_letters (tenant, category, stored_at, line) "
+                    "SELECT t, c, %s, l FROM unnest(%s::text[], %s::text[], %s::bytea[]) "
+                    "WITH ORDINALITY AS u(t, c, l, n) ORDER BY n",
+                    (now, *_columns(dead, 3)),
+                )
+            pruned = [(*key, row[2]) for key, row in streams.items() if row[2] is not None]
+            if pruned:
+                await cur.execute(
+                    "DELETE FROM mimecast_delivered d "
+                    "USING unnest(%s::text[], %s::text[], %s::float8[]) AS p(t, c, before) "
+                    "WHERE d.tenant = p.t AND d.category = p.c AND d.event_time < p.before",
+                    _columns(pruned, 3),
+                )
             if sink_positions:
-                await cur.executemany(
-                    "INSERT INTO mimecast_sinks VALUES (%s, %s) ON CONFLICT (name) "
-                    "DO UPDATE SET position = excluded.position",
-                    list(sink_positions.items()),
+                await cur.execute(
+                    "INSERT INTO mimecast_sinks SELECT * FROM unnest(%s::text[], %s::text[]) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    _columns(list(sink_positions.items()), 2),
                 )
 
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
@@ -437,3 +458,16 @@ def _reason(exc: psycopg.Error) -> str:
     """The server's or libpq's words, first line only (the rest repeats the connection)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _newest(old: float | None, new: float) -> float:
+    return new if old is None else max(old, new)
+
+
+def _columns(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows as ``width`` column lists: one array parameter each, for ``unnest``."""
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
