@@ -323,6 +323,19 @@ INSERT INTO streams (tenant, category, cursor) VALUES ('acme', 'url', 1764000000
 """
 
 
+def prune(store: StateStore, before: float) -> None:
+    """Commit nothing but a prune of acme/url's ids older than ``before`` (epoch seconds)."""
+    store.commit(
+        "acme",
+        "url",
+        cursor=None,
+        delivered=(),
+        counts={},
+        sink_positions={},
+        prune_before=datetime.fromtimestamp(before, UTC),
+    )
+
+
 def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -> None:
     """A state file of the first schema opens, keeps its cursor, gains kept_from (unset until the first prune) and says the current version."""
     path = tmp_path / "state.db"
@@ -334,15 +347,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_cursor(tmp_path: Path) -
         assert cursor is not None
         assert cursor.timestamp() == 1764000000.0
         assert kept is None
-        store.commit(
-            "acme",
-            "url",
-            cursor=None,
-            delivered=(),
-            counts={},
-            sink_positions={},
-            prune_before=datetime.fromtimestamp(1763990000.0, UTC),
-        )
+        prune(store, 1763990000.0)
         assert store.position("acme", "url")[1] == 1763990000.0
     finally:
         store.close()
@@ -374,15 +379,7 @@ def test_a_version_2_database_keeps_every_delivered_id(tmp_path: Path) -> None:
         assert store.already_delivered("acme", "url", [("rec", 1764000000.0)]) == {"rec"}
         assert store.already_delivered("acme", "url", [], ["dead"]) == {"dead"}
         assert store.already_delivered("acme", "url", [("other", 1764000000.0)]) == set()
-        store.commit(
-            "acme",
-            "url",
-            cursor=None,
-            delivered=(),
-            counts={},
-            sink_positions={},
-            prune_before=datetime.fromtimestamp(1764000100.0, UTC),
-        )
+        prune(store, 1764000100.0)
         assert store.already_delivered("acme", "url", [("rec", 1764000000.0)]) == set()
         assert store.already_delivered("acme", "url", [], ["dead"]) == {"dead"}
     finally:
