@@ -40,6 +40,22 @@ SPEC_ROWS = [
     ("Default Inbound URL Protect Definition", "T1598.003", "Spearphishing Link"),
 ]
 
+#: Ours (issue 9): the rows of the rejection texts that are not Sophos's, and MTA Rejection.
+OUR_REJECTION_ROWS = [
+    ("Virus Signature Detected", "T1566.001", "Spearphishing Attachment"),
+    ("SPF Sender Invalid", "T1672", "Email Spoofing"),
+    ("DKIM Sender Invalid", "T1672", "Email Spoofing"),
+    ("DMARC Sender Invalid", "T1672", "Email Spoofing"),
+    ("Sender IP on a Block List", "T1566", "Phishing"),
+    ("Envelope Blocked - User Entry", "T1566", "Phishing"),
+    ("Envelope Blocked - Policy Entry", "T1566", "Phishing"),
+    ("Host Network Not Allowed", "TA0001", "Initial Access"),
+    ("Mail Loop Detected", "T1499", "Endpoint Denial of Service"),
+    ("TLS Required", "TA0001", "Initial Access"),
+    ("Too Many Recipients", "T1566", "Phishing"),
+    ("MTA Rejection", "TA0001", "Initial Access"),
+]
+
 
 @pytest.fixture(scope="module")
 def table() -> AttackTable:
@@ -177,9 +193,12 @@ def test_attachment_and_impersonation_have_one_alert_type(
 # --- §4 ATT&CK table ---------------------------------------------------------------------------
 
 
-def test_default_table_has_exactly_the_spec_rows(table: AttackTable) -> None:
-    """The shipped table holds the eleven §4 rows and nothing else, checked against ATT&CK v18."""
-    assert set(table.rows) == {alert_type.casefold() for alert_type, _, _ in SPEC_ROWS}
+def test_default_table_has_exactly_the_spec_rows_and_ours(table: AttackTable) -> None:
+    """The shipped table holds the eleven §4 rows and our rejection rows, nothing else, checked against ATT&CK v18."""
+    expected = SPEC_ROWS + OUR_REJECTION_ROWS
+    assert set(table.rows) == {alert_type.casefold() for alert_type, _, _ in expected}
+    for alert_type, threat_id, threat_name in OUR_REJECTION_ROWS:
+        assert table.rows[alert_type.casefold()] == Technique(threat_id, threat_name)
     assert table.attack_version == "v18"
 
 
@@ -334,7 +353,7 @@ threatName = "Spearphishing Link"
     )
     table = load_table(user)
     assert table.attack_version == "v19"
-    assert len(table.rows) == len(SPEC_ROWS) + 1
+    assert len(table.rows) == len(SPEC_ROWS) + len(OUR_REJECTION_ROWS) + 1
     assert table.lookup("Unsafe Email Attachment", ATT) == Technique(
         "T1566.001", "Spearphishing Attachment"
     )

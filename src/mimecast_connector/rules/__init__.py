@@ -11,6 +11,7 @@ from mimecast_connector.rules._mapping import (
     Technique,
     load_table,
 )
+from mimecast_connector.rules._rejections import RejectionTexts, RejectionType, normalise
 from mimecast_connector.rules._rules import (
     CLEAN_URL,
     DROP_REASONS,
@@ -30,11 +31,14 @@ __all__ = [
     "NOT_MALICIOUS_IMPERSONATION",
     "SAFE_ATTACHMENT",
     "AttackTable",
+    "RejectionTexts",
+    "RejectionType",
     "Rules",
     "Severity",
     "Technique",
     "Typed",
     "build_rules",
     "load_table",
+    "normalise",
     "url_alert_type",
 ]

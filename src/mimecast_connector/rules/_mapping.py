@@ -4,6 +4,10 @@ The default table ships as ``data/attack-mapping.toml``; a user's file of the sa
 merged over it, row by row, matched by alertType after trimming and case-folding. Both are
 checked when loaded: ID syntax (``TA0001``, ``T1078``, ``T1598.003``), non-empty names, no
 alertType twice in one file. Every problem is reported at once, with its key path.
+
+The same load gives the rejection texts (``data/rejection-texts.toml``, see ``_rejections``),
+with a user file's ``[[rejections]]`` rows tried first; every alertType a phrase gives must
+have a row in the merged table.
 """
 
 from __future__ import annotations
@@ -11,13 +15,19 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import ConfigError
+from mimecast_connector.rules._rejections import (
+    RejectionTexts,
+    RejectionType,
+    merged,
+    parse_phrases,
+)
 
 _ID = re.compile(r"TA\d{4}|T\d{4}(\.\d{3})?")
 
@@ -48,6 +58,8 @@ class AttackTable:
 
     rows: Mapping[str, Technique]
     attack_version: str
+    #: Rejection texts to alertTypes: a user's phrases, then the shipped ones.
+    rejections: RejectionTexts = field(default_factory=lambda: RejectionTexts(()))
 
     def lookup(self, alert_type: str, category: Category) -> Technique:
         """The row of ``alert_type``, or else the row of its category's default alertType."""
@@ -64,7 +76,9 @@ def load_table(user_file: Path | None = None) -> AttackTable:
         .joinpath("data/attack-mapping.toml")
         .read_text("utf-8")
     )
-    version, rows = _parse(tomllib.loads(text), "default mapping")
+    version, rows, _ = _parse(tomllib.loads(text), "default mapping")
+    shipped = _shipped_phrases()
+    user_phrases: list[RejectionType] = []
     if user_file is not None:
         try:
             data = tomllib.loads(user_file.read_text("utf-8"))
@@ -78,7 +92,7 @@ def load_table(user_file: Path | None = None) -> AttackTable:
             raise ConfigError(
                 [("mapping", f"{str(user_file)!r} is not valid TOML: {exc}")]
             ) from None
-        user_version, user_rows = _parse(data, "mapping")
+        user_version, user_rows, user_phrases = _parse(data, "mapping")
         rows.update(user_rows)
         version = user_version or version
     problems = [
@@ -86,14 +100,40 @@ def load_table(user_file: Path | None = None) -> AttackTable:
         for category, default in CATEGORY_DEFAULT_TYPE.items()
         if key(default) not in rows
     ]
+    rejections = merged(user_phrases, shipped)
+    problems.extend(
+        (
+            "mapping.rejections" if t.origin == "user" else "rejection texts",
+            f"the phrase {t.phrase!r} gives the alertType {t.alert_type!r}, which has no row "
+            "in the ATT&CK table: add a [[rows]] entry for it to the mapping file",
+        )
+        for t in rejections.types
+        if key(t.alert_type) not in rows
+    )
     if problems:
         raise ConfigError(problems)
-    return AttackTable(rows, version)
+    return AttackTable(rows, version, rejections)
 
 
-def _parse(data: Mapping[str, Any], where: str) -> tuple[str, dict[str, Technique]]:
+def _shipped_phrases() -> list[RejectionType]:
+    text = (
+        resources.files("mimecast_connector")
+        .joinpath("data/rejection-texts.toml")
+        .read_text("utf-8")
+    )
+    data = tomllib.loads(text)
+    phrases, problems = parse_phrases(data.get("phrases", []), "rejection texts", user=False)
+    problems.extend(("rejection texts", f"unknown key {k!r}") for k in set(data) - {"phrases"})
+    if problems:
+        raise ConfigError(problems)
+    return phrases
+
+
+def _parse(
+    data: Mapping[str, Any], where: str
+) -> tuple[str, dict[str, Technique], list[RejectionType]]:
     problems: list[tuple[str, str]] = []
-    unknown = set(data) - {"attack_version", "rows"}
+    unknown = set(data) - {"attack_version", "rows", "rejections"}
     problems.extend((f"{where}.{name}", "unknown key") for name in sorted(unknown))
     version = data.get("attack_version", "")
     if not isinstance(version, str):
@@ -135,9 +175,15 @@ def _parse(data: Mapping[str, Any], where: str) -> tuple[str, dict[str, Techniqu
             assert isinstance(threat_id, str)
             assert isinstance(threat_name, str)
             rows[key(alert_type)] = Technique(threat_id, threat_name.strip())
+    phrases: list[RejectionType] = []
+    if "rejections" in data:
+        phrases, phrase_problems = parse_phrases(
+            data["rejections"], f"{where}.rejections", user=True
+        )
+        problems.extend(phrase_problems)
     if problems:
         raise ConfigError(problems)
-    return version, rows
+    return version, rows, phrases
 
 
 _ROW_KEYS = {"alertType", "threatId", "threatName"}
