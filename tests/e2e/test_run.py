@@ -55,7 +55,7 @@ async def test_raw_is_the_record_exactly_as_received(world: World) -> None:
         assert list(alert) == [
             "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
             "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
-            "identifiers", "action", "route", "raw",
+            "identifiers", "action", "route", "senderIp", "raw",
         ]  # fmt: skip
         raw_text = line[line.index(b'"raw":') + 6 : -1]
         assert json.loads(raw_text) == alert["raw"]

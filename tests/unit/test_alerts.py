@@ -46,7 +46,7 @@ TABLE = load_table()
 NATIVE_KEYS = [
     "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
     "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
-    "identifiers", "action", "route", "raw",
+    "identifiers", "action", "route", "senderIp", "raw",
 ]  # fmt: skip
 
 #: One §12 record of each category, on one line, and its golden native alert.
@@ -108,7 +108,7 @@ def test_native_keys_order_raw_and_time(category: Category, record: bytes, golde
 @pytest.mark.parametrize(
     ("category", "record", "absent"),
     [
-        (ATT, samples.ATTACHMENT_LINE, {"url", "identifiers"}),
+        (ATT, samples.ATTACHMENT_LINE, {"url", "identifiers", "senderIp"}),
         (IMP, samples.IMPERSONATION_LINE, {"url", "fileName", "fileHash", "route"}),
         (URL, samples.URL_CLICK_LINE, {"fileName", "fileHash", "identifiers"}),
     ],
@@ -501,7 +501,7 @@ def test_the_ocsf_checks_can_fail() -> None:
 
 
 def test_ocsf_evidence_carries_the_people_url_and_file() -> None:
-    """Sender, recipient, URL and file hash appear as email evidence and as typed observables."""
+    """Sender, recipient, URL, file hash and sending IP appear as evidence and as typed observables."""
     attachment, _, url = (to_ocsf(alert) for alert in ALL_ALERTS[:3])
     email = attachment["evidences"][0]["email"]
     assert (email["from"], email["to"]) == ("billing@invoices-example.net", ["a.khan@example.com"])
@@ -514,7 +514,10 @@ def test_ocsf_evidence_carries_the_people_url_and_file() -> None:
         (5, "support@parcel-notify.example.net"),
         (5, "r.singh@example.com"),
         (6, "https://parcel-notify.example.net/track/9931"),
+        (2, "198.51.100.23"),
     }
+    assert url["evidences"][0]["src_endpoint"] == {"ip": "198.51.100.23"}
+    assert "src_endpoint" not in attachment["evidences"][0]
 
 
 @pytest.mark.parametrize("when", ["2004-05-25T02:59:13.521+0000", "2039-08-06T02:31:45.549+0000"])
@@ -525,3 +528,28 @@ def test_ocsf_time_keeps_every_millisecond(when: str) -> None:
     moment = datetime.fromisoformat(when)
     expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
     assert to_ocsf(alert_of(ATT, json.dumps(record).encode()))["time"] == expected
+
+
+@pytest.mark.parametrize(
+    ("sending_ip", "expected"),
+    [
+        ("198.51.100.23", "198.51.100.23"),
+        ("2001:db8::17", "2001:db8::17"),
+        ("Internal IP", None),
+        ("", None),
+        ("198.51.100.999", None),
+        (None, None),
+    ],
+)
+def test_sender_ip_is_an_address_or_null(sending_ip: str | None, expected: str | None) -> None:
+    """``senderIp`` (native) and ``src_endpoint.ip`` (OCSF) carry the record's sending IP only when it is an IPv4 or IPv6 address; ``raw`` keeps the text either way."""
+    record = json.loads(samples.URL_CLICK_LINE)
+    if sending_ip is None:
+        del record["sendingIp"]
+    else:
+        record["sendingIp"] = sending_ip
+    alert = alert_of(URL, json.dumps(record).encode())
+    assert alert.senderIp == expected
+    evidence = to_ocsf(alert)["evidences"][0]
+    assert evidence.get("src_endpoint") == (None if expected is None else {"ip": expected})
+    validated(to_ocsf(alert))

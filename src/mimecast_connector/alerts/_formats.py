@@ -105,10 +105,15 @@ class _Email(msgspec.Struct, gc=False, omit_defaults=True):
     files: list[_File] | None = None
 
 
+class _Endpoint(msgspec.Struct, gc=False):
+    ip: str
+
+
 class _Evidence(msgspec.Struct, gc=False, omit_defaults=True):
     email: _Email
     url: _Url | None = None
     file: _File | None = None
+    src_endpoint: _Endpoint | None = None
 
 
 class _Observable(msgspec.Struct, gc=False):
@@ -223,6 +228,9 @@ def _finding(alert: Alert) -> _DetectionFinding:
             observables.append(_Observable("file.hashes.value", 8, "Hash", alert.fileHash))
         evidence.file = file
         email.files = [file]
+    if alert.senderIp is not None:
+        evidence.src_endpoint = _Endpoint(alert.senderIp)
+        observables.append(_Observable("src_endpoint.ip", 2, "IP Address", alert.senderIp))
     finding = _Finding(
         alert.id,
         alert.alertType,
