@@ -25,7 +25,7 @@ from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner, StreamResult
 from mimecast_connector.runner._fleet import TAKEOVER, Fleet
 from tests.e2e.conftest import COUNTS, NOW, START, World, load_script
-from tests.pg import fresh_schema
+from tests.pg import admin, fresh_schema
 
 
 class Recorder:
@@ -159,6 +159,74 @@ async def test_two_workers_never_poll_one_stream_at_once_and_deliver_each_alert_
     assert set(got) == set(want)
     assert max(got.values()) == 1, "no alert delivered twice"
     assert all(r.died is None and r.halted is None for r in runners)
+
+
+class Timed(Watched):
+    """A watched runner that also notes when each successful poll of a stream began."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config, Counter(), Counter())
+        self.succeeded: dict[str, float] = {}
+
+    async def poll(
+        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+    ) -> StreamResult:
+        began = asyncio.get_running_loop().time()
+        result = await super().poll(tenant, category, lease=lease)
+        if result.error is None:
+            self.succeeded[f"{tenant.name}/{category.value}"] = began
+        return result
+
+
+async def test_a_worker_outlives_a_database_outage_and_loses_nothing(world: World) -> None:
+    """Every PostgreSQL connection of a running worker is cut (a restart, a failover) and new records arrive: polls that failed are retried, every stream polls again successfully, the new alerts and the old are all delivered; the run neither halts nor dies."""
+    name = "mc_outage_test"
+    loop = asyncio.get_running_loop()
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, f"{url}&application_name={name}"), {})
+        runner = Timed(config)
+        await runner.start()
+        fleet = Fleet(runner, config.state_target, concurrency=8)
+        stop = asyncio.Event()
+        task = asyncio.create_task(fleet.run(stop))
+        try:
+            await asyncio.sleep(2.0)
+            async with await admin() as conn:
+                cut = await (
+                    await conn.execute(
+                        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                        "WHERE application_name = %s",
+                        (name,),
+                    )
+                ).fetchone()
+            after = loop.time()
+            for category in Category:  # late records, only a poll after the cut can deliver
+                world.tenant.generate(
+                    category,
+                    count=5,
+                    start=NOW - timedelta(minutes=5),
+                    end=NOW - timedelta(minutes=2),
+                )
+            want = await reference_ids(config, world.tmp)
+            streams = {f"{t.name}/{c.value}" for t, c in runner.streams()}
+            deadline = loop.time() + 60
+            while not (
+                set(want) <= set(runner.recorder.ids)
+                and all(runner.succeeded.get(key, 0.0) > after for key in streams)
+            ):
+                assert not task.done(), "the worker ended"
+                assert loop.time() < deadline, "not recovered within 60 s"
+                await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+            await runner.aclose()
+    assert cut is not None
+    assert cut[0] >= 2, "the worker's connections (store and queue) were cut"
+    assert task.exception() is None
+    assert runner.died is None
+    assert runner.halted is None
+    assert set(runner.recorder.ids) == set(want)
 
 
 def test_killed_workers_lose_nothing_and_their_polls_are_taken_over() -> None:
