@@ -183,10 +183,11 @@ async def test_a_worker_outlives_a_database_outage_and_loses_nothing(world: Worl
     name = "mc_outage_test"
     loop = asyncio.get_running_loop()
     async with fresh_schema() as url:
-        config = load_config(fleet_config(world, f"{url}&application_name={name}"), {})
+        state = f"{url}&application_name={name}"
+        config = load_config(fleet_config(world, state), {})
         runner = Timed(config)
         await runner.start()
-        fleet = Fleet(runner, config.state_target, concurrency=8)
+        fleet = Fleet(runner, state, concurrency=8)
         stop = asyncio.Event()
         task = asyncio.create_task(fleet.run(stop))
         try:
@@ -222,6 +223,7 @@ async def test_a_worker_outlives_a_database_outage_and_loses_nothing(world: Worl
             await asyncio.gather(task, return_exceptions=True)
             await runner.aclose()
     assert cut is not None
+    assert isinstance(cut[0], int)
     assert cut[0] >= 2, "the worker's connections (store and queue) were cut"
     assert task.exception() is None
     assert runner.died is None
