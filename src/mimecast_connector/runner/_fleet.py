@@ -46,12 +46,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import time
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import procrastinate
 import psycopg
+import psycopg_pool
 import structlog
 
 from mimecast_connector._categories import Category
@@ -64,6 +69,12 @@ _log = structlog.get_logger("mimecast_connector.fleet")
 
 #: The queue of stream polls.
 POLLS = "mimecast-polls"
+#: Seconds a pooled queue connection may have been idle and still be handed out unchecked. The
+#: queue takes a connection three times a poll (fetch, finish, defer), and checking it each
+#: time (a round trip) cost about a tenth of a worker's CPU; a connection idle longer is checked
+#: as before. One the server dropped within this time fails its first use instead, and the
+#: queue worker starts again, as after any outage (see ``Fleet._work``).
+POOL_CHECK_IDLE = 1.0
 #: Polls one worker runs at once at most.
 CONCURRENCY = 64
 #: Seconds between a worker's heartbeats, and without one before its polls are taken over.
@@ -117,7 +128,9 @@ class Fleet:
         self._rng = rng or random.Random()
         self._concurrency = concurrency
         self.app = procrastinate.App(
-            connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=6)
+            connector=procrastinate.PsycopgConnector(
+                conninfo=url, min_size=1, max_size=6, pool_factory=_queue_pool
+            )
         )
         self._poll_task = self.app.task(name="mimecast_connector.poll", queue=POLLS)(self._poll)
         self._stop: asyncio.Event | None = None
@@ -408,3 +421,20 @@ class Fleet:
                 reason=f"their worker sent no heartbeat for {STALLED_AFTER:.0f} s",
             )
         return taken
+
+
+def _queue_pool(**options: Any) -> psycopg_pool.AsyncConnectionPool:
+    """procrastinate's pool, checking only connections idle over ``POOL_CHECK_IDLE`` seconds."""
+    returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    async def note_returned(conn: psycopg.AsyncConnection[Any]) -> None:
+        returned[conn] = time.monotonic()
+
+    async def check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - returned.get(conn, -math.inf) > POOL_CHECK_IDLE:
+            await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
+    options.update(check=check_if_idle, reset=note_returned)
+    return psycopg_pool.AsyncConnectionPool(**options)
