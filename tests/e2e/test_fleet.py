@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,14 +61,19 @@ class Watched(Runner):
         self._active, self._most = active, most
 
     async def poll(
-        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        *,
+        lease: int | None = None,
+        position: tuple[datetime | None, float | None] | None = None,
     ) -> StreamResult:
         key = f"{tenant.name}/{category.value}"
         self._active[key] += 1
         self._most[key] = max(self._most[key], self._active[key])
         try:
             await asyncio.sleep(0.05)
-            return await super().poll(tenant, category, lease=lease)
+            return await super().poll(tenant, category, lease=lease, position=position)
         finally:
             self._active[key] -= 1
 
@@ -169,10 +174,15 @@ class Timed(Watched):
         self.succeeded: dict[str, float] = {}
 
     async def poll(
-        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        *,
+        lease: int | None = None,
+        position: tuple[datetime | None, float | None] | None = None,
     ) -> StreamResult:
         began = asyncio.get_running_loop().time()
-        result = await super().poll(tenant, category, lease=lease)
+        result = await super().poll(tenant, category, lease=lease, position=position)
         if result.error is None:
             self.succeeded[f"{tenant.name}/{category.value}"] = began
         return result

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from psycopg import sql
@@ -277,6 +277,30 @@ async def test_a_commit_under_a_stale_lease_is_refused_whole(store: PostgresStor
     assert await store.already_delivered("acme", "url", [("a", 1.0)]) == set()
     await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {}, lease=new)], {})
     assert await store.cursor("acme", "url") == T0
+
+
+async def test_a_lease_comes_with_the_streams_position(store: PostgresStore) -> None:
+    """take_lease_and_position gives a new lease and the position as committed (none for a new stream), in one statement."""
+    first, position = await store.take_lease_and_position("acme", "url")
+    assert position == (None, None)
+    await store.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                T0,
+                [("a", 1.0)],
+                {},
+                prune_before=T0 - timedelta(hours=1),
+                lease=first,
+            )
+        ],
+        {},
+    )
+    second, position = await store.take_lease_and_position("acme", "url")
+    assert second == first + 1
+    assert position == await store.position("acme", "url")
+    assert position == (T0, (T0 - timedelta(hours=1)).timestamp())
 
 
 async def test_many_calls_meeting_a_lost_connection_open_one_new_one(url: str) -> None:

@@ -302,8 +302,8 @@ class Fleet:
         result = None
         handed_on = True
         try:
-            lease = await self._store.take_lease(tenant, category)
-            result = await runner.poll(config, kind, lease=lease)
+            lease, position = await self._store.take_lease_and_position(tenant, category)
+            result = await runner.poll(config, kind, lease=lease, position=position)
             handed_on = not isinstance(result.error, LeaseLostError)
         finally:
             if result is None:  # cancelled, or the lease could not be taken: again soon

@@ -425,26 +425,37 @@ class Runner:
         return min(start, now), now
 
     async def poll(
-        self, tenant: TenantConfig, category: Category, *, lease: int | None = None
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        *,
+        lease: int | None = None,
+        position: tuple[datetime | None, float | None] | None = None,
     ) -> StreamResult:
         """Read one stream's window to its end, delivering and committing page by page.
-        ``lease``: a fleet poll's (``PostgresStore.take_lease``), checked at every commit.
+        ``lease``: a fleet poll's (``PostgresStore.take_lease``), checked at every commit;
+        ``position``: the stream's, if read with the lease (else the store is asked).
 
         Nothing here may raise: every failure, ours included, ends up in the result (and in
         the store, for ``status``), so that no stream stops without saying why.
         """
         result = StreamResult(tenant.name, category)
         try:
-            await self._poll(tenant, category, result, lease)
+            await self._poll(tenant, category, result, lease, position)
         except Exception as caught:
             await self._failed(result, caught)
         return result
 
     async def _poll(
-        self, tenant: TenantConfig, category: Category, result: StreamResult, lease: int | None
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        result: StreamResult,
+        lease: int | None,
+        position: tuple[datetime | None, float | None] | None,
     ) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
-        stored, kept = await self.store.position(tenant.name, category.value)
+        stored, kept = position or await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
         low, high = start.timestamp(), end.timestamp()
         # The oldest event time whose ids the store still remembers, fixed for the whole poll

@@ -260,15 +260,25 @@ class PostgresStore:
         """A new lease on the stream, for one poll: every earlier lease is stale from now on,
         so a poll presumed dead (its worker stalled past the fleet's limit) and still running
         can neither deliver nor commit once another poll of the stream took over."""
+        return (await self.take_lease_and_position(tenant, category))[0]
+
+    async def take_lease_and_position(
+        self, tenant: str, category: str
+    ) -> tuple[int, tuple[datetime | None, float | None]]:
+        """:meth:`take_lease`, and the stream's :meth:`position` read in the same statement
+        (one round trip a poll less)."""
         row = await self._one(
             "INSERT INTO mimecast_streams (tenant, category, lease) VALUES (%s, %s, 1) "
             "ON CONFLICT (tenant, category) DO UPDATE SET lease = mimecast_streams.lease + 1 "
-            "RETURNING lease",
+            "RETURNING lease, cursor, kept_from",
             (tenant, category),
         )
         assert row is not None
-        assert isinstance(row[0], int)
-        return row[0]
+        lease, cursor, kept = row
+        assert isinstance(lease, int)
+        assert cursor is None or isinstance(cursor, float)
+        assert kept is None or isinstance(kept, float)
+        return lease, (_dt(cursor), kept)
 
     async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
         if not leases:
