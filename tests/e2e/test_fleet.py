@@ -53,12 +53,14 @@ class Recorder:
 
 class Watched(Runner):
     """A runner whose polls report, in a table shared by every runner of the test, how many
-    polls of each stream run at once (a pause widens every overlap there could be)."""
+    polls of each stream run at once (a pause widens every overlap there could be), and when
+    each stream's last successful poll began."""
 
     def __init__(self, config: Config, active: Counter[str], most: Counter[str]) -> None:
         self.recorder = Recorder()
         super().__init__(config, sinks=[self.recorder])
         self._active, self._most = active, most
+        self.succeeded: dict[str, float] = {}
 
     async def poll(
         self,
@@ -71,11 +73,15 @@ class Watched(Runner):
         key = f"{tenant.name}/{category.value}"
         self._active[key] += 1
         self._most[key] = max(self._most[key], self._active[key])
+        began = asyncio.get_running_loop().time()
         try:
             await asyncio.sleep(0.05)
-            return await super().poll(tenant, category, lease=lease, position=position)
+            result = await super().poll(tenant, category, lease=lease, position=position)
         finally:
             self._active[key] -= 1
+        if result.error is None:
+            self.succeeded[key] = began
+        return result
 
 
 def small_config(tmp: Path, state_line: str, *, sink: str) -> Path:
@@ -166,28 +172,6 @@ async def test_two_workers_never_poll_one_stream_at_once_and_deliver_each_alert_
     assert all(r.died is None and r.halted is None for r in runners)
 
 
-class Timed(Watched):
-    """A watched runner that also notes when each successful poll of a stream began."""
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config, Counter(), Counter())
-        self.succeeded: dict[str, float] = {}
-
-    async def poll(
-        self,
-        tenant: TenantConfig,
-        category: Category,
-        *,
-        lease: int | None = None,
-        position: tuple[datetime | None, float | None] | None = None,
-    ) -> StreamResult:
-        began = asyncio.get_running_loop().time()
-        result = await super().poll(tenant, category, lease=lease, position=position)
-        if result.error is None:
-            self.succeeded[f"{tenant.name}/{category.value}"] = began
-        return result
-
-
 async def test_a_worker_outlives_a_database_outage_and_loses_nothing(world: World) -> None:
     """Every PostgreSQL connection of a running worker is cut (a restart, a failover) and new records arrive: polls that failed are retried, every stream polls again successfully, the new alerts and the old are all delivered; the run neither halts nor dies."""
     name = "mc_outage_test"
@@ -195,7 +179,7 @@ async def test_a_worker_outlives_a_database_outage_and_loses_nothing(world: Worl
     async with fresh_schema() as url:
         state = f"{url}&application_name={name}"
         config = load_config(fleet_config(world, state), {})
-        runner = Timed(config)
+        runner = Watched(config, Counter(), Counter())
         await runner.start()
         fleet = Fleet(runner, state, concurrency=8)
         stop = asyncio.Event()
