@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import TenantConfig, load_config
-from mimecast_connector.runner import Runner
+from mimecast_connector.runner import Runner, _committer
+from mimecast_connector.runner._chain import Handled
+from mimecast_connector.runner._committer import Committer, Lane
 from mimecast_connector.sinks import JsonlSink
+from mimecast_connector.state import Commit, Store
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast
 from tests.properties.test_checkpoint_model import T0, canonical, make_record, write_config
@@ -156,3 +163,58 @@ async def test_a_stream_waiting_on_its_quota_holds_no_page_permit(tmp_path: Path
     acme = [seconds for name, seconds in finished if name == "acme"]
     assert min(acme) >= 1.9, "the premise: acme waited on its quota"
     assert max(beta) < 1.0, beta
+
+
+class RecordingStore:
+    """Just what the committer calls of a store: nothing delivered before; each commit noted."""
+
+    def __init__(self) -> None:
+        self.groups: list[int] = []
+
+    async def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        return set()
+
+    async def commit_group(self, commits: Sequence[Commit], positions: Mapping[str, str]) -> None:
+        self.groups.append(len(commits))
+
+
+async def test_commits_under_load_share_groups_and_a_page_after_quiet_commits_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a long gap between groups: a page after a quiet spell commits at once; the pages that follow a commit wait for the gap and go in one group."""
+    monkeypatch.setattr(_committer, "MIN_COMMIT_GAP", 5.0)
+    store = RecordingStore()
+    committer = Committer(cast(Store, store), [], None)
+    committer.start()
+
+    def page(n: int) -> Awaitable[asyncio.Future[dict[str, int]]]:
+        lane = Lane(f"tenant-{n}", "url")
+        return committer.submit(lane, Handled(), cursor=None, horizon=-math.inf, prune_before=None)
+
+    try:
+        first = await page(0)
+        await asyncio.wait_for(first, 2.0)  # no commit before it: no wait
+        assert store.groups == [1]
+        later = [await page(n) for n in range(1, 6)]
+        await asyncio.sleep(1.0)
+        assert store.groups == [1], "pages right after a commit wait for the gap"
+        assert not any(done.done() for done in later)
+    finally:
+        await committer.aclose()
+    monkeypatch.setattr(_committer, "MIN_COMMIT_GAP", 0.2)
+    store.groups.clear()
+    committer = Committer(cast(Store, store), [], None)
+    committer.start()
+    try:
+        await asyncio.wait_for(await page(0), 2.0)
+        later = [await page(n) for n in range(1, 6)]
+        await asyncio.wait_for(asyncio.gather(*later), 5.0)
+        assert store.groups == [1, 5], "the waiting pages went in one group"
+    finally:
+        await committer.aclose()
