@@ -274,7 +274,8 @@ class Committer:
             records, dead = _split(page.handled)
             earlier = seen.setdefault(key, set())
             known = await store.already_delivered(key[0], key[1], records, dead)
-            known.update(i for i, _ in page.handled.ids if i in earlier)
+            if earlier:  # ids of this group's earlier pages of the stream
+                known.update(i for i, _ in page.handled.ids if i in earlier)
             fresh = select_fresh(page.handled, known, page.horizon)
             earlier.update(i for i, _ in fresh.ids)
             fresh_pages.append(fresh)
