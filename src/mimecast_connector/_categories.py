@@ -1,9 +1,10 @@
-"""The three Mimecast Targeted Threat Protection logs, described once.
+"""The Mimecast logs the connector reads, described once.
 
 A small shared type: the client, the simulator and the pipeline all name a log by its
 :class:`Category` and read its endpoint path, the key of its record list inside ``data[0]``,
 the field that holds each record's event time, and the role an API user needs to read it.
-Everything here is a fact from ``shared/docs/mimecast-api.md`` §1 and §4 to §7.
+The three Targeted Threat Protection logs are facts from ``shared/docs/mimecast-api.md`` §1
+and §4 to §7; the rejection log from ``shared/docs/mta-rejections.md`` §2.3.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import enum
 
 
 class Category(enum.StrEnum):
-    """One TTP log. The value is the name used in configuration and in alerts."""
+    """One log. The value is the name used in configuration and in alerts."""
 
     ATTACHMENT = "attachment"
     IMPERSONATION = "impersonation"
     URL = "url"
+    REJECTION = "rejection"
 
     @property
     def path(self) -> str:
         """The endpoint, identical on API 1.0 and API 2.0."""
-        return f"/api/ttp/{self.value}/get-logs"
+        return _PATHS[self]
 
     @property
     def list_key(self) -> str:
@@ -31,7 +33,18 @@ class Category(enum.StrEnum):
     @property
     def time_field(self) -> str:
         """The record field that holds the event time."""
-        return "eventTime" if self is Category.IMPERSONATION else "date"
+        return _TIME_FIELDS.get(self, "date")
+
+    @property
+    def window_keys(self) -> tuple[str, str]:
+        """The request fields of a window's start and end: ``from``/``to`` for the TTP logs,
+        ``start``/``end`` for the rejection log."""
+        return ("start", "end") if self is Category.REJECTION else ("from", "to")
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the endpoint takes ``oldestFirst`` (the rejection log documents no order)."""
+        return self is not Category.REJECTION
 
     @property
     def role(self) -> str:
@@ -40,18 +53,35 @@ class Category(enum.StrEnum):
 
     @classmethod
     def from_path(cls, path: str) -> Category | None:
-        """The category served at ``path``, or None if ``path`` is not a TTP log endpoint."""
+        """The category served at ``path``, or None if ``path`` is not a log endpoint."""
         return _BY_PATH.get(path)
 
 
+#: What a tenant reads when its configuration names no categories.
+DEFAULT_CATEGORIES = (
+    Category.ATTACHMENT,
+    Category.IMPERSONATION,
+    Category.URL,
+    Category.REJECTION,
+)
+
+_PATHS = {
+    Category.ATTACHMENT: "/api/ttp/attachment/get-logs",
+    Category.IMPERSONATION: "/api/ttp/impersonation/get-logs",
+    Category.URL: "/api/ttp/url/get-logs",
+    Category.REJECTION: "/api/gateway/get-rejections",
+}
 _LIST_KEYS = {
     Category.ATTACHMENT: "attachmentLogs",
     Category.IMPERSONATION: "impersonationLogs",
     Category.URL: "clickLogs",
+    Category.REJECTION: "rejections",
 }
+_TIME_FIELDS = {Category.IMPERSONATION: "eventTime", Category.REJECTION: "created"}
 _ROLES = {
     Category.ATTACHMENT: "Monitoring / Attachment Protection / Read",
     Category.IMPERSONATION: "Monitoring / Impersonation Protection / Read",
     Category.URL: "Monitoring / URL Protection / Read",
+    Category.REJECTION: "Monitoring / Rejections / Read",
 }
 _BY_PATH = {c.path: c for c in Category}

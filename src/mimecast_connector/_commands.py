@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -30,7 +30,13 @@ from rich.text import Text
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
-from mimecast_connector._errors import ConfigError, ConnectorError, InternalError, StateError
+from mimecast_connector._errors import (
+    ConfigError,
+    ConnectorError,
+    ForbiddenError,
+    InternalError,
+    StateError,
+)
 from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
@@ -373,19 +379,25 @@ async def _check_tenant(
     client = MimecastClient(
         tenant=tenant.name, base_url=tenant.url, auth=auth, secrets=secrets, http=http
     )
+    failed = 0
     try:
+        # Every category is read, so that one run of `check` names every missing role.
         for category in tenant.categories:
-            await client.check(category)
-    except ConnectorError as exc:
-        _err.print(
-            Text.assemble(
-                ("FAILED", "red"), "  ", shown(f"{tenant.name} (API {tenant.api}): {exc}")
-            ),
-            soft_wrap=True,
-        )
-        return 1
+            try:
+                await client.check(category)
+            except ConnectorError as exc:
+                failed = 1
+                where = f"{tenant.name}/{category.value} (API {tenant.api})"
+                _err.print(
+                    Text.assemble(("FAILED", "red"), "  ", shown(f"{where}: {exc}")),
+                    soft_wrap=True,
+                )
+                if not isinstance(exc, ForbiddenError):
+                    break  # credentials, network, host: every other category would fail alike
     finally:
         await client.aclose()
+    if failed:
+        return 1
     _err.print(
         Text.assemble(
             ("ok", "green"), "      ", shown(f"{tenant.name} (API {tenant.api}, {tenant.url})")
@@ -456,18 +468,27 @@ def status(config_path: Path) -> None:
                 out.print("  never polled")
                 continue
             c = s.counters
-            dropped = {
-                k.removeprefix("dropped: "): v for k, v in c.items() if k.startswith("dropped: ")
-            }
+            dropped = _prefixed(c, "dropped: ")
             out.print(f"  checkpoint     {_when(s.cursor)}")
             out.print(f"  last success   {_when(s.last_success)}")
             out.print(
                 f"  counts         fetched {c.get('fetched', 0)}, alerts {c.get('alerts', 0)}, "
-                f"dropped as safe {sum(dropped.values())}, dead-lettered {c.get('dead_lettered', 0)}, "
+                f"dropped {sum(dropped.values())}, dead-lettered {c.get('dead_lettered', 0)}, "
                 f"duplicates suppressed {c.get('duplicates', 0)}"
             )
             for reason, n in dropped.items():
                 out.print(shown(f"  dropped        {n} ({reason})"))
+            unmatched = sorted(_prefixed(c, "unmatched: ").items(), key=lambda kv: -kv[1])
+            for text, n in unmatched:
+                out.print(shown(f"    unmatched    {n} ({text})"))
+            if unmatched:
+                out.print(
+                    shown(
+                        "    (rejections whose text matched no phrase: add a [[rejections]] row "
+                        "to the mapping file to alert on one, or set "
+                        "keep_unmatched_rejections = true)"
+                    )
+                )
             if c.get("outside_window"):
                 # Only a server that ignores the window it was asked for sends these.
                 out.print(
@@ -476,6 +497,11 @@ def status(config_path: Path) -> None:
                 )
             if s.last_error:
                 out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
+
+
+def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """The counters named ``prefix`` + something, by that something."""
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
 
 
 # --- the demo ---------------------------------------------------------------------------------
@@ -488,7 +514,7 @@ class SummarySink:
     format: Format = "native"
 
     def __init__(self) -> None:
-        self.by_type: Counter[tuple[str, str, str]] = Counter()
+        self.by_type: Counter[tuple[str, str, str, str]] = Counter()
         self.total = 0
         self.last: Alert | None = None
 
@@ -497,7 +523,7 @@ class SummarySink:
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:
         for alert in alerts:
-            self.by_type[(alert.alertType, alert.threatId, alert.threatName)] += 1
+            self.by_type[(alert.category, alert.alertType, alert.threatId, alert.threatName)] += 1
         self.total += len(alerts)
         if alerts:
             self.last = alerts[-1]
@@ -515,14 +541,15 @@ class SummarySink:
             title=f"demo: {self.total} alerts delivered in {elapsed:.0f}s (Ctrl-C to stop)",
             title_justify="left",
         )
-        for column in ("alertType", "ATT&CK", "technique", "alerts"):
+        for column in ("category", "alertType", "ATT&CK", "technique", "alerts"):
             table.add_column(column)
-        for (alert_type, threat_id, threat_name), n in self.by_type.most_common():
-            table.add_row(shown(alert_type), shown(threat_id), shown(threat_name), str(n))
+        for (category, alert_type, threat_id, threat_name), n in self.by_type.most_common():
+            table.add_row(category, shown(alert_type), shown(threat_id), shown(threat_name), str(n))
         if self.last is not None:
             last = self.last
+            about = f": {last.subject}" if last.subject else ""
             table.caption = shown(
-                f"latest: [{last.severity}] {last.alertType} -> {last.recipient}: {last.subject}"
+                f"latest: [{last.severity}] {last.alertType} -> {last.recipient}{about}"
             )
         return table
 
@@ -570,6 +597,7 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
         (Category.ATTACHMENT, 120),
         (Category.IMPERSONATION, 60),
         (Category.URL, 300),
+        (Category.REJECTION, 200),
     ):
         tenant.generate(category, count=n, start=now - timedelta(hours=6), end=now)
     sim.start()

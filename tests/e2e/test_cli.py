@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from mimecast_connector import Category
 from mimecast_connector._cli import main
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, rejection_type
 
 BROKEN = """
 [[tenants]]
@@ -83,12 +85,41 @@ def test_status_shows_checkpoints_and_counts(world: World) -> None:
     alerts = world.alerts()
     per_category = {
         c: sum(1 for a in alerts if a["category"] == c)
-        for c in ("attachment", "impersonation", "url")
+        for c in ("attachment", "impersonation", "url", "rejection")
     }
     for category, n in per_category.items():
         block = out.split(f"acme / {category}")[1].split("acme / ")[0]
         assert f"alerts {n}," in block
         assert "checkpoint     20" in block
+    # Rejections no phrase matched: counted by their description, with what to do about them.
+    unmatched = Counter(
+        r["description"] for r in world.made[Category.REJECTION] if rejection_type(r) is None
+    )
+    block = out.split("acme / rejection")[1]
+    assert f"dropped        {sum(unmatched.values())} (unmatched rejection)" in block
+    for description, n in unmatched.items():
+        assert f"unmatched    {n} ({description})" in block
+    assert "[[rejections]]" in block
+
+
+def test_check_reads_every_category_and_names_each_missing_role(world: World) -> None:
+    """`check` reads one page of each category: a tenant without the rejection role fails
+    naming that role, and only it; its other categories are fine."""
+    sim = world.sim
+    limited = sim.add_tenant("limited", roles={Category.ATTACHMENT, Category.URL})
+    extra = (
+        f'[[tenants]]\nname = "limited"\nbase_url = "{sim.url}"\n'
+        f'client_id = "{limited.client_id}"\nclient_secret = "{limited.client_secret}"\n'
+    )
+    code, out = invoke("check", "--config", str(world.write_config(extra_tenant=extra)))
+    assert code == 1
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2, out
+    assert "limited/impersonation" in failed[0]
+    assert "Monitoring / Impersonation Protection / Read" in failed[0]
+    assert "limited/rejection" in failed[1]
+    assert "Monitoring / Rejections / Read" in failed[1]
+    assert "ok      acme" in out
 
 
 def test_status_before_any_run_says_so(world: World) -> None:

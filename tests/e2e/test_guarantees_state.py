@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from mimecast_connector._cli import main
 from mimecast_connector._errors import ConnectorError, StateError
 from mimecast_connector.runner import Runner, StreamResult
-from tests.e2e.conftest import World
+from tests.e2e.conftest import CATEGORIES, World
 from tests.e2e.test_guarantees import (
     add_fresh_alerts,
     assert_exactly,
@@ -107,7 +107,7 @@ async def test_a_removed_output_folder_is_our_fault_and_delivery_resumes_once_re
         await run_ok(runner)
     finally:
         await runner.aclose()
-    assert len(world.alerts()) == 3 * 10  # the fresh alerts of three categories, each once
+    assert len(world.alerts()) == len(CATEGORIES) * 10  # the fresh alerts of each category, once
     no_duplicates(world)
 
 

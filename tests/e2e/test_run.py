@@ -14,7 +14,7 @@ from mimecast_connector.alerts import OCSF_VERSION
 from mimecast_connector.runner import Runner
 from mimecast_connector.simulator import faults
 from mimecast_connector.state import StateStore
-from tests.e2e.conftest import NOW, World, canonical
+from tests.e2e.conftest import CATEGORIES, NOW, World, canonical, rejection_type
 
 
 async def run_once(world: World, api: str = "2.0") -> Runner:
@@ -24,7 +24,7 @@ async def run_once(world: World, api: str = "2.0") -> Runner:
         results = await runner.run_once()
     finally:
         await runner.aclose()
-    assert [r.error for r in results] == [None, None, None]
+    assert [r.error for r in results] == [None] * len(CATEGORIES)
     return runner
 
 
@@ -55,7 +55,8 @@ async def test_raw_is_the_record_exactly_as_received(world: World) -> None:
         assert list(alert) == [
             "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
             "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
-            "identifiers", "action", "route", "senderIp", "raw",
+            "identifiers", "action", "route", "senderIp", "rejectionType", "rejectionCode",
+            "rejectionInfo", "raw",
         ]  # fmt: skip
         raw_text = line[line.index(b'"raw":') + 6 : -1]
         assert json.loads(raw_text) == alert["raw"]
@@ -102,7 +103,7 @@ async def test_counts_add_up_in_the_state(world: World) -> None:
         streams = {s.category: s for s in store.streams()}
     finally:
         store.close()
-    for category in Category:
+    for category in CATEGORIES:
         c = streams[category.value].counters
         dropped = sum(v for k, v in c.items() if k.startswith("dropped: "))
         made = world.made[category]
@@ -112,6 +113,15 @@ async def test_counts_add_up_in_the_state(world: World) -> None:
         assert c["fetched"] > len(made)
         assert c["fetched"] - c["duplicates"] == distinct
         assert c.get("alerts", 0) + dropped + c.get("dead_lettered", 0) == distinct
+        unmatched = {k: v for k, v in c.items() if k.startswith("unmatched: ")}
+        if category is Category.REJECTION:
+            # Each rejection no phrase matches is dropped once, and counted by its description.
+            texts = {canonical(r): r for r in made if rejection_type(r) is None}
+            by_description = Counter(r["description"] for r in texts.values())
+            assert c["dropped: unmatched rejection"] == len(texts) > 0
+            assert unmatched == {f"unmatched: {k}": n for k, n in by_description.items()}
+        else:
+            assert not unmatched
         assert streams[category.value].cursor is not None
         assert streams[category.value].last_success is not None
 
@@ -204,3 +214,78 @@ async def test_an_unexpected_exception_in_a_sink_is_reported_not_fatal(world: Wo
         await runner.aclose()
     assert {type(r.error) for r in results} == {InternalError}
     assert all("RuntimeError: boom" in r.message for r in results)
+
+
+@pytest.mark.parametrize("api", ["2.0", "1.0"])
+async def test_rejections_become_the_six_sophos_alert_types_and_ours(
+    world: World, api: str
+) -> None:
+    """Rejection rows are typed by their text, whatever its drift; all six Sophos alert types
+    arrive; an alert carries the sender, recipient, IP, the rejection's kind, code and text."""
+    await run_once(world, api)
+    rejections = [a for a in world.alerts() if a["category"] == "rejection"]
+    made = {canonical(r): r for r in world.made[Category.REJECTION]}
+    assert {a["alertType"] for a in rejections} >= {
+        "IP Temporarily Blacklisted",
+        "Submitter failed to authenticate",
+        "Anti-Spoofing policy - Inbound not allowed",
+        "Invalid Recipient",
+        "Exceeding outbound thread limit",
+        "Message bounced due to Content Examination Policy",
+    }
+    severities = {}
+    for alert in rejections:
+        record = made[canonical(alert["raw"])]
+        assert alert["alertType"] == rejection_type(record)
+        assert (alert["sender"], alert["recipient"]) == (record["fromAddress"], record["toAddress"])
+        assert alert["senderIp"] == record["ipAddress"]
+        assert alert["rejectionType"] == record["description"]
+        assert alert["rejectionCode"] == str(record["type"])
+        assert alert["rejectionInfo"] == record["info"]
+        assert alert["subject"] is None
+        assert alert["messageId"] is None
+        severities[alert["alertType"]] = alert["severity"]
+    assert severities["Anti-Spoofing policy - Inbound not allowed"] == "high"
+    assert severities["Submitter failed to authenticate"] == "high"
+    assert severities["Invalid Recipient"] == "low"
+    # alert-rules.md section 4, the Sophos rows
+    threats = {a["alertType"]: a["threatId"] for a in rejections}
+    assert threats["Invalid Recipient"] == "TA0005"
+    assert threats["IP Temporarily Blacklisted"] == "TA0001"
+    assert threats["Anti-Spoofing policy - Inbound not allowed"] == "T1598.003"
+
+
+async def test_a_rejection_window_cut_after_its_first_pages_is_read_again_in_full(
+    world: World,
+) -> None:
+    """The rejection log pages newest first: a 403 after two pages leaves the cursor where it
+    was, and the next poll reads the whole window again, delivering the rest once."""
+    world.sim.inject(faults.Slow(0), category=Category.REJECTION, times=2)
+    world.sim.inject(faults.HttpStatus(403), category=Category.REJECTION)
+    runner = Runner(world.config())
+    await runner.start()
+    try:
+        first = {r.category: r for r in await runner.run_once()}
+        assert first[Category.REJECTION].error is not None
+        assert "Monitoring / Rejections / Read" in first[Category.REJECTION].message
+        assert first[Category.REJECTION].alerts > 0  # its first two pages went out
+        assert await runner.store.cursor("acme", "rejection") is None
+        second = {r.category: r for r in await runner.run_once()}
+    finally:
+        await runner.aclose()
+    assert second[Category.REJECTION].error is None
+    assert (
+        second[Category.REJECTION].counts["duplicates"]
+        == first[Category.REJECTION].counts["fetched"]
+    )
+    got = Counter(canonical(a["raw"]) for a in world.alerts())
+    assert set(got) == set(world.expected())
+    assert all(n == 1 for n in got.values())
+    requests = [r for r in world.sim.requests if r.category is Category.REJECTION and r.json]
+    openings = [
+        r.json["data"][0] for r in requests if "pageToken" not in r.json["meta"]["pagination"]
+    ]
+    assert [o["start"] for o in openings[-2:]] == [
+        openings[-2]["start"]
+    ] * 2  # read again from the start
+    assert all(o["admin"] is True and "oldestFirst" not in o for o in openings)

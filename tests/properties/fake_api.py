@@ -100,10 +100,11 @@ class FakeMimecast:
         body = json.loads(await request.aread())
         pagination = body["meta"]["pagination"]
         window = body["data"][0]
+        first, last = category.window_keys
         logged = LogRequest(
             category,
-            parse_window_time(window["from"]),
-            parse_window_time(window["to"]),
+            parse_window_time(window[first]),
+            parse_window_time(window[last]),
             int(pagination["pageSize"]),
             pagination.get("pageToken"),
         )

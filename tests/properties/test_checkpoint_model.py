@@ -1,6 +1,7 @@
 """The checkpoint, window and dedup logic as a model, driven through the real Runner.
 
-Hypothesis draws a scenario, a sequence of steps on one tenant's three streams:
+Hypothesis draws a scenario, a sequence of steps on one tenant's four streams (the three TTP
+logs and the rejection log):
 
 * ``arrive``: records become visible in the (in-memory) Mimecast API, each dated ``age``
   seconds before the current time, ``age`` up to ``lookback + 5 min``: some on time, some late,
@@ -18,7 +19,8 @@ The rule the model derives from the window semantics (runner module docstring, s
 docstring). Let ``C`` be a stream's cursor when a poll starts. Its window is
 ``[max(start, C - lookback), now]``, and ``C`` only grows: to the window's end when the window
 has been read in full, and within a window only to the newest event time read while every
-record came oldest first, on pages that climb. The fake server pages as asked or newest first
+record came oldest first, on pages that climb (the rejection log cannot be asked for an order,
+and the fake server pages it newest first). The fake server pages as asked or newest first
 (drawn per scenario; a shuffling server, which small pages can hide, is tests/e2e/
 test_hostile_order.py's). A record with event time ``e`` becomes visible at time ``a``; let ``C_a`` be the
 cursor when the first poll after ``a`` starts. Then the record is delivered, exactly once, iff
@@ -62,7 +64,7 @@ from mimecast_connector.runner import Runner
 from mimecast_connector.sinks import JsonlSink
 from tests.fakes import FakeClock, sqlite
 from tests.properties.fake_api import FakeMimecast, Order
-from tests.unit.samples import ATTACHMENT_LINE, IMPERSONATION_LINE, URL_CLICK_LINE
+from tests.unit.samples import ATTACHMENT_LINE, IMPERSONATION_LINE, REJECTION_LINE, URL_CLICK_LINE
 
 LOOKBACK = 600  # seconds; the config says "10m"
 T0 = 1_764_000_000  # FakeClock's default start, a whole second
@@ -76,12 +78,30 @@ MAX_COPIES = 2 * PAGE_SIZE - 1
 
 CrashMode = Literal["sink_before_write", "sink_after_write", "cancel"]
 
-# Verdicts drawn per category; the oracle below decides which are kept, independently.
+# Verdicts drawn per category; the oracle below decides which are kept, independently. A
+# rejection's verdict is its (description, info): texts the shipped phrases match (some with the
+# drift of real data) and texts none matches.
 VERDICTS: dict[Category, list[Any]] = {
     Category.ATTACHMENT: ["malicious", "safe", "clean", "SAFE", "timeout", "unsafe"],
     Category.IMPERSONATION: [True, False, True, False, True, True],
     Category.URL: ["malicious", "clean", "Clean", "timeout", "malicious", "unknown"],
+    Category.REJECTION: [
+        ("Invalid Recipient Address", "Invalid Recipient"),
+        ("Greylisting", "Greylisting in action, please come back later"),
+        ("Anti-Spoofing Lockout", "ANTI-SPOOFING POLICY \u2013 INBOUND NOT ALLOWED"),
+        ("Message Size Limit", "Message exceeds the maximum size limit"),
+        ("Virus Signature Detection", None),
+        ("Connection Limit Exceeded", "IP Temporarily Blacklisted [0a1b2c3d.mimecast.example]"),
+    ],
 }
+#: The phrases of data/rejection-texts.toml that the rejection verdicts above hold, copied by
+#: hand, lower-case with hyphens (the texts are compared that way).
+REJECTION_PHRASES = (
+    "invalid recipient",
+    "anti-spoofing policy - inbound not allowed",
+    "virus signature detection",
+    "ip temporarily blacklisted",
+)
 TIME_STYLES = ("+0000", "Z", "+00:00")
 
 
@@ -91,6 +111,13 @@ def kept(category: Category, record: dict[str, Any]) -> bool:
         return str(record["result"]).lower() not in ("safe", "clean")
     if category is Category.URL:
         return str(record["scanResult"]).lower() != "clean"
+    if category is Category.REJECTION:  # a phrase in info or description; else dropped
+        texts = (record.get("info") or "", record.get("description") or "")
+        return any(
+            phrase in text.lower().replace("\u2013", "-")
+            for text in texts
+            for phrase in REJECTION_PHRASES
+        )
     return record["taggedMalicious"] is not False
 
 
@@ -118,7 +145,7 @@ def make_record(category: Category, serial: int, epoch: int, verdict: Any, style
         record.update(
             id=f"MTOKEN:eNqrSYNTHETIC{serial:06d}", eventTime=when, taggedMalicious=verdict
         )
-    else:
+    elif category is Category.URL:
         record = json.loads(URL_CLICK_LINE)
         record.update(
             date=when,
@@ -126,7 +153,11 @@ def make_record(category: Category, serial: int, epoch: int, verdict: Any, style
             url=f"https://parcel-notify.example.net/track/{serial}",
             messageId=f"<{serial}@parcel-notify.example.net>",
         )
-    return json.dumps(record, separators=(",", ":")).encode()
+    else:
+        description, info = verdict
+        record = json.loads(REJECTION_LINE)
+        record.update(id=f"eNpVT1tP{serial:08d}", created=when, description=description, info=info)
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # --- the scenario --------------------------------------------------------------------------
@@ -138,7 +169,7 @@ class Arrival:
     age: int
     verdict: int
     style: str
-    twin: bool  # an exact copy of an earlier record of the category (attachment and url only)
+    twin: bool  # an exact copy of an earlier record of the category (not impersonation)
 
 
 @dataclass(frozen=True)
@@ -625,7 +656,7 @@ async def test_identical_records_filling_two_pages_do_not_stall_the_stream(
         results = await runner.run_once()
     finally:
         await runner.aclose()
-    assert [r.error for r in results] == [None, None, None]
+    assert [r.error for r in results] == [None] * len(Category)
     lines = (tmp_path / "out" / "alerts.jsonl").read_bytes().split(b"\n")
     got = Counter(canonical(json.loads(line)["raw"]) for line in lines if line)
     assert got == Counter({canonical(json.loads(click)): 1, canonical(json.loads(later)): 1})

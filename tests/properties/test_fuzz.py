@@ -9,6 +9,8 @@
     lone surrogates excluded, which JSON text in UTF-8 cannot carry): the output always parses
     as JSON, line encoders write one line per alert, ``raw`` round-trips to the input record,
     and every OCSF finding validates against the OCSF 1.5.0 Detection Finding model.
+
+Every category is fuzzed, the rejection log too (records shaped like ``mta-rejections.md`` §2.3).
 """
 
 from __future__ import annotations
@@ -26,18 +28,25 @@ from ocsf.v1_5_0.events import DetectionFinding
 from mimecast_connector import Category
 from mimecast_connector.alerts import ARRAY_ENCODERS, LINE_ENCODERS, Format, to_ocsf
 from mimecast_connector.records import Invalid, Valid, make_checker, validate
-from mimecast_connector.rules import load_table
+from mimecast_connector.rules import DROP_REASONS, load_table, split_reason
 from mimecast_connector.runner import Chain
-from tests.unit.samples import ATTACHMENT_LINE, IMPERSONATION_LINE, URL_CLICK_LINE
+from tests.unit.samples import ATTACHMENT_LINE, IMPERSONATION_LINE, REJECTION_LINE, URL_CLICK_LINE
 
 TABLE = load_table()
 SAMPLES = {
     Category.ATTACHMENT: ATTACHMENT_LINE,
     Category.IMPERSONATION: IMPERSONATION_LINE,
     Category.URL: URL_CLICK_LINE,
+    Category.REJECTION: REJECTION_LINE,
 }
 FIELDS = {category: sorted(json.loads(raw)) for category, raw in SAMPLES.items()}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_every_category_is_fuzzed() -> None:
+    """A category without a sample here would be left out of the record-shaped fuzzing."""
+    assert list(SAMPLES) == list(Category)
+
 
 # --- (a) the format check --------------------------------------------------------------------
 
@@ -100,10 +109,12 @@ def check_answer(category: Category, raw: bytes) -> None:
 
 def chain_answer(category: Category, raw: bytes) -> None:
     """The chain turns one record into exactly one alert, drop or dead letter; dead letters
-    are one JSON line carrying the record as it came."""
+    are one JSON line carrying the record as it came; drops carry a known reason."""
     handled = Chain("acme", category, TABLE).process([msgspec.Raw(raw)], 1_764_000_000.0)
     assert len(handled.ids) == 1
     assert len(handled.alerts) + len(handled.dropped) + len(handled.dead) == 1
+    for _, reason in handled.dropped:
+        assert split_reason(reason)[0] in DROP_REASONS
     for _, line in handled.dead:
         assert line.endswith(b"\n")
         assert line.count(b"\n") == 1
@@ -197,6 +208,10 @@ def valid_records(draw: st.DrawFn, category: Category) -> dict[str, Any]:
     if category is Category.IMPERSONATION:
         record["identifiers"] = draw(st.lists(strings, max_size=3))
         record["taggedMalicious"] = True
+    elif category is Category.REJECTION:
+        # ``type`` a number or any text; ``info`` and ``description`` any text, kept as alerts
+        # by ``keep_unmatched_rejections`` (the chain below) when no phrase is found in them.
+        record["type"] = draw(st.one_of(st.integers(-(2**63), 2**63 - 1), strings, st.none()))
     elif category is Category.ATTACHMENT:
         if record["result"].strip().casefold() in ("safe", "clean"):
             record["result"] = "malicious"
@@ -226,10 +241,12 @@ def test_encoders_write_parseable_json_for_any_unicode(
 ) -> None:
     """Native and OCSF, lines and arrays: JSON that parses, one line an alert, raw equal to the record, OCSF valid."""
     records = [data.draw(valid_records(category)) for _ in range(count)]
+    if category is Category.REJECTION:  # one id per record: a rejection is its id and second
+        for n, record in enumerate(records):
+            record["id"] = f"{n}:{record['id']}"
     raws = [as_raw(r, ascii_only) for r in records]
-    handled = Chain("acme", category, TABLE).process(
-        [msgspec.Raw(r) for r in raws], 1_764_000_000.0
-    )
+    chain = Chain("acme", category, TABLE, keep_unmatched_rejections=True)
+    handled = chain.process([msgspec.Raw(r) for r in raws], 1_764_000_000.0)
     assert handled.dead == []
     assert handled.dropped == []
     alerts = handled.alerts
@@ -246,6 +263,17 @@ def test_encoders_write_parseable_json_for_any_unicode(
         assert decoded["raw"] == record
         assert decoded["id"] == alert.id
         assert decoded["subject"] == record.get("subject")
+        if category is Category.REJECTION:
+            code = record["type"]
+            assert decoded["rejectionCode"] == (None if code is None else str(code))
+            assert decoded["rejectionInfo"] == record["info"]
+            assert decoded["rejectionType"] == record["description"]
+            assert (decoded["sender"], decoded["recipient"]) == (
+                record["fromAddress"],
+                record["toAddress"],
+            )
+        else:
+            assert decoded["rejectionCode"] is None
 
     ocsf = LINE_ENCODERS["ocsf"](alerts)
     ocsf_lines = ocsf.split(b"\n")[:-1]

@@ -19,6 +19,18 @@ from mimecast_connector.simulator import SimTenant
 
 NOW = datetime(2025, 3, 4, 10, 0, 0, tzinfo=UTC)
 ALL_TIME = {"from": "2000-01-01T00:00:00+0000", "to": "2030-01-01T00:00:00+0000"}
+#: The same window for the rejection log, which names its bounds start/end and shows every
+#: mailbox of the account only with ``admin: true`` (mta-rejections.md §2.3).
+ALL_TIME_REJECTIONS = {
+    "start": ALL_TIME["from"],
+    "end": ALL_TIME["to"],
+    "admin": True,
+}
+
+
+def all_time(category: Category) -> dict[str, Any]:
+    """The request fields that ask ``category`` for everything since 2000."""
+    return dict(ALL_TIME_REJECTIONS if category is Category.REJECTION else ALL_TIME)
 
 
 def token_form(tenant: SimTenant) -> dict[str, str]:
@@ -47,7 +59,7 @@ def post_logs(
     page_size: int | None = None,
     page_token: str | None = None,
 ) -> httpx.Response:
-    """POST one TTP log request with a bearer token; ``item`` None sends no ``data``."""
+    """POST one log request with a bearer token; ``item`` None sends no ``data``."""
     pagination: dict[str, Any] = {}
     if page_size is not None:
         pagination["pageSize"] = page_size

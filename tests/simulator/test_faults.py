@@ -15,6 +15,7 @@ from mimecast_connector.simulator import SimTenant, Simulator, faults
 from tests.simulator._helpers import (
     ALL_TIME,
     NOW,
+    all_time,
     mc_date,
     pagination_of,
     post_logs,
@@ -188,7 +189,7 @@ def test_malformed_adds_each_kind_of_broken_record_once(
     acme.generate(category, count=3, start=NOW - HOUR, end=NOW)
     stored = acme.records(category)
     sim.inject(faults.Malformed(count=4))
-    records = records_of(post_logs(http, category, token, ALL_TIME), category)
+    records = records_of(post_logs(http, category, token, all_time(category)), category)
     assert records[:3] == sorted(stored, key=lambda r: r[category.time_field], reverse=True)
     missing, wrong_type, bad_time, not_object = records[3:]
     field = category.time_field
@@ -200,7 +201,7 @@ def test_malformed_adds_each_kind_of_broken_record_once(
     assert bad_time[field] == "2025-13-45T99:00:00+0000"
     assert not isinstance(not_object, dict)
     assert acme.records(category) == stored
-    assert len(records_of(post_logs(http, category, token, ALL_TIME), category)) == 3
+    assert len(records_of(post_logs(http, category, token, all_time(category)), category)) == 3
 
 
 def test_empty_page_with_next_continues_where_it_was(

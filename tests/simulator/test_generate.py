@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mimecast_connector import Category
+from mimecast_connector.rules import load_table
 from mimecast_connector.simulator import SimTenant, Simulator
 from tests.simulator._helpers import NOW
 
@@ -38,6 +39,23 @@ IMPERSONATION_FIELDS = {
     "action", "taggedExternal", "taggedMalicious", "senderIpAddress", "eventTime",
     "impersonationResults", "messageId",
 }  # fmt: skip
+#: The fields of a rejection (mta-rejections.md §2.3).
+REJECTION_FIELDS = {
+    "id", "created", "description", "info", "type", "fromAddress", "toAddress",
+    "toAddressPreCheck", "toAddressPostCheck", "ipAddress", "remoteName", "remoteEhlo",
+    "manageRecipient", "spamScore", "detectionLevel",
+}  # fmt: skip
+#: The texts of Sophos's six alert types (alert-rules.md §4), copied by hand.
+SOPHOS_SIX = (
+    "IP Temporarily Blacklisted",
+    "Submitter failed to authenticate",
+    "Anti-Spoofing policy - Inbound not allowed",
+    "Invalid Recipient",
+    "Exceeding outbound thread limit",
+    "Message bounced due to Content Examination Policy",
+)
+KB_LINK = " - https://community.mimecast.com/docs/DOC-1369#550"
+SERVER_ID = re.compile(r" \[[0-9a-f]{8}\.mimecast\.example\]$")
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +128,59 @@ def test_impersonation_records_cover_every_variant(generated: dict[Category, lis
     assert {r["action"] for r in records} == {"none", "hold", "bounce"}
 
 
+def undrift(text: str) -> str:
+    """``text`` without the drift of mta-rejections.md §1, written here independently of the
+    connector: dashes, spacing, a trailing KB link or server id, case."""
+    plain = " ".join(text.replace("\u2013", "-").replace("\u2014", "-").split())
+    return SERVER_ID.sub("", plain.removesuffix(KB_LINK)).casefold()
+
+
+def test_rejection_records_cover_every_variant(generated: dict[Category, list[Any]]) -> None:
+    """Rejections have the §2.3 fields, unique ids, ``type`` a number or (now and then) a
+    string, missing ``info``, null and ``<>`` senders, and no subject."""
+    records = generated[Category.REJECTION]
+    assert all(set(r) == REJECTION_FIELDS for r in records)
+    assert len({r["id"] for r in records}) == len(records)
+    assert all(isinstance(r["id"], str) and r["id"] for r in records)
+    types = [r["type"] for r in records]
+    assert any(isinstance(t, int) for t in types)
+    assert any(isinstance(t, str) for t in types)
+    assert all(isinstance(t, int) or t.isdigit() for t in types)
+    assert any(r["info"] is None for r in records)
+    assert all(isinstance(r["description"], str) and r["description"] for r in records)
+    assert {None, "<>"} <= {r["fromAddress"] for r in records}
+    assert all(r["manageRecipient"] == "false" for r in records)
+    assert all(isinstance(r["spamScore"], int) for r in records)
+
+
+def test_rejections_carry_the_six_sophos_texts_with_real_drift(
+    generated: dict[Category, list[Any]],
+) -> None:
+    """Each of Sophos's six texts appears verbatim in ``info``; the texts also come drifted as
+    real data drifts (en dash, upper and lower case, a KB link, a server id); and the shipped
+    phrases type every drifted Sophos text as its own alert type."""
+    infos = [r["info"] for r in generated[Category.REJECTION] if r["info"] is not None]
+    variants = {six: {i for i in infos if undrift(i) == six.casefold()} for six in SOPHOS_SIX}
+    for six, seen in variants.items():
+        assert six in seen, six
+    drifted = {v for seen in variants.values() for v in seen}
+    assert "Anti-Spoofing policy \u2013 Inbound not allowed" in drifted, "en dash"
+    assert any(v.isupper() for v in drifted), "upper case"
+    assert any(v.islower() for v in drifted), "lower case"
+    assert any(v.endswith(KB_LINK) for v in drifted), "KB link"
+    assert any(SERVER_ID.search(v) for v in drifted), "bracketed server id"
+    texts = load_table().rejections
+    for six, seen in variants.items():
+        for variant in seen:
+            found = texts.classify([variant])
+            assert found is not None, variant
+            assert found.alert_type == six, variant
+
+
 def test_subjects_use_many_scripts(generated: dict[Category, list[Any]]) -> None:
-    """Subjects include accented Latin, CJK, emoji and right-to-left text."""
-    text = "".join(r["subject"] for records in generated.values() for r in records)
+    """Subjects include accented Latin, CJK, emoji and right-to-left text (rejections have none)."""
+    with_subjects = [c for c in Category if c is not Category.REJECTION]
+    text = "".join(r["subject"] for c in with_subjects for r in generated[c])
     assert re.search(r"[À-ÿ]", text), "accents"
     assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", text), "CJK"
     assert re.search(r"[\U0001F300-\U0001FAFF]", text), "emoji"
@@ -137,10 +205,15 @@ def test_dates_addresses_and_ips_are_well_formed_and_fake(
                 "recipientAddress",
                 "userEmailAddress",
                 "fromUserEmailAddress",
+                "fromAddress",
+                "toAddress",
             ):
                 address = record.get(field, "x@example.com")
+                if address is None:  # a rejection's sender may be null
+                    assert (category, field) == (Category.REJECTION, "fromAddress")
+                    continue
                 assert address == "<>" or FAKE_DOMAIN.search(address.rpartition("@")[2]), address
-            for field in ("senderIpAddress", "sendingIp"):
+            for field in ("senderIpAddress", "sendingIp", "ipAddress"):
                 ip = record.get(field, "Internal IP")
                 assert ip == "Internal IP" or any(
                     ipaddress.ip_address(ip) in net for net in DOCUMENTATION_NETS

@@ -1,4 +1,5 @@
-"""Filters, ordering and paging of the TTP log endpoints (§4, §5.1, §6.1, §7.1), late records."""
+"""Filters, ordering and paging of the log endpoints (§4, §5.1, §6.1, §7.1; rejections as in
+mta-rejections.md §2.3), late records."""
 
 from __future__ import annotations
 
@@ -312,3 +313,35 @@ def test_unimplemented_impersonation_search_is_refused_loudly(
         http, Category.IMPERSONATION, token, {"identifiers": ["internal_user_name"]}
     )
     assert fail_codes(response) == ["err_simulator_unsupported_filter"]
+
+
+def test_rejections_need_admin_and_come_newest_first(
+    acme: SimTenant, http: httpx.Client, token: str
+) -> None:
+    """get-rejections (mta-rejections.md §2.3) answers nothing without ``admin: true`` (only the
+    API user's own mailbox, which receives no mail), and with it every rejection of the window
+    ``start``/``end``, newest first, whatever ``oldestFirst`` says; the page token keeps it."""
+    rejections = Category.REJECTION
+    made = acme.generate(rejections, count=40, start=NOW - HOUR, end=NOW)
+    newest_first = sorted(made, key=lambda r: r["created"], reverse=True)
+    window = {"start": ALL_TIME["from"], "end": ALL_TIME["to"]}
+    assert records_of(post_logs(http, rejections, token, window), rejections) == []
+    not_admin = post_logs(http, rejections, token, {**window, "admin": False})
+    assert records_of(not_admin, rejections) == []
+    assert "next" not in pagination_of(not_admin)
+
+    admin = {**window, "admin": True}
+    served = fetch_all(http, rejections, token, admin, page_size=7, resend_data=False)
+    assert served == newest_first
+    asked_oldest = {**admin, "oldestFirst": True}
+    assert records_of(post_logs(http, rejections, token, asked_oldest), rejections) == newest_first
+
+    half = stamp(NOW - HOUR / 2)
+    recent = {"start": half, "end": stamp(NOW), "admin": True}
+    assert records_of(post_logs(http, rejections, token, recent), rejections) == [
+        r for r in newest_first if r["created"] >= half
+    ]
+    assert 0 < len([r for r in made if r["created"] >= half]) < len(made)
+    # ``from``/``to`` are the TTP logs' names: here they are no window (the default, today).
+    ttp_names = {"from": half, "to": stamp(NOW), "admin": True}
+    assert records_of(post_logs(http, rejections, token, ttp_names), rejections) == newest_first

@@ -8,7 +8,7 @@ import pytest
 from mimecast_connector import Category
 from mimecast_connector.simulator import SimTenant, Simulator, faults
 from tests.fakes import FakeClock
-from tests.simulator._helpers import ALL_TIME, post_logs, token_for
+from tests.simulator._helpers import ALL_TIME, all_time, post_logs, token_for
 
 
 def limits(response: httpx.Response) -> tuple[int, str, str, str]:
@@ -45,12 +45,12 @@ def test_bucket_empties_answers_429_and_refills(
 def test_bucket_is_shared_by_categories_not_by_tenants(
     sim: Simulator, acme: SimTenant, http: httpx.Client
 ) -> None:
-    """Quota is per tenant across all three endpoints (§8.3); another tenant is unaffected."""
+    """Quota is per tenant across all four endpoints (§8.3), the rejection log's too; another tenant is unaffected."""
     other = sim.add_tenant("other")
     token, other_token = token_for(http, acme), token_for(http, other)
-    acme.set_rate_limit(capacity=3, refill_per_second=0.001)
-    statuses = [post_logs(http, c, token, ALL_TIME).status_code for c in Category]
-    assert statuses == [200, 200, 200]
+    acme.set_rate_limit(capacity=len(Category), refill_per_second=0.001)
+    statuses = [post_logs(http, c, token, all_time(c)).status_code for c in Category]
+    assert statuses == [200] * len(Category) == [200, 200, 200, 200]
     assert post_logs(http, Category.URL, token, ALL_TIME).status_code == 429
     unlimited = post_logs(http, Category.URL, other_token, ALL_TIME)
     assert unlimited.status_code == 200

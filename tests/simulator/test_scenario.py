@@ -21,7 +21,7 @@ token_lifetime = 600
 name = "acme"
 client_id = "acme-client"
 client_secret = "acme-secret"
-records = { attachment = 5, impersonation = 4, url = 30 }
+records = { attachment = 5, impersonation = 4, url = 30, rejection = 6 }
 history = "2h"
 rate_limit = { capacity = 20, refill_per_second = 5.0 }
 
@@ -87,7 +87,8 @@ def test_good_scenario_builds_what_it_describes(tmp_path: Path) -> None:
     acme, beta = sim.tenant("acme"), sim.tenant("beta")
     assert sim.seed == 11
     assert (acme.client_id, acme.client_secret) == ("acme-client", "acme-secret")
-    assert [len(acme.records(c)) for c in Category] == [5, 4, 30]
+    assert [len(acme.records(c)) for c in Category] == [5, 4, 30, 6]
+    assert [len(beta.records(c)) for c in Category] == [0, 0, 3, 0]
     assert (acme.roles, beta.roles) == (frozenset(Category), frozenset({Category.URL}))
     assert acme.bucket is not None
     assert (acme.bucket.capacity, acme.bucket.refill_per_second) == (20, 5.0)

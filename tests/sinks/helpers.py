@@ -34,11 +34,13 @@ def clicks(count: int, *, start: int = 0) -> list[Alert]:
 
 
 def mixed() -> list[Alert]:
-    """One alert of every kind of record the samples hold: attachment, impersonation, two URL."""
+    """One alert of every kind of record the samples hold: attachment, impersonation, two URL,
+    rejection."""
     return [
         *alerts_of(Category.ATTACHMENT, samples.ATTACHMENT_LINE),
         *alerts_of(Category.IMPERSONATION, samples.IMPERSONATION_LINE),
         *alerts_of(Category.URL, samples.URL_CLICK_LINE, samples.URL_ENTRY_SCAN_LINE),
+        *alerts_of(Category.REJECTION, samples.REJECTION_LINE),
     ]
 
 

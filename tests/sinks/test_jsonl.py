@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mimecast_connector import Category
 from mimecast_connector.sinks import JsonlSink
 from tests.sinks.helpers import clicks, mixed
 
@@ -20,7 +21,8 @@ from tests.sinks.helpers import clicks, mixed
 NATIVE_KEYS = [
     "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
     "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
-    "identifiers", "action", "route", "senderIp", "raw",
+    "identifiers", "action", "route", "senderIp", "rejectionType", "rejectionCode",
+    "rejectionInfo", "raw",
 ]  # fmt: skip
 
 
@@ -116,17 +118,18 @@ async def test_dash_without_a_stream_writes_to_standard_output(
     assert [json.loads(line)["id"] for line in out.splitlines()] == [a.id for a in batch]
 
 
-async def test_every_native_line_is_json_with_the_20_native_keys(
+async def test_every_native_line_is_json_with_the_23_native_keys(
     sink: JsonlSink, path: Path
 ) -> None:
-    """Each native line is one JSON object whose keys are the 20 native keys, in order."""
+    """Each native line is one JSON object whose keys are the 23 native keys, in order, for every category's alerts."""
     batch = mixed() + clicks(2)
     await sink.deliver(batch)
     lines = lines_of(path)
     assert len(lines) == len(batch)
     for line in lines:
         assert list(json.loads(line)) == NATIVE_KEYS
-    assert len(NATIVE_KEYS) == 20
+    assert len(NATIVE_KEYS) == 23
+    assert {json.loads(line)["category"] for line in lines} == {c.value for c in Category}
 
 
 async def test_a_file_sink_names_its_path() -> None:

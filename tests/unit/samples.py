@@ -1,7 +1,9 @@
-"""The synthetic records of ``mimecast-api.md`` §12, verbatim, and one-line copies of them.
+"""The synthetic records of ``mimecast-api.md`` §12 and ``mta-rejections.md`` §2.3, verbatim,
+and one-line copies of them.
 
 ``ATTACHMENT_PAGE``, ``IMPERSONATION`` and ``URL_CLICK`` / ``URL_ENTRY_SCAN`` are the §12 texts
-exactly as the document prints them, line breaks and indentation included. The attachment
+exactly as the document prints them, line breaks and indentation included; ``REJECTION`` is the
+synthetic rejection of ``mta-rejections.md`` §2.3, which that document prints on one line. The attachment
 records are cut out of their page the way the client does it (a :class:`msgspec.Raw` per
 record), so they are the bytes Mimecast would send. The ``*_LINE`` copies are the same JSON
 with the whitespace between tokens removed (what the API sends in practice); the golden files
@@ -62,6 +64,9 @@ URL_ENTRY_SCAN = rb"""{"userEmailAddress":"ops@example.com","fromUserEmailAddres
  "emailPartsDescription":["Attachment"],"messageId":"<int-55@example.com>"}"""
 
 
+REJECTION = rb"""{"id":"eNpVT1tPwjAU_i99hSW7dh1RE5iK0SGwOQ28","created":"2026-11-30T18:56:08+0000","description":"Invalid Recipient Address","info":"Invalid Recipient","type":14012,"fromAddress":"probe17@203-0-113-5.example","toAddress":"j.smith@demo.example.com","toAddressPreCheck":"j.smith@demo.example.com","toAddressPostCheck":"","ipAddress":"203.0.113.5","remoteName":"mx.203-0-113-5.example","remoteEhlo":"mx.203-0-113-5.example","manageRecipient":"false","spamScore":0,"detectionLevel":"not_initiated"}"""
+
+
 class _AttachmentData(msgspec.Struct):
     attachmentLogs: list[msgspec.Raw]
 
@@ -83,3 +88,5 @@ ATTACHMENT_LINE = rb'{"senderAddress":"billing@invoices-example.net","recipientA
 IMPERSONATION_LINE = rb'{"id":"MTOKEN:eNqrSYNTHETIC0001","senderAddress":"ceo.office@examp1e-corp.com","recipientAddress":"finance@example.com","subject":"Urgent wire today","definition":"IP - 2 hits (Hold for Review / User Hold)","hits":2,"identifiers":["similar_internal_domain","internal_user_name"],"action":"hold","taggedExternal":true,"taggedMalicious":true,"senderIpAddress":"203.0.113.45","eventTime":"2025-03-04T08:55:19+0000","impersonationResults":[{"impersonationDomainSource":"similar_internal_domain","similarDomain":"example.com","stringSimilarToDomain":"examp1e-corp.com","checkerResult":"hit"},{"impersonationDomainSource":"internal_user_name","similarDomain":"Dana Lee <dana.lee@example.com>","stringSimilarToDomain":"Dana Lee","checkerResult":"hit"}],"messageId":"<CAF0synthetic123@mail.examp1e-corp.com>"}'
 URL_CLICK_LINE = rb'{"userEmailAddress":"r.singh@example.com","fromUserEmailAddress":"support@parcel-notify.example.net","url":"https://parcel-notify.example.net/track/9931","ttpDefinition":"Default Inbound URL Protect Definition","subject":"Delivery attempt failed","action":"warn","adminOverride":"N/A","userOverride":"None","scanResult":"malicious","category":"Phishing & Fraud","sendingIp":"198.51.100.23","userAwarenessAction":"N/A","date":"2025-03-04T10:01:33+0000","actions":"Block","route":"inbound","creationMethod":"User Click","emailPartsDescription":["Body"],"messageId":"<77c2e1@parcel-notify.example.net>","tagMap":{"UrlReputationScan":{"Status":["CustomerAll","VerdictBlock"],"Type":["Phishing"],"Url":["https://parcel-notify.example.net/track/9931"],"UrlBlock":["ORIGINAL:https://parcel-notify.example.net/track/9931 (Blocked as PHISHING)"]}}}'
 URL_ENTRY_SCAN_LINE = rb'{"userEmailAddress":"ops@example.com","fromUserEmailAddress":"it@example.com","url":"https://downloads.example.org/tool.exe","ttpDefinition":"","subject":"Tool","action":"warn","adminOverride":"N/A","userOverride":"None","scanResult":"malicious","category":"Dangerous file extension","sendingIp":"Internal IP","userAwarenessAction":"N/A","date":"2025-03-04T10:05:00+0000","actions":"None","route":"internal","creationMethod":"Entry Scan","emailPartsDescription":["Attachment"],"messageId":"<int-55@example.com>"}'
+# Already one line as the document prints it.
+REJECTION_LINE = REJECTION

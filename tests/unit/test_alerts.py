@@ -35,10 +35,13 @@ from mimecast_connector.runner import Chain, Handled, count, select_fresh
 from tests.unit import samples
 
 ATT, IMP, URL = Category.ATTACHMENT, Category.IMPERSONATION, Category.URL
-#: Golden native lines, written by hand from alert-rules.md and the §12 samples. Their ids are
+REJ = Category.REJECTION
+#: Golden native lines, written by hand from alert-rules.md and the §12 samples (the rejection's
+#: from the mta-rejections.md §2.3 sample). Their ids are
 #: pinned on purpose: BLAKE2b-128 of ``tenant␟category␟`` + key + ``␟0`` (the scheme's version), the key being
 #: ``second␟`` + the JSON array of every field the format check decodes but the event time
-#: (``alerts._alert.IDENTITY_FIELDS``); checked against a stdlib computation when regenerated.
+#: (``alerts._alert.IDENTITY_FIELDS``; for a rejection, Mimecast's ``id`` alone); checked
+#: against a stdlib computation when regenerated.
 #: Ids are stored in the state database, so a changed id algorithm re-delivers every alert
 #: still inside the lookback window after an upgrade: update these files only deliberately.
 GOLDEN = Path(__file__).parent / "golden"
@@ -46,24 +49,33 @@ TABLE = load_table()
 NATIVE_KEYS = [
     "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
     "sender", "recipient", "subject", "messageId", "url", "fileName", "fileHash",
-    "identifiers", "action", "route", "senderIp", "raw",
+    "identifiers", "action", "route", "senderIp", "rejectionType", "rejectionCode",
+    "rejectionInfo", "raw",
 ]  # fmt: skip
+#: The three keys only a rejection fills.
+REJECTION_KEYS = {"rejectionType", "rejectionCode", "rejectionInfo"}
 
-#: One §12 record of each category, on one line, and its golden native alert.
+#: One sample record of each category, on one line, and its golden native alert.
 CASES = [
     (ATT, samples.ATTACHMENT_LINE, "native-attachment.jsonl"),
     (IMP, samples.IMPERSONATION_LINE, "native-impersonation.jsonl"),
     (URL, samples.URL_CLICK_LINE, "native-url.jsonl"),
+    (REJ, samples.REJECTION_LINE, "native-rejection.jsonl"),
 ]
 
 
-def process(category: Category, *records: bytes, tenant: str = "acme") -> Handled:
+def process(
+    category: Category, *records: bytes, tenant: str = "acme", keep_unmatched: bool = False
+) -> Handled:
     """One page through a fresh chain."""
-    return Chain(tenant, category, TABLE).process([msgspec.Raw(r) for r in records], 0.0)
+    chain = Chain(tenant, category, TABLE, keep_unmatched_rejections=keep_unmatched)
+    return chain.process([msgspec.Raw(r) for r in records], 0.0)
 
 
-def alert_of(category: Category, record: bytes, tenant: str = "acme") -> Alert:
-    handled = process(category, record, tenant=tenant)
+def alert_of(
+    category: Category, record: bytes, tenant: str = "acme", keep_unmatched: bool = False
+) -> Alert:
+    handled = process(category, record, tenant=tenant, keep_unmatched=keep_unmatched)
     assert not handled.dead, handled.dead
     assert len(handled.alerts) == 1, handled
     return handled.alerts[0]
@@ -87,7 +99,7 @@ class _RawOnly(msgspec.Struct):
 def test_native_line_matches_the_golden_file(
     category: Category, record: bytes, golden: str
 ) -> None:
-    """The native JSON line of each category's §12 record is byte for byte the hand-written golden line."""
+    """The native JSON line of each category's sample record is byte for byte the hand-written golden line."""
     line = LINE_ENCODERS["native"]([alert_of(category, record)])
     assert line == (GOLDEN / golden).read_bytes()
 
@@ -108,9 +120,27 @@ def test_native_keys_order_raw_and_time(category: Category, record: bytes, golde
 @pytest.mark.parametrize(
     ("category", "record", "absent"),
     [
-        (ATT, samples.ATTACHMENT_LINE, {"url", "identifiers", "senderIp"}),
-        (IMP, samples.IMPERSONATION_LINE, {"url", "fileName", "fileHash", "route"}),
-        (URL, samples.URL_CLICK_LINE, {"fileName", "fileHash", "identifiers"}),
+        (ATT, samples.ATTACHMENT_LINE, {"url", "identifiers", "senderIp", *REJECTION_KEYS}),
+        (
+            IMP,
+            samples.IMPERSONATION_LINE,
+            {"url", "fileName", "fileHash", "route", *REJECTION_KEYS},
+        ),
+        (URL, samples.URL_CLICK_LINE, {"fileName", "fileHash", "identifiers", *REJECTION_KEYS}),
+        (
+            REJ,
+            samples.REJECTION_LINE,
+            {
+                "subject",
+                "messageId",
+                "url",
+                "fileName",
+                "fileHash",
+                "identifiers",
+                "action",
+                "route",
+            },
+        ),
     ],
 )
 def test_native_nulls_are_exactly_what_a_category_lacks(
@@ -216,7 +246,7 @@ def reserialize(record: bytes, order: list[int], time_suffix: str, indent: int |
     out = {}
     for index in order:
         key, value = fields[index]
-        if key in ("date", "eventTime"):
+        if key in ("date", "eventTime", "created"):
             value = value.removesuffix("+0000") + time_suffix
         out[key] = value
     return json.dumps(out, indent=indent, ensure_ascii=False).encode()
@@ -285,6 +315,28 @@ def test_impersonation_ids_follow_mimecasts_id() -> None:
     assert id_of(IMP, json.dumps(other).encode()) != id_of(IMP, samples.IMPERSONATION_LINE)
 
 
+def test_a_rejection_is_identified_by_mimecasts_id_and_its_second() -> None:
+    """A rejection's id follows Mimecast's ``id`` and the second it was created, nothing else:
+    Mimecast rewording the refusal, or a fraction of that second, is still the same event."""
+    original = id_of(REJ, samples.REJECTION_LINE)
+    same = [
+        rejection(info="invalid recipient - https://community.mimecast.com/docs/DOC-1369#550"),
+        rejection(description="Recipient Validation", type="14012"),
+        rejection(fromAddress="<>", toAddress="x@demo.example.com", ipAddress="198.51.100.9"),
+        rejection(created="2026-11-30T18:56:08.750Z"),
+        rejection(created="2026-11-30T19:56:08+01:00"),
+    ]
+    for record in same:
+        assert id_of(REJ, record) == original, record
+    other = [
+        rejection(id="eNpVT1tPwjAU_i99hSW7dh1RE5iK0SGwOQ29"),
+        rejection(created="2026-11-30T18:56:09+0000"),
+    ]
+    for record in other:
+        assert id_of(REJ, record) != original, record
+    assert id_of(REJ, samples.REJECTION_LINE, tenant="globex") != original
+
+
 @pytest.mark.parametrize(("category", "record", "golden"), CASES)
 def test_a_record_served_twice_is_one_alert(category: Category, record: bytes, golden: str) -> None:
     """Byte-identical records, in one page or across pages, share one id and select_fresh keeps one."""
@@ -345,6 +397,64 @@ def test_a_page_is_counted_by_kind_and_only_once() -> None:
     }
 
 
+def test_a_page_of_rejections_counts_what_no_phrase_matched_by_description() -> None:
+    """Unmatched rejections count as ``dropped: unmatched rejection`` and, per description, as
+    ``unmatched: <description>``; a repeat is a duplicate, not a second unmatched."""
+    greylisting = rejection(
+        id="eNpVT1tPgrey1",
+        description="Greylisting",
+        info="Greylisting in action, please come back later",
+    )
+    page = [
+        samples.REJECTION_LINE,  # matched: an alert
+        greylisting,
+        rejection(
+            id="eNpVT1tPgrey2",
+            created="2026-11-30T18:57:00+0000",
+            description="Greylisting",
+            info="greylisting in action, please come back later",
+        ),
+        rejection(
+            id="eNpVT1tPsize1",
+            description="Message  Size Limit",  # whitespace collapsed in the counter name
+            info="Message exceeds the maximum size limit",
+        ),
+        rejection(id="eNpVT1tPnone1", description=..., info="Message rejected as spam"),
+        greylisting,  # served twice
+    ]
+    handled = process(REJ, *page)
+    ids = [id_ for id_, _ in handled.ids]
+    assert len(ids) == 6
+    assert len(set(ids)) == 5
+    assert count(select_fresh(handled, set()), len(ids)) == {
+        "fetched": 6,
+        "duplicates": 1,
+        "alerts": 1,
+        "dead_lettered": 0,
+        "dropped: unmatched rejection": 4,
+        "unmatched: Greylisting": 2,
+        "unmatched: Message Size Limit": 1,
+        "unmatched: (no description)": 1,
+    }
+    # Only ids not handled before count: the alert and the first greylisting are known.
+    assert +count(select_fresh(handled, {ids[0], ids[1]}), len(ids)) == {
+        "fetched": 6,
+        "duplicates": 3,
+        "dropped: unmatched rejection": 3,
+        "unmatched: Greylisting": 1,
+        "unmatched: Message Size Limit": 1,
+        "unmatched: (no description)": 1,
+    }
+    # A tenant that keeps unmatched rejections gets them as alerts, and no unmatched counters.
+    kept = process(REJ, *page, keep_unmatched=True)
+    assert +count(select_fresh(kept, set()), len(ids)) == {
+        "fetched": 6,
+        "duplicates": 1,
+        "alerts": 5,
+    }
+    assert [a.alertType for a in kept.alerts[1:]] == ["MTA Rejection"] * 5
+
+
 def test_a_record_that_is_not_utf8_never_breaks_the_ocsf_batch() -> None:
     """On a page the client flags as not UTF-8, the bad record is dead-lettered and OCSF encodes."""
     raw = b'{"date":"2025-03-04T09:12:45+0000","result":"malicious","details":"\xff"}'
@@ -389,11 +499,43 @@ def url_alert(ttp: str, scan: str = "malicious") -> Alert:
     return alert_of(URL, json.dumps(record).encode())
 
 
+def rejection(**changes: object) -> bytes:
+    """The §2.3 rejection sample with ``changes`` applied (``...`` removes a key)."""
+    record = json.loads(samples.REJECTION_LINE)
+    for name, value in changes.items():
+        if value is ...:
+            record.pop(name, None)
+        else:
+            record[name] = value
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+#: Rejection alerts: the §2.3 sample; a drifted Sophos text with its code as a string; a text
+#: no phrase matches, kept as MTA Rejection; one with neither info nor code.
+REJECTION_ALERTS = [
+    alert_of(REJ, samples.REJECTION_LINE),
+    alert_of(
+        REJ,
+        rejection(
+            description="Anti-Spoofing Lockout",
+            info="ANTI-SPOOFING POLICY \u2013 INBOUND NOT ALLOWED - https://community.mimecast.com/docs/DOC-1369#550",
+            type="550",
+        ),
+    ),
+    alert_of(
+        REJ,
+        rejection(description="Greylisting", info="Greylisting in action", type=14001),
+        keep_unmatched=True,
+    ),
+    alert_of(REJ, rejection(description="Virus Signature Detection", info=..., type=...)),
+]
+
 ALL_ALERTS = [
-    *(alert_of(category, record) for category, record, _ in CASES),
+    *(alert_of(category, record) for category, record, _ in CASES if category is not REJ),
     alert_of(URL, samples.URL_ENTRY_SCAN_LINE),
     url_alert("IP Temporarily Blacklisted"),
     url_alert("Submitter failed to authenticate", scan="timeout"),
+    *REJECTION_ALERTS,
 ]
 
 
@@ -553,3 +695,73 @@ def test_sender_ip_is_an_address_or_null(sending_ip: str | None, expected: str |
     evidence = to_ocsf(alert)["evidences"][0]
     assert evidence.get("src_endpoint") == (None if expected is None else {"ip": expected})
     validated(to_ocsf(alert))
+
+
+def test_rejection_alerts_carry_the_refusal_as_mimecast_wrote_it() -> None:
+    """A rejection alert is typed by the phrase found (info first), and carries description,
+    code (``type`` as a string) and info unchanged, with the sender, recipient and IP."""
+    sample, spoofing, greylisting, virus = REJECTION_ALERTS
+    assert (
+        sample.category, sample.alertType, sample.threatId, sample.threatName, sample.severity,
+    ) == ("rejection", "Invalid Recipient", "TA0005", "Defense Evasion", "low")  # fmt: skip
+    assert (sample.sender, sample.recipient, sample.senderIp) == (
+        "probe17@203-0-113-5.example",
+        "j.smith@demo.example.com",
+        "203.0.113.5",
+    )
+    assert (sample.rejectionType, sample.rejectionCode, sample.rejectionInfo) == (
+        "Invalid Recipient Address",
+        "14012",
+        "Invalid Recipient",
+    )
+    assert (spoofing.alertType, spoofing.severity) == (
+        "Anti-Spoofing policy - Inbound not allowed",
+        "high",
+    )
+    assert spoofing.rejectionCode == "550"
+    assert spoofing.rejectionInfo == json.loads(bytes(spoofing.raw))["info"]
+    assert (greylisting.alertType, greylisting.threatId, greylisting.severity) == (
+        "MTA Rejection",
+        "TA0001",
+        "low",
+    )
+    assert (virus.alertType, virus.severity) == ("Virus Signature Detected", "high")
+    assert (virus.rejectionType, virus.rejectionCode, virus.rejectionInfo) == (
+        "Virus Signature Detection",
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("code", [14012, "14012"])
+def test_a_rejection_code_is_the_type_as_a_string(code: int | str) -> None:
+    """``type`` documented as an integer, sometimes a string: the native code is the same text."""
+    alert = alert_of(REJ, rejection(type=code))
+    assert alert.rejectionCode == "14012"
+    assert json.loads(LINE_ENCODERS["native"]([alert]))["rejectionCode"] == "14012"
+    assert json.loads(bytes(alert.raw))["type"] == code
+
+
+def test_ocsf_names_the_rejection_log_and_describes_the_refusal() -> None:
+    """Rejection findings name the gateway log, its console feature and data source, and say
+    what was refused; TTP findings keep their own log names and no rejection text."""
+    findings = [validated(to_ocsf(alert)) for alert in REJECTION_ALERTS]
+    for model in findings:
+        assert model.metadata.log_name == "gateway/rejection"
+        assert model.metadata.product.feature is not None
+        assert model.metadata.product.feature.name == "Gateway - Rejected and Deferred Messages"
+        assert model.finding_info.data_sources == ["Mimecast rejection log"]
+        assert model.finding_info.types == ["rejection"]
+        assert model.status_detail is None, "a rejection has no Mimecast action"
+    assert [model.finding_info.desc for model in findings] == [
+        "Rejected (Invalid Recipient Address, code 14012): Invalid Recipient",
+        "Rejected (Anti-Spoofing Lockout, code 550): ANTI-SPOOFING POLICY \u2013 INBOUND NOT "
+        "ALLOWED - https://community.mimecast.com/docs/DOC-1369#550",
+        "Rejected (Greylisting, code 14001): Greylisting in action",
+        "Rejected (Virus Signature Detection)",
+    ]
+    for alert in ALL_ALERTS[:3]:
+        model = validated(to_ocsf(alert))
+        assert model.metadata.log_name == f"ttp/{alert.category}"
+        assert model.finding_info.data_sources == [f"Mimecast TTP {alert.category} log"]
+        assert not (model.finding_info.desc or "").startswith("Rejected")

@@ -23,7 +23,14 @@ from mimecast_connector.sinks import JsonlSink
 from mimecast_connector.state import Commit, Store
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast
-from tests.properties.test_checkpoint_model import T0, canonical, make_record, write_config
+from tests.properties.test_checkpoint_model import (
+    T0,
+    VERDICTS,
+    canonical,
+    kept,
+    make_record,
+    write_config,
+)
 
 
 class GatedSink:
@@ -58,24 +65,21 @@ class GatedSink:
 
 
 def fill(api: FakeMimecast) -> list[bytes]:
+    """Ten records of every category (one stream each), every one an alert."""
     made = []
     for category in Category:
+        verdict = VERDICTS[category][0]
         for n in range(10):
             epoch = T0 - 600 + 7 * n
-            raw = make_record(
-                category,
-                n,
-                epoch,
-                "malicious" if category is not Category.IMPERSONATION else True,
-                "+0000",
-            )
+            raw = make_record(category, n, epoch, verdict, "+0000")
+            assert kept(category, json.loads(raw))
             api.add(category, raw, epoch)
             made.append(raw)
     return made
 
 
 async def test_pages_held_in_memory_are_bounded_while_a_sink_is_stuck(tmp_path: Path) -> None:
-    """With the sink stuck and a bound of 2 pages held, three streams of 5 pages each ask for no more than 2 pages; once the sink moves, everything is delivered once."""
+    """With the sink stuck and a bound of 2 pages held, four streams of 5 pages each ask for no more than 2 pages; once the sink moves, everything is delivered once."""
     api = FakeMimecast()
     made = fill(api)
     gate = asyncio.Event()
@@ -96,7 +100,7 @@ async def test_pages_held_in_memory_are_bounded_while_a_sink_is_stuck(tmp_path: 
         results = await asyncio.wait_for(polls, 10)
     finally:
         await runner.aclose()
-    assert [r.error for r in results] == [None] * 3
+    assert [r.error for r in results] == [None] * len(Category)
     lines = (tmp_path / "out" / "alerts.jsonl").read_bytes().splitlines()
     assert Counter(canonical(json.loads(line)["raw"]) for line in lines) == Counter(
         canonical(json.loads(raw)) for raw in made
@@ -104,7 +108,7 @@ async def test_pages_held_in_memory_are_bounded_while_a_sink_is_stuck(tmp_path: 
 
 
 async def test_pages_of_several_streams_share_groups(tmp_path: Path) -> None:
-    """Three streams read at once: their pages are committed in fewer groups than pages, every alert once."""
+    """Four streams read at once: their pages are committed in fewer groups than pages, every alert once."""
     api = FakeMimecast()
     made = fill(api)
     gate = asyncio.Event()
@@ -121,15 +125,15 @@ async def test_pages_of_several_streams_share_groups(tmp_path: Path) -> None:
         results = await runner.run_once()
     finally:
         await runner.aclose()
-    assert [r.error for r in results] == [None] * 3
+    assert [r.error for r in results] == [None] * len(Category)
     pages = sum(r.pages for r in results)
-    assert pages == 15
+    assert pages == 5 * len(Category)
     assert len(sink.batches) < pages, sink.batches
     assert sum(sink.batches) == len(made)
 
 
 async def test_a_stream_waiting_on_its_quota_holds_no_page_permit(tmp_path: Path) -> None:
-    """One tenant's API user is throttled for 2 s, with only 3 page permits in the run: the other tenant's three streams finish at once instead of waiting behind it."""
+    """One tenant's API user is throttled for 2 s, with only 3 page permits in the run: the other tenant's four streams finish at once instead of waiting behind it."""
     lines = ['state = "state.db"', 'dead_letter = "dead.jsonl"']
     for name in ("acme", "beta"):
         lines += [

@@ -135,7 +135,14 @@ def test_a_complete_file_loads_both_apis(good: Config) -> None:
     assert globex.app_key.get_secret_value() == CANARIES["file"]  # trailing newline removed
     assert globex.access_key.get_secret_value() == CANARIES["literal"]
     assert globex.secret_key.get_secret_value() == CANARIES["secret_key"]
-    assert globex.categories == tuple(Category)
+    # Without `categories`: the three TTP logs and the rejection log.
+    assert globex.categories == (
+        Category.ATTACHMENT,
+        Category.IMPERSONATION,
+        Category.URL,
+        Category.REJECTION,
+    )
+    assert (acme.keep_unmatched_rejections, globex.keep_unmatched_rejections) == (False, False)
     assert (globex.start, globex.poll_interval) == (None, timedelta(seconds=60))
     assert (good.lookback, good.page_size) == (timedelta(minutes=45), 250)
     # Every secret, the secret key's decoded bytes too, plus the webhook URL (tokens hide there).
@@ -412,6 +419,41 @@ def test_poll_interval_must_be_a_second_or_more(value: str, problem: str, tmp_pa
     assert [(p, problem in m) for p, m in caught.value.problems] == [
         ("tenants[0].poll_interval", True)
     ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "path", "problem"),
+    [
+        ('categories = ["rejection", "spam"]', "tenants[0].categories[1]", "rejection"),
+        ("categories = []", "tenants[0].categories", "at least one of"),
+        ('categories = ["url", "url"]', "tenants[0].categories", "twice"),
+        ('keep_unmatched_rejections = "yes"', "tenants[0].keep_unmatched_rejections", "bool"),
+    ],
+)
+def test_categories_and_keep_unmatched_rejections_are_checked(
+    setting: str, path: str, problem: str, tmp_path: Path
+) -> None:
+    """An unknown or repeated category, none at all, or a non-boolean keep flag is refused,
+    naming its key and what is allowed."""
+    text = (
+        f'[[tenants]]\nname = "t"\nclient_id = "c"\nclient_secret = "s"\n{setting}\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "-"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), {})
+    assert [p for p, _ in caught.value.problems] == [path]
+    assert problem in caught.value.problems[0][1]
+
+
+def test_keep_unmatched_rejections_and_the_rejection_category_load(tmp_path: Path) -> None:
+    """`categories = ["rejection"]` and `keep_unmatched_rejections = true` are taken."""
+    text = (
+        '[[tenants]]\nname = "t"\nclient_id = "c"\nclient_secret = "s"\n'
+        'categories = ["rejection"]\nkeep_unmatched_rejections = true\n'
+        '[[sinks]]\ntype = "jsonl"\npath = "-"\n'
+    )
+    tenant = load_config(write(tmp_path, text), {}).tenants[0]
+    assert (tenant.categories, tenant.keep_unmatched_rejections) == ((Category.REJECTION,), True)
 
 
 def test_two_outputs_on_one_file_are_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mimecast_connector.records import (
     ClickLog,
     ImpersonationLog,
     Invalid,
+    RejectionLog,
     Valid,
     parse_event_time,
     validate,
@@ -23,12 +24,14 @@ from mimecast_connector.records import (
 from tests.unit import samples
 
 ATT, IMP, URL = Category.ATTACHMENT, Category.IMPERSONATION, Category.URL
+REJ = Category.REJECTION
 
 #: The smallest record each category accepts; tests add or change one thing at a time.
 MINIMAL: dict[Category, dict[str, object]] = {
     ATT: {"date": "2025-03-04T09:12:45+0000", "result": "malicious"},
     IMP: {"id": "MTOKEN:x", "eventTime": "2025-03-04T08:55:19+0000", "taggedMalicious": True},
     URL: {"date": "2025-03-04T10:01:33+0000", "scanResult": "malicious", "url": "https://x.test/"},
+    REJ: {"id": "eNpVT1tPx", "created": "2026-11-30T18:56:08+0000"},
 }
 
 
@@ -133,6 +136,42 @@ def test_url_samples_are_valid_with_every_field_read() -> None:
     assert entry.time == datetime(2025, 3, 4, 10, 5, tzinfo=UTC)
 
 
+def test_rejection_sample_is_valid_with_every_field_read() -> None:
+    """The mta-rejections.md §2.3 rejection passes; the fields nobody reads are not in the way."""
+    checked = valid(REJ, samples.REJECTION)
+    assert checked.record == RejectionLog(
+        id="eNpVT1tPwjAU_i99hSW7dh1RE5iK0SGwOQ28",
+        created="2026-11-30T18:56:08+0000",
+        description="Invalid Recipient Address",
+        info="Invalid Recipient",
+        type=14012,
+        fromAddress="probe17@203-0-113-5.example",
+        toAddress="j.smith@demo.example.com",
+        ipAddress="203.0.113.5",
+    )
+    assert checked.time == datetime(2026, 11, 30, 18, 56, 8, tzinfo=UTC)
+
+
+def test_a_minimal_rejection_needs_only_its_id_and_time() -> None:
+    """``id`` and ``created`` are all a rejection must have; every text field may be absent."""
+    checked = valid(REJ, record(REJ))
+    assert checked.record == RejectionLog(id="eNpVT1tPx", created="2026-11-30T18:56:08+0000")
+    assert isinstance(checked.record, RejectionLog)
+    assert (checked.record.info, checked.record.description, checked.record.type) == (
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("code", [14012, "14012", "0", None])
+def test_a_rejection_type_may_be_a_number_or_a_string(code: object) -> None:
+    """``type`` is documented as an integer; numbers drift to strings in MTA data, so both pass."""
+    checked = valid(REJ, record(REJ, type=code))
+    assert isinstance(checked.record, RejectionLog)
+    assert checked.record.type == code
+
+
 # --- event times -------------------------------------------------------------------------------
 
 
@@ -205,6 +244,8 @@ def test_parse_event_time_answers_the_same_twice() -> None:
         (URL, record(URL, url=...), "$.url: required field missing"),
         (URL, record(URL, scanResult=...), "$.scanResult: required field missing"),
         (URL, record(URL, date=...), "$.date: required field missing"),
+        (REJ, record(REJ, id=...), "$.id: required field missing"),
+        (REJ, record(REJ, created=...), "$.created: required field missing"),
     ],
 )
 def test_a_missing_required_field_is_named(category: Category, raw: bytes, reason: str) -> None:
@@ -227,6 +268,16 @@ def test_a_missing_required_field_is_named(category: Category, raw: bytes, reaso
         (ATT, record(ATT, fileName=7), "$.fileName: expected str | null, got int"),
         (URL, record(URL, url=None), "$.url: expected str, got null"),
         (URL, record(URL, ttpDefinition=["x"]), "$.ttpDefinition: expected str | null, got array"),
+        (REJ, record(REJ, info=550), "$.info: expected str | null, got int"),
+        (REJ, record(REJ, description={"a": 1}), "$.description: expected str | null, got object"),
+        (REJ, record(REJ, type=14012.5), "$.type: expected int | str | null, got float"),
+        (REJ, record(REJ, type=True), "$.type: expected int | str | null, got bool"),
+        (REJ, record(REJ, id=None), "$.id: expected str, got null"),
+        (
+            REJ,
+            record(REJ, ipAddress=["203.0.113.5"]),
+            "$.ipAddress: expected str | null, got array",
+        ),
     ],
 )
 def test_a_wrong_json_type_is_named_with_its_path(

@@ -7,22 +7,32 @@ from pathlib import Path
 import pytest
 
 from mimecast_connector import Category, ConfigError
-from mimecast_connector.records import AttachmentLog, ClickLog, ImpersonationLog, Record
+from mimecast_connector.records import (
+    AttachmentLog,
+    ClickLog,
+    ImpersonationLog,
+    Record,
+    RejectionLog,
+)
 from mimecast_connector.rules import (
     CATEGORY_DEFAULT_TYPE,
     CLEAN_URL,
     DROP_REASONS,
     NOT_MALICIOUS_IMPERSONATION,
     SAFE_ATTACHMENT,
+    UNMATCHED_REJECTION,
     AttackTable,
     Technique,
     Typed,
     build_rules,
     load_table,
+    split_reason,
     url_alert_type,
 )
+from mimecast_connector.rules._rules import MAX_UNMATCHED_LABELS
 
 ATT, IMP, URL = Category.ATTACHMENT, Category.IMPERSONATION, Category.URL
+REJ = Category.REJECTION
 TIME = "2025-03-04T09:12:45+0000"
 
 #: alert-rules.md §4, copied by hand: the data file is checked against the spec, not itself.
@@ -89,6 +99,12 @@ def click(
     )
 
 
+def rejected(
+    info: str | None = None, description: str | None = None, *, id_: str = "eNpVT1tPx"
+) -> RejectionLog:
+    return RejectionLog(id=id_, created=TIME, info=info, description=description)
+
+
 def typed(category: Category, record: Record, table: AttackTable) -> Typed:
     verdict = build_rules(category, table)(record)
     assert isinstance(verdict, Typed), verdict
@@ -104,11 +120,32 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_drop_reasons_are_the_counted_names() -> None:
-    """The drop reasons (counter names users see) are these three texts and no others."""
+    """The drop reasons (counter names users see) are these four texts and no others."""
     assert SAFE_ATTACHMENT == "attachment result safe or clean"
     assert CLEAN_URL == "url scanResult clean"
     assert NOT_MALICIOUS_IMPERSONATION == "impersonation not taggedMalicious"
-    assert DROP_REASONS == (SAFE_ATTACHMENT, CLEAN_URL, NOT_MALICIOUS_IMPERSONATION)
+    assert UNMATCHED_REJECTION == "unmatched rejection"
+    assert DROP_REASONS == (
+        SAFE_ATTACHMENT,
+        CLEAN_URL,
+        NOT_MALICIOUS_IMPERSONATION,
+        UNMATCHED_REJECTION,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (SAFE_ATTACHMENT, (SAFE_ATTACHMENT, None)),
+        ("unmatched rejection\x1fGreylisting", (UNMATCHED_REJECTION, "Greylisting")),
+        ("unmatched rejection\x1f", (UNMATCHED_REJECTION, "")),
+    ],
+)
+def test_split_reason_parts_a_reason_from_its_detail(
+    reason: str, expected: tuple[str, str | None]
+) -> None:
+    """A drop reason carries its detail (a description) after a unit separator, or none."""
+    assert split_reason(reason) == expected
 
 
 @pytest.mark.parametrize("result", ["safe", "SAFE", "Safe", "clean", "CLEAN", "cLeAn"])
@@ -190,6 +227,118 @@ def test_attachment_and_impersonation_have_one_alert_type(
     assert typed(category, record, table).alert_type == expected
 
 
+# --- rejections (data/rejection-texts.toml) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("info", "description", "expected"),
+    [
+        pytest.param(
+            "Invalid Recipient", "Invalid Recipient Address",
+            Typed("Invalid Recipient", "TA0005", "Defense Evasion", "low"), id="info",
+        ),
+        pytest.param(
+            "Anti-Spoofing policy - Inbound not allowed", "Virus Signature Detection",
+            Typed("Anti-Spoofing policy - Inbound not allowed", "T1598.003", "Spearphishing Link", "high"),
+            id="info-before-description",
+        ),
+        pytest.param(
+            "Message contains a virus: Sim.Test.Signature-1", "Virus Signature Detection",
+            Typed("Virus Signature Detected", "T1566.001", "Spearphishing Attachment", "high"),
+            id="description-when-info-matches-nothing",
+        ),
+        pytest.param(
+            None, "Virus Signature Detection",
+            Typed("Virus Signature Detected", "T1566.001", "Spearphishing Attachment", "high"),
+            id="description-when-info-is-missing",
+        ),
+        pytest.param(
+            "IP TEMPORARILY BLACKLISTED [0a1b2c3d.mimecast.example]", None,
+            Typed("IP Temporarily Blacklisted", "TA0001", "Initial Access", "medium"),
+            id="drift-upper-case-and-server-id",
+        ),
+        pytest.param(
+            "submitter failed to authenticate - https://community.mimecast.com/docs/DOC-1369#550",
+            "Authentication Failure",
+            Typed("Submitter failed to authenticate", "T1078", "Valid Accounts", "high"),
+            id="drift-lower-case-and-kb-link",
+        ),
+    ],
+)  # fmt: skip
+def test_a_rejection_is_typed_by_its_info_then_its_description(
+    info: str | None, description: str | None, expected: Typed, table: AttackTable
+) -> None:
+    """The phrase found in ``info`` types the alert; ``description`` only when ``info`` has none;
+    the alert type's row gives the ATT&CK technique."""
+    assert typed(REJ, rejected(info, description), table) == expected
+
+
+@pytest.mark.parametrize(
+    ("info", "description", "reason"),
+    [
+        ("Greylisting in action", "Greylisting", "unmatched rejection\x1fGreylisting"),
+        (None, "  Message   Size\tLimit ", "unmatched rejection\x1fMessage Size Limit"),
+        ("Message rejected as spam", None, "unmatched rejection\x1f(no description)"),
+        ("Message rejected as spam", "", "unmatched rejection\x1f(no description)"),
+        (None, None, "unmatched rejection\x1f(no description)"),
+        ("x", "D" * 200, "unmatched rejection\x1f" + "D" * 80),
+    ],
+)
+def test_an_unmatched_rejection_is_dropped_with_its_description(
+    info: str | None, description: str | None, reason: str, table: AttackTable
+) -> None:
+    """No phrase in either text: dropped as unmatched, the description (whitespace collapsed,
+    cut to 80 characters) after a unit separator so the counters can name it."""
+    dropped = build_rules(REJ, table)(rejected(info, description))
+    assert dropped == reason
+    assert isinstance(dropped, str)
+    assert split_reason(dropped)[0] == UNMATCHED_REJECTION
+
+
+def test_unmatched_descriptions_are_named_up_to_a_bound_then_other(table: AttackTable) -> None:
+    """One stream's rules name at most MAX_UNMATCHED_LABELS descriptions; later new ones are
+    "(other)", while the ones already named keep their names."""
+    assert MAX_UNMATCHED_LABELS == 64
+    rules = build_rules(REJ, table)
+    names = [f"Description {n}" for n in range(MAX_UNMATCHED_LABELS)]
+    for name in names:
+        assert rules(rejected("no phrase here", name)) == f"{UNMATCHED_REJECTION}\x1f{name}"
+    other = f"{UNMATCHED_REJECTION}\x1f(other)"
+    assert rules(rejected("no phrase here", "One Too Many")) == other
+    assert rules(rejected("something else", "And Another")) == other
+    assert rules(rejected("no phrase here", names[0])) == f"{UNMATCHED_REJECTION}\x1f{names[0]}"
+    assert rules(rejected("another text", names[-1])) == f"{UNMATCHED_REJECTION}\x1f{names[-1]}"
+    # A matched text is typed as ever once the bound is reached.
+    matched = rules(rejected("Invalid Recipient"))
+    assert isinstance(matched, Typed)
+    assert matched.alert_type == "Invalid Recipient"
+    # The bound is per stream: fresh rules name a new description again.
+    fresh = build_rules(REJ, table)
+    assert fresh(rejected("no phrase here", "One Too Many")) == (
+        f"{UNMATCHED_REJECTION}\x1fOne Too Many"
+    )
+
+
+def test_keep_unmatched_rejections_makes_them_low_mta_rejections(table: AttackTable) -> None:
+    """With ``keep_unmatched_rejections`` an unmatched rejection is an MTA Rejection of low
+    severity (its own ATT&CK row); a matched one is typed by its phrase as before."""
+    rules = build_rules(REJ, table, keep_unmatched_rejections=True)
+    assert rules(rejected("Greylisting in action", "Greylisting")) == Typed(
+        "MTA Rejection", "TA0001", "Initial Access", "low"
+    )
+    assert rules(rejected(None, None)) == Typed("MTA Rejection", "TA0001", "Initial Access", "low")
+    assert rules(rejected("Invalid Recipient", "Invalid Recipient Address")) == Typed(
+        "Invalid Recipient", "TA0005", "Defense Evasion", "low"
+    )
+    assert CATEGORY_DEFAULT_TYPE[REJ] == "MTA Rejection"
+
+
+def test_keep_unmatched_rejections_changes_no_other_category(table: AttackTable) -> None:
+    """The option is about rejections: a safe attachment is still dropped with it set."""
+    rules = build_rules(ATT, table, keep_unmatched_rejections=True)
+    assert rules(attachment("safe")) == SAFE_ATTACHMENT
+
+
 # --- §4 ATT&CK table ---------------------------------------------------------------------------
 
 
@@ -243,6 +392,11 @@ threatName = "Impersonation"
 alertType = "URL Protection"
 threatId = "T1566.002"
 threatName = "Spearphishing Link"
+
+[[rows]]
+alertType = "MTA Rejection"
+threatId = "T1566"
+threatName = "Phishing"
 """
 
 
@@ -252,6 +406,7 @@ threatName = "Spearphishing Link"
         (ATT, Technique("T1566.001", "Spearphishing Attachment")),
         (IMP, Technique("T1656", "Impersonation")),
         (URL, Technique("T1566.002", "Spearphishing Link")),
+        (REJ, Technique("T1566", "Phishing")),
     ],
 )
 def test_an_unknown_alert_type_takes_its_category_default_row(

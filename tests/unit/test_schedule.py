@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mimecast_connector import Category
+from mimecast_connector._categories import DEFAULT_CATEGORIES
 from mimecast_connector._errors import AuthError, ConnectorError, UnavailableError
 from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner
@@ -43,8 +44,10 @@ def streams(config: Config) -> list[tuple[TenantConfig, Category]]:
 def test_start_up_is_spread_at_most_start_rate_a_second_within_one_interval(
     tmp_path: Path,
 ) -> None:
-    """12,000 streams start over 60 s, never more than START_RATE in any second; 3 streams start at once."""
-    config = tenants(tmp_path, 4000)
+    """12,000 streams (3,000 tenants of the four default categories) start over 60 s, never more than START_RATE in any second; one tenant's four streams do not all start at once."""
+    per_tenant = len(DEFAULT_CATEGORIES)
+    assert per_tenant == 4
+    config = tenants(tmp_path, 12_000 // per_tenant)
     schedule = Schedule(streams(config), now=0.0, rng=random.Random(1))
     starts = [entry.at for entry in schedule.due(1e9)]
     assert len(starts) == 12_000
@@ -56,14 +59,15 @@ def test_start_up_is_spread_at_most_start_rate_a_second_within_one_interval(
 
     small = Schedule(streams(tenants(tmp_path, 1)), now=0.0, rng=random.Random(1))
     assert small.wait(0.0) is not None
-    assert len(small.due(3 / START_RATE)) == 3
+    assert len(small.due((per_tenant - 1) / START_RATE)) == per_tenant - 1
+    assert len(small.due(per_tenant / START_RATE)) == 1
 
 
 def test_due_takes_streams_off_until_done_puts_them_back(tmp_path: Path) -> None:
     """A due stream is not due again while its poll runs; done() schedules it one interval on."""
     schedule = Schedule(streams(tenants(tmp_path, 1)), now=0.0, rng=random.Random(2))
     taken = schedule.due(1.0)
-    assert len(taken) == 3
+    assert [entry.category for entry in taken] == list(DEFAULT_CATEGORIES)
     assert schedule.due(1e9) == []
     assert schedule.wait(5.0) is None, "nothing is scheduled while every stream is polled"
     assert schedule.done(taken[0], None, now=10.0) == 60.0
@@ -112,7 +116,7 @@ def test_a_failing_stream_never_waits_less_than_its_interval(tmp_path: Path) -> 
 async def test_run_forever_polls_every_stream_on_its_interval_with_a_spread_start(
     tmp_path: Path,
 ) -> None:
-    """150 streams on a 1 s interval, for 2.6 s: every stream is polled 2 or 3 times, and the first polls are spread, not all at once."""
+    """200 streams (50 tenants, four categories each) on a 1 s interval, for 2.6 s: every stream is polled 2 or 3 times, and the first polls are spread, not all at once."""
     api = FakeMimecast()
     times: list[float] = []
 
@@ -134,8 +138,9 @@ async def test_run_forever_polls_every_stream_on_its_interval_with_a_spread_star
     per_category = Counter(r.category for r in api.requests)
     for category in Category:
         assert 2 * 50 <= per_category[category] <= 3 * 50, per_category
-    first = sorted(t - began for t in times)[:150]
-    assert first[-1] - first[0] >= 0.5 * 150 / START_RATE, "the first polls came all at once"
+    count = 50 * len(DEFAULT_CATEGORIES)
+    first = sorted(t - began for t in times)[:count]
+    assert first[-1] - first[0] >= 0.5 * count / START_RATE, "the first polls came all at once"
 
 
 async def test_tenants_of_one_api_user_share_one_rate_limiter(tmp_path: Path) -> None:

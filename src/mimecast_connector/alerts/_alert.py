@@ -7,7 +7,7 @@ writes back unchanged.
 Identity (``alert-rules.md`` §5): ``id`` is a hash of the tenant, the category, the event time
 in UTC seconds and every field the format check decodes (for an impersonation log that
 includes Mimecast's own ``id``; attachments of one message differ by file name and hash, clicks
-of one URL by user). The values are hashed as decoded, the time as a number, so ``+0000``,
+of one URL by user). A rejection is identified by Mimecast's own ``id`` alone (with its time). The values are hashed as decoded, the time as a number, so ``+0000``,
 ``Z`` and ``+00:00`` spellings of one moment, key order and whitespace do not matter, and API
 1.0 and API 2.0 give the same ids.
 
@@ -34,6 +34,7 @@ from mimecast_connector.records import (
     ClickLog,
     ImpersonationLog,
     Record,
+    RejectionLog,
     format_utc,
 )
 from mimecast_connector.rules import Typed
@@ -61,6 +62,9 @@ class Alert(msgspec.Struct, gc=False):
     action: str | None
     route: str | None
     senderIp: str | None
+    rejectionType: str | None
+    rejectionCode: str | None
+    rejectionInfo: str | None
     raw: msgspec.Raw
 
 
@@ -70,19 +74,27 @@ _key_encoder = msgspec.json.Encoder()
 #: field the format check decodes. Fields it does not decode are free text or evidence
 #: (``tagMap``, ``impersonationResults``) that never differ alone between two events.
 IDENTITY_FIELDS: dict[Category, tuple[str, ...]] = {
-    category: tuple(f for f in model.__struct_fields__ if f != category.time_field)
-    for category, model in (
-        (Category.ATTACHMENT, AttachmentLog),
-        (Category.IMPERSONATION, ImpersonationLog),
-        (Category.URL, ClickLog),
-    )
+    **{
+        category: tuple(f for f in model.__struct_fields__ if f != category.time_field)
+        for category, model in (
+            (Category.ATTACHMENT, AttachmentLog),
+            (Category.IMPERSONATION, ImpersonationLog),
+            (Category.URL, ClickLog),
+        )
+    },
+    # Mimecast's own id names one rejection (mta-rejections.md §2.3); its other fields are the
+    # text of the refusal, which Mimecast may reword without it being another event.
+    Category.REJECTION: ("id",),
 }
 
 
 def identity_getter(category: Category) -> Callable[[Record], bytes]:
     """Built once per category: a record's identity fields, encoded (JSON array) as bytes."""
-    getter = attrgetter(*IDENTITY_FIELDS[category])
+    fields = IDENTITY_FIELDS[category]
+    getter = attrgetter(*fields)
     encode = _key_encoder.encode
+    if len(fields) == 1:  # attrgetter of one name gives the value, not a tuple
+        return lambda record: encode((getter(record),))
     return lambda record: encode(getter(record))
 
 
@@ -125,7 +137,7 @@ def _attachment(
         id_, tenant, "attachment", typed.alert_type, typed.threat_id, typed.threat_name,
         utc, typed.severity, a.senderAddress, a.recipientAddress,
         a.subject, a.messageId, None, a.fileName, a.fileHash, None, a.actionTriggered, a.route,
-        None, raw,
+        None, None, None, None, raw,
     )  # fmt: skip
 
 
@@ -137,7 +149,7 @@ def _impersonation(
         id_, tenant, "impersonation", typed.alert_type, typed.threat_id, typed.threat_name,
         utc, typed.severity, i.senderAddress, i.recipientAddress,
         i.subject, i.messageId, None, None, None, i.identifiers, i.action, None,
-        ip_or_none(i.senderIpAddress), raw,
+        ip_or_none(i.senderIpAddress), None, None, None, raw,
     )  # fmt: skip
 
 
@@ -147,7 +159,20 @@ def _url(id_: str, tenant: str, record: Record, utc: str, typed: Typed, raw: msg
         id_, tenant, "url", typed.alert_type, typed.threat_id, typed.threat_name,
         utc, typed.severity, u.fromUserEmailAddress, u.userEmailAddress,
         u.subject, u.messageId, u.url, None, None, None, u.action, u.route,
-        ip_or_none(u.sendingIp), raw,
+        ip_or_none(u.sendingIp), None, None, None, raw,
+    )  # fmt: skip
+
+
+def _rejection(
+    id_: str, tenant: str, record: Record, utc: str, typed: Typed, raw: msgspec.Raw
+) -> Alert:
+    r = cast(RejectionLog, record)
+    code = r.type if r.type is None or isinstance(r.type, str) else str(r.type)
+    return Alert(
+        id_, tenant, "rejection", typed.alert_type, typed.threat_id, typed.threat_name,
+        utc, typed.severity, r.fromAddress, r.toAddress,
+        None, None, None, None, None, None, None, None,
+        ip_or_none(r.ipAddress), r.description, code, r.info, raw,
     )  # fmt: skip
 
 
@@ -170,4 +195,5 @@ BUILDERS: dict[Category, AlertBuilder] = {
     Category.ATTACHMENT: _attachment,
     Category.IMPERSONATION: _impersonation,
     Category.URL: _url,
+    Category.REJECTION: _rejection,
 }

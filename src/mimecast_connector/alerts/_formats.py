@@ -40,7 +40,10 @@ _FEATURES = {
     "attachment": "Targeted Threat Protection - Attachment Protection",
     "impersonation": "Targeted Threat Protection - Impersonation Protection",
     "url": "Targeted Threat Protection - URL Protection",
+    "rejection": "Gateway - Rejected and Deferred Messages",
 }
+#: The log each category comes from: OCSF ``metadata.log_name`` and the finding's data source.
+_LOGS = {"rejection": ("gateway/rejection", "Mimecast rejection log")}
 _PRODUCT_NAME = "Mimecast Email Security, Cloud Gateway"
 
 
@@ -182,13 +185,10 @@ def _attacks(threat_id: str, threat_name: str) -> list[_Attack]:
 
 
 @functools.lru_cache(maxsize=64)
-def _per_category(category: str) -> tuple[list[str], list[str], _Product]:
+def _per_category(category: str) -> tuple[list[str], list[str], _Product, str]:
     feature = _Named(_FEATURES.get(category, category))
-    return (
-        [category],
-        [f"Mimecast TTP {category} log"],
-        _Product(_PRODUCT_NAME, "Mimecast", feature),
-    )
+    log_name, source = _LOGS.get(category, (f"ttp/{category}", f"Mimecast TTP {category} log"))
+    return [category], [source], _Product(_PRODUCT_NAME, "Mimecast", feature), log_name
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -203,7 +203,7 @@ def _epoch_ms(alert_time: str) -> int:
 
 def _finding(alert: Alert) -> _DetectionFinding:
     when = _epoch_ms(alert.time)
-    types, sources, product = _per_category(alert.category)
+    types, sources, product, log_name = _per_category(alert.category)
     email = _Email(
         alert.sender,
         None if alert.recipient is None else [alert.recipient],
@@ -242,19 +242,29 @@ def _finding(alert: Alert) -> _DetectionFinding:
     )
     if alert.identifiers:
         finding.desc = "Impersonation identifiers: " + ", ".join(alert.identifiers)
+    elif alert.rejectionInfo or alert.rejectionType:
+        finding.desc = _rejection_text(alert)
     severity_id, severity = _SEVERITY[alert.severity]
     return _DetectionFinding(
         severity_id=severity_id,
         severity=severity,
         time=when,
         message=f"{alert.alertType}: {alert.subject}" if alert.subject else alert.alertType,
-        metadata=_Metadata(OCSF_VERSION, alert.id, alert.tenant, f"ttp/{alert.category}", product),
+        metadata=_Metadata(OCSF_VERSION, alert.id, alert.tenant, log_name, product),
         finding_info=finding,
         evidences=[evidence],
         raw_data=bytes(alert.raw).decode("utf-8", "replace"),
         status_detail=UNSET if alert.action is None else f"Mimecast action: {alert.action}",
         observables=observables or UNSET,
     )
+
+
+def _rejection_text(alert: Alert) -> str:
+    """``Rejected (Invalid Recipient Address, code 14012): Invalid Recipient``."""
+    code = alert.rejectionCode and f"code {alert.rejectionCode}"
+    details = ", ".join(part for part in (alert.rejectionType, code) if part)
+    head = f"Rejected ({details})" if details else "Rejected"
+    return f"{head}: {alert.rejectionInfo}" if alert.rejectionInfo else head
 
 
 def _encode_one(alert: Alert) -> bytes:

@@ -112,6 +112,22 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
+def window_fields(category: Category, start: datetime, end: datetime) -> dict[str, Any]:
+    """The request fields that ask ``category`` for ``[start, end]``.
+
+    The TTP logs take ``from``/``to`` and ``oldestFirst`` (mimecast-api.md §4.1); the rejection
+    log takes ``start``/``end`` and ``admin: true`` (every mailbox of the account, not only the
+    API user's own) and documents no order (mta-rejections.md §2.3).
+    """
+    first, last = category.window_keys
+    fields: dict[str, Any] = {first: format_time(start), last: format_time(end)}
+    if category.ordered:
+        fields["oldestFirst"] = True
+    else:
+        fields["admin"] = True
+    return fields
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1: the only places plain HTTP may go."""
     if host.lower() in {"localhost", "localhost."}:
@@ -183,6 +199,10 @@ class _UrlData(msgspec.Struct):
     clickLogs: list[msgspec.Raw] | UnsetType = UNSET
 
 
+class _RejectionData(msgspec.Struct):
+    rejections: list[msgspec.Raw] | UnsetType = UNSET
+
+
 class _AttachmentPage(msgspec.Struct):
     meta: _Meta | UnsetType = UNSET
     data: list[_AttachmentData] | UnsetType = UNSET
@@ -201,16 +221,23 @@ class _UrlPage(msgspec.Struct):
     fail: list[_Fail] = []
 
 
+class _RejectionPage(msgspec.Struct):
+    meta: _Meta | UnsetType = UNSET
+    data: list[_RejectionData] | UnsetType = UNSET
+    fail: list[_Fail] = []
+
+
 class _ErrorBody(msgspec.Struct):
     fail: list[_Fail] = []
 
 
-_PageT = _AttachmentPage | _ImpersonationPage | _UrlPage
+_PageT = _AttachmentPage | _ImpersonationPage | _UrlPage | _RejectionPage
 
 _PAGE_TYPES: dict[Category, tuple[type[_PageT], type[Any]]] = {
     Category.ATTACHMENT: (_AttachmentPage, _AttachmentData),
     Category.IMPERSONATION: (_ImpersonationPage, _ImpersonationData),
     Category.URL: (_UrlPage, _UrlData),
+    Category.REJECTION: (_RejectionPage, _RejectionData),
 }
 _PAGE_DECODERS: dict[Category, msgspec.json.Decoder[Any]] = {
     category: msgspec.json.Decoder(page_type) for category, (page_type, _) in _PAGE_TYPES.items()
@@ -228,8 +255,10 @@ def _records_of(page: _PageT) -> list[msgspec.Raw]:
             logs = item.attachmentLogs
         elif isinstance(item, _ImpersonationData):
             logs = item.impersonationLogs
-        else:
+        elif isinstance(item, _UrlData):
             logs = item.clickLogs
+        else:
+            logs = item.rejections
         if isinstance(logs, list):
             records.extend(logs)
     return records
@@ -397,16 +426,16 @@ class MimecastClient:
         filters: Mapping[str, Any] | None = None,
         admit: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Page]:
-        """Every page of records with event times in ``[start, end]``, oldest first.
+        """Every page of records with event times in ``[start, end]``, oldest first where the
+        endpoint can be asked for that order (:func:`window_fields`).
 
         Memory holds one page at a time. ``filters`` adds request fields (``route``,
         ``result``, ``scanResult``, ``taggedMalicious``) to the frozen window. ``admit`` is
         awaited before each try of a page request, once the rate limiter let it through (the
         runner's bound on pages held: a stream waiting on its quota holds nothing).
         """
-        window: dict[str, Any] = {"from": format_time(start), "to": format_time(end)}
+        window = window_fields(category, start, end)
         window.update(filters or {})
-        window["oldestFirst"] = True
         seen: set[str] = set()
         token: str | None = None
         number = 0
@@ -447,7 +476,7 @@ class MimecastClient:
     async def check(self, category: Category = Category.URL) -> None:
         """Authenticate once and read one small page: raises what a real poll would raise."""
         now = datetime.fromtimestamp(self._clock.time(), UTC)
-        window = {"from": format_time(now.replace(microsecond=0)), "to": format_time(now)}
+        window = window_fields(category, now.replace(microsecond=0), now)
         body = _ENCODER.encode({"meta": {"pagination": {"pageSize": 1}}, "data": [window]})
         await self._page(category, body)
 

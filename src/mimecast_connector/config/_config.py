@@ -39,12 +39,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import DEFAULT_CATEGORIES, Category
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import ConfigError
 from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
@@ -282,7 +283,8 @@ class TenantConfig(_Strict):
     app_key: SecretStr | None = None
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
-    categories: tuple[Category, ...] = tuple(Category)
+    categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+    keep_unmatched_rejections: StrictBool = False
     start: datetime | None = None
     poll_interval: timedelta = timedelta(seconds=60)
 
@@ -324,7 +326,7 @@ class TenantConfig(_Strict):
     @classmethod
     def _some_categories(cls, value: tuple[Category, ...]) -> tuple[Category, ...]:
         if not value:
-            raise ValueError("must name at least one of attachment, impersonation, url")
+            raise ValueError(f"must name at least one of {', '.join(Category)}")
         if len(set(value)) != len(value):
             raise ValueError("names a category twice")
         return value

@@ -1,4 +1,4 @@
-"""Typed, validated TTP log records. Import from here; the modules beside it are private."""
+"""Typed, validated log records (TTP and rejection). Import from here; the modules beside it are private."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from mimecast_connector.records._models import (
     ImpersonationLog,
     Invalid,
     Record,
+    RejectionLog,
     Stamp,
     Valid,
     check_utf8,
@@ -26,6 +27,7 @@ __all__ = [
     "ImpersonationLog",
     "Invalid",
     "Record",
+    "RejectionLog",
     "Stamp",
     "Valid",
     "check_utf8",

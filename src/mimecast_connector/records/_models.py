@@ -1,7 +1,7 @@
 """Typed records: the format check of ``alert-rules.md`` §2.1, one record at a time.
 
 Each TTP log record is decoded from its own raw JSON into a :mod:`msgspec` struct that names
-the fields the pipeline reads, with their JSON types. Fields the pipeline does not read are
+the fields the pipeline reads, with their JSON types (the rejection log likewise). Fields the pipeline does not read are
 not checked here (they stay, untouched, in the raw record that every alert carries), so a new
 or odd field Mimecast adds tomorrow cannot turn a real threat into a dead letter.
 
@@ -85,12 +85,30 @@ class ClickLog(msgspec.Struct, gc=False):
     userAwarenessAction: str | None = None
 
 
-Record = AttachmentLog | ImpersonationLog | ClickLog
+class RejectionLog(msgspec.Struct, gc=False):
+    """``rejections[]`` of ``get-rejections`` (``mta-rejections.md`` §2.3).
+
+    ``type`` is documented as an integer (Mimecast's number for the rejection kind); a string
+    is taken too, since numbers drift to strings in Mimecast's other MTA data.
+    """
+
+    id: str
+    created: str
+    description: str | None = None
+    info: str | None = None
+    type: int | str | None = None
+    fromAddress: str | None = None
+    toAddress: str | None = None
+    ipAddress: str | None = None
+
+
+Record = AttachmentLog | ImpersonationLog | ClickLog | RejectionLog
 
 _TYPES: dict[Category, type[Record]] = {
     Category.ATTACHMENT: AttachmentLog,
     Category.IMPERSONATION: ImpersonationLog,
     Category.URL: ClickLog,
+    Category.REJECTION: RejectionLog,
 }
 DECODERS: dict[Category, msgspec.json.Decoder[Any]] = {
     category: msgspec.json.Decoder(model) for category, model in _TYPES.items()

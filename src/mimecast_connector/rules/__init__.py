@@ -17,10 +17,12 @@ from mimecast_connector.rules._rules import (
     DROP_REASONS,
     NOT_MALICIOUS_IMPERSONATION,
     SAFE_ATTACHMENT,
+    UNMATCHED_REJECTION,
     Rules,
     Severity,
     Typed,
     build_rules,
+    split_reason,
     url_alert_type,
 )
 
@@ -30,6 +32,7 @@ __all__ = [
     "DROP_REASONS",
     "NOT_MALICIOUS_IMPERSONATION",
     "SAFE_ATTACHMENT",
+    "UNMATCHED_REJECTION",
     "AttackTable",
     "RejectionTexts",
     "RejectionType",
@@ -40,5 +43,6 @@ __all__ = [
     "build_rules",
     "load_table",
     "normalise",
+    "split_reason",
     "url_alert_type",
 ]

@@ -36,6 +36,7 @@ CATEGORY_DEFAULT_TYPE: Mapping[Category, str] = {
     Category.ATTACHMENT: "Unsafe Email Attachment",
     Category.IMPERSONATION: "Impersonation Attempt",
     Category.URL: "URL Protection",
+    Category.REJECTION: "MTA Rejection",
 }
 
 

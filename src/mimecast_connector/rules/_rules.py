@@ -16,7 +16,13 @@ url             malicious, blocked, or found by ``Entry Scan`` (no click)       
 url             any other kept verdict (timeout, error, unknown, new values)    low
 impersonation   ``action`` none or empty: the message was delivered             high
 impersonation   any other action (hold, bounce, delete ...)                     medium
+rejection       the severity of the phrase found (``data/rejection-texts.toml``)  per row
+rejection       no phrase found, kept by ``keep_unmatched_rejections``          low
 =============== =============================================================== ========
+
+A rejection whose text holds no phrase is dropped (:data:`UNMATCHED_REJECTION`) unless the
+tenant keeps them; its ``description`` travels with the drop reason, after a ``\x1f``, so that
+the counters say which texts a user might want to add (:func:`split_reason`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,14 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from mimecast_connector._categories import Category
-from mimecast_connector.records import AttachmentLog, ClickLog, ImpersonationLog, Record
-from mimecast_connector.rules._mapping import AttackTable
+from mimecast_connector.records import (
+    AttachmentLog,
+    ClickLog,
+    ImpersonationLog,
+    Record,
+    RejectionLog,
+)
+from mimecast_connector.rules._mapping import CATEGORY_DEFAULT_TYPE, AttackTable
 
 Severity = Literal["low", "medium", "high"]
 
@@ -35,7 +47,20 @@ Severity = Literal["low", "medium", "high"]
 SAFE_ATTACHMENT = "attachment result safe or clean"
 CLEAN_URL = "url scanResult clean"
 NOT_MALICIOUS_IMPERSONATION = "impersonation not taggedMalicious"
-DROP_REASONS = (SAFE_ATTACHMENT, CLEAN_URL, NOT_MALICIOUS_IMPERSONATION)
+UNMATCHED_REJECTION = "unmatched rejection"
+DROP_REASONS = (SAFE_ATTACHMENT, CLEAN_URL, NOT_MALICIOUS_IMPERSONATION, UNMATCHED_REJECTION)
+
+#: How many distinct unmatched descriptions one stream's rules name; the rest are "(other)".
+#: Mimecast's descriptions are a few dozen categories, but a hostile or broken server could send
+#: a new one per record, and each would become a counter row.
+MAX_UNMATCHED_LABELS = 64
+MAX_LABEL_LENGTH = 80
+
+
+def split_reason(reason: str) -> tuple[str, str | None]:
+    """A drop reason and the detail it carries (an unmatched rejection's description)."""
+    head, sep, detail = reason.partition("\x1f")
+    return head, (detail if sep else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +84,9 @@ def url_alert_type(record: ClickLog) -> str:
     return record.reason or record.ttpDefinition
 
 
-def build_rules(category: Category, table: AttackTable) -> Rules:
+def build_rules(
+    category: Category, table: AttackTable, *, keep_unmatched_rejections: bool = False
+) -> Rules:
     """The rules of ``category``, with ``table`` bound in.
 
     Verdicts are immutable and few (an alertType times three severities), so they are built
@@ -104,6 +131,13 @@ def build_rules(category: Category, table: AttackTable) -> Rules:
 
         return impersonation
 
+    if category is Category.REJECTION:
+        return _rejection_rules(
+            table,
+            verdict,
+            verdict(CATEGORY_DEFAULT_TYPE[category], "low") if keep_unmatched_rejections else None,
+        )
+
     def url(record: Record) -> str | Typed:
         record = cast(ClickLog, record)
         scan = record.scanResult.strip().casefold()
@@ -121,3 +155,40 @@ def build_rules(category: Category, table: AttackTable) -> Rules:
         return verdict(url_alert_type(record), severity)
 
     return url
+
+
+def _rejection_rules(
+    table: AttackTable, verdict: Callable[[str, Severity], Typed], kept: Typed | None
+) -> Rules:
+    """A rejection's ``info``, then its ``description``, searched for the table's phrases.
+
+    The same few texts repeat all day, so what a pair of texts gave is remembered (bounded).
+    """
+    classify = table.rejections.classify
+    memo: dict[tuple[str | None, str | None], str | Typed] = {}
+    labels: dict[str, str] = {}
+
+    def unmatched(description: str | None) -> str:
+        label = " ".join((description or "").split())[:MAX_LABEL_LENGTH] or "(no description)"
+        reason = labels.get(label)
+        if reason is None:
+            if len(labels) >= MAX_UNMATCHED_LABELS:
+                label = "(other)"
+            reason = labels.setdefault(label, f"{UNMATCHED_REJECTION}\x1f{label}")
+        return reason
+
+    def rejection(record: Record) -> str | Typed:
+        r = cast(RejectionLog, record)
+        texts = (r.info, r.description)
+        found = memo.get(texts)
+        if found is None:
+            kind = classify(texts)
+            if kind is not None:
+                found = verdict(kind.alert_type, kind.severity)
+            else:
+                found = kept or unmatched(r.description)
+            if len(memo) < 4096:
+                memo[texts] = found
+        return found
+
+    return rejection

@@ -25,7 +25,7 @@ from mimecast_connector.alerts import (
     identity_getter,
 )
 from mimecast_connector.records import check_utf8, make_checker
-from mimecast_connector.rules import AttackTable, build_rules
+from mimecast_connector.rules import AttackTable, build_rules, split_reason
 
 _encoder = msgspec.json.Encoder()
 
@@ -65,11 +65,20 @@ class Handled:
 class Chain:
     """Records of one tenant and category to alerts."""
 
-    def __init__(self, tenant: str, category: Category, table: AttackTable) -> None:
+    def __init__(
+        self,
+        tenant: str,
+        category: Category,
+        table: AttackTable,
+        *,
+        keep_unmatched_rejections: bool = False,
+    ) -> None:
         self.tenant = tenant
         self.category = category
         self._check = make_checker(category)
-        self._rules = build_rules(category, table)
+        self._rules = build_rules(
+            category, table, keep_unmatched_rejections=keep_unmatched_rejections
+        )
         self._build = BUILDERS[category]
         self._identity = identity_getter(category)
         self._prefix = id_prefix(tenant, category)
@@ -191,5 +200,8 @@ def count(fresh: Handled, fetched: int) -> Counter[str]:
     counts["alerts"] = len(fresh.alerts)
     counts["dead_lettered"] = len(fresh.dead)
     for _, reason in fresh.dropped:
-        counts[f"dropped: {reason}"] += 1
+        head, detail = split_reason(reason)
+        counts[f"dropped: {head}"] += 1
+        if detail is not None:  # an unmatched rejection's description, for ``status``
+            counts[f"unmatched: {detail}"] += 1
     return counts

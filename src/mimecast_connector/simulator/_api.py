@@ -2,14 +2,16 @@
 
 Every request walks the same pipeline, in this order:
 
-1. route: ``/oauth/token``, one of the three TTP log paths, or 404; anything but POST is 405;
+1. route: ``/oauth/token``, one of the log paths (three TTP logs, rejections), or 404; anything
+   but POST is 405;
 2. authenticate: API 2.0 bearer token or API 1.0 HMAC signature, else 401 (§2, §3);
 3. count the request for the tenant (late records) and spend one rate-limit token, else 429
    (§8.3); only authenticated log requests count, ``/oauth/token`` is not rate-limited;
 4. take the next matching injected fault, which may answer instead (see ``faults``);
 5. check the tenant's role for the category, else 403 (§3.2); parse the body, else 400;
-6. run the function: filter, order and page the records (§4 to §7); validation problems are a 200
-   with a ``fail`` entry (§1, §8.1).
+6. run the function: filter, order and page the records (§4 to §7; rejections as in
+   ``mta-rejections.md`` §2.3: ``start``/``end``, every mailbox only with ``admin: true``, newest
+   first, no ``oldestFirst``); validation problems are a 200 with a ``fail`` entry (§1, §8.1).
 
 Section numbers refer to ``shared/docs/mimecast-api.md``. The HTTP server (``_server.py``) turns
 the outcome into bytes on the wire; this module never sleeps, blocks or touches a socket.
@@ -432,6 +434,13 @@ def _parse_envelope(body: Any) -> tuple[dict[str, Any], int, str | None]:
 
 def _parse_query(item: Mapping[str, Any], category: Category, now: float) -> Query:
     """The first page's filters (§4.1, §5.1, §6.1, §7.1) as a :class:`Query`."""
+    first, last = category.window_keys
+    start = _time_filter(item, first, now - now % 86_400)  # default: start of the UTC day
+    end = _time_filter(item, last, now)
+    if category is Category.REJECTION:
+        # Without admin: true, only the API user's own mailbox, which receives nothing here.
+        # The log has no documented order; it is served newest first.
+        return Query(start=start, end=end, own_mailbox=_bool_filter(item, "admin") is not True)
     if category is Category.IMPERSONATION and (unsupported := _UNSUPPORTED_FILTERS & item.keys()):
         raise Problem(
             "err_simulator_unsupported_filter",
@@ -446,8 +455,8 @@ def _parse_query(item: Mapping[str, Any], category: Category, now: float) -> Que
         verdict = _choice_filter(item, _VERDICT_FILTERS[category])
         tagged = None
     return Query(
-        start=_time_filter(item, "from", now - now % 86_400),  # default: start of the UTC day
-        end=_time_filter(item, "to", now),
+        start=start,
+        end=end,
         oldest_first=_bool_filter(item, "oldestFirst") is True,
         route=route,
         verdict=verdict,

@@ -15,7 +15,11 @@ records:
   clicking the same URL of the same message;
 * impersonation ``taggedMalicious`` true and false, ``hits == len(identifiers)``, result items with
   some keys missing, and a unique ``MTOKEN:`` id;
-* subjects with accents, CJK, emoji and right-to-left scripts.
+* subjects with accents, CJK, emoji and right-to-left scripts;
+* rejections (``mta-rejections.md`` §2.3) with the six texts of Sophos's alert types, other
+  texts of Mimecast's KB and texts no phrase matches, worded with the drift real data has (case,
+  en and em dashes, doubled spaces, a trailing link to Mimecast's KB or a bracketed server id,
+  a missing ``info``), ``type`` now and then a string, a null or ``<>`` sender.
 
 Domains are names under example.com / example.net / example.org (RFC 2606), plus the one
 look-alike ``examp1e-corp.com`` of the spec's own example; IP addresses come from the
@@ -101,6 +105,35 @@ _FILES: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 _ACTIONS_TRIGGERED = ("none", "none, none", "user release, none")
 
+#: Rejection log rows: (description, info, type number, weight). The first six carry the texts
+#: of Sophos's six alert types; then other KB texts; the last ones match no phrase of the
+#: shipped table (``Virus Signature Detection`` is found in the description, not the info).
+_REJECTIONS = (
+    ("Connection Limit Exceeded", "IP Temporarily Blacklisted", 14020, 4),
+    ("Authentication Failure", "Submitter failed to authenticate", 14031, 2),
+    ("Anti-Spoofing Lockout", "Anti-Spoofing policy - Inbound not allowed", 14040, 4),
+    ("Invalid Recipient Address", "Invalid Recipient", 14012, 10),
+    ("Thread Limit", "Exceeding outbound thread limit", 14050, 1),
+    ("Content Examination Policy", "Message bounced due to Content Examination Policy", 14060, 3),
+    ("Authentication Failure", "Incorrect authentication data", 14032, 1),
+    ("Virus Signature Detection", "Message contains a virus: Sim.Test.Signature-1", 14030, 3),
+    ("SPF Sender Invalid", "SPF Sender Invalid - envelope rejected", 14070, 2),
+    ("DKIM Sender Invalid", "DKIM Sender Invalid - envelope rejected", 14071, 1),
+    ("DMARC Sender Invalid", "DMARC Sender Invalid - envelope rejected", 14072, 2),
+    ("IP Found In RBL", "Access denied, IP address found on RBL", 14080, 3),
+    ("Manual Envelope Rejection", "Envelope blocked - User Entry", 14090, 3),
+    ("Policy Envelope Rejection", "Envelope blocked - Policy Entry", 14091, 1),
+    ("Host Network Not Allowed", "Host network not allowed", 14100, 1),
+    ("Mail Loop", "Mail loop detected", 14110, 1),
+    ("TLS Required", "This route requires TLS", 14120, 1),
+    ("Too Many Recipients", "Too many recipients", 14130, 1),
+    ("Greylisting", "Greylisting in action, please come back later", 14001, 5),
+    ("Message Size Limit", "Message exceeds the maximum size limit", 14140, 2),
+    ("Spam Signature Detection", "Message rejected as spam", 14150, 3),
+)
+_KB_LINK = " - https://community.mimecast.com/docs/DOC-1369#550"
+_DETECTION_LEVELS = ("not_initiated", "relaxed", "moderate", "aggressive")
+
 _MALICIOUS_URLS = (
     "https://parcel-notify.example.net/track/{n}",
     "https://secure-login.example.org/o365/verify?session={n}",
@@ -163,6 +196,7 @@ _EMAIL_PARTS = weighted((("Body",), 80), (("Attachment",), 12), (("Body", "Attac
 _CLICKS_PER_URL = weighted((1, 70), (2, 15), (3, 10), (4, 5))
 _AWARENESS = weighted(("N/A", 80), ("NA", 10), ("Continue", 10))
 _MALICIOUS_ACTIONS = ("Block", "Block", "Browser Isolation")
+_REJECTION_KINDS = weighted(*((row[:3], row[3]) for row in _REJECTIONS))
 
 
 class Dice:
@@ -229,11 +263,13 @@ class RecordFactory:
             Category.ATTACHMENT: self._attachment_shape,
             Category.IMPERSONATION: self._impersonation_shape,
             Category.URL: self._url_shape,
+            Category.REJECTION: self._rejection_shape,
         }
         self._stampers: dict[Category, Callable[[Record, str, str], Record]] = {
             Category.ATTACHMENT: self._stamp_attachment,
             Category.IMPERSONATION: self._stamp_impersonation,
             Category.URL: _stamp_url,
+            Category.REJECTION: self._stamp_rejection,
         }
 
     def make(self, category: Category, count: int, lo: int, hi: int) -> list[Timed]:
@@ -285,6 +321,14 @@ class RecordFactory:
         record["eventTime"] = date
         record["impersonationResults"] = [r.copy() for r in prototype["impersonationResults"]]
         record["messageId"] = message_id
+        return record
+
+    def _stamp_rejection(self, prototype: Record, date: str, message_id: str) -> Record:
+        record = prototype.copy()  # flat: every value is a string, number or None
+        record["id"] = "eNpVT1tP" + base64.urlsafe_b64encode(
+            self._dice.bits(192).to_bytes(24)
+        ).decode().rstrip("=")
+        record["created"] = date
         return record
 
     # -- shared pieces ------------------------------------------------------------------------
@@ -456,6 +500,60 @@ class RecordFactory:
             )
         return Shape(tuple(records), tuple(offsets), sender.rpartition("@")[2])
 
+    # -- rejections (mta-rejections.md §2.3) ----------------------------------------------------
+
+    def _rejection_shape(self) -> Shape:
+        dice = self._dice
+        description, info, number = dice.weighted(_REJECTION_KINDS)
+        recipient = self._person()
+        host = dice.pick(_EXTERNAL_DOMAINS)
+        if description == "Invalid Recipient Address":  # a directory harvest guesses names
+            recipient = f"{dice.pick(_PEOPLE)}{dice.between(1, 99)}@{self._domain}"
+        roll = dice.uniform()
+        sender: str | None = f"{dice.pick(_PEOPLE)}@{host}"
+        if roll < 0.04:
+            sender = None
+        elif roll < 0.08:
+            sender = "<>"
+        record: Record = {
+            "id": "",
+            "created": "",
+            "description": description,
+            "info": None if dice.chance(0.04) else _drift(info, dice),
+            "type": str(number) if dice.chance(0.05) else number,
+            "fromAddress": sender,
+            "toAddress": recipient,
+            "toAddressPreCheck": recipient,
+            "toAddressPostCheck": "" if dice.chance(0.5) else recipient,
+            "ipAddress": self._ip(),
+            "remoteName": f"mx.{host}",
+            "remoteEhlo": f"mx.{host}",
+            "manageRecipient": "false",
+            "spamScore": dice.between(0, 20),
+            "detectionLevel": dice.pick(_DETECTION_LEVELS),
+        }
+        return Shape((record,), (0,), host)
+
+
+def _drift(text: str, dice: Dice) -> str:
+    """``text`` as real rejections word it now and then (``mta-rejections.md`` §1)."""
+    roll = dice.uniform()
+    if roll < 0.55:
+        return text
+    if roll < 0.62:
+        return text.lower()
+    if roll < 0.67:
+        return text.upper()
+    if roll < 0.74:
+        return text.replace(" - ", " \u2013 ")  # en dash, as the KB writes it
+    if roll < 0.78:
+        return text.replace(" - ", " \u2014 ")  # em dash
+    if roll < 0.86:
+        return text + _KB_LINK
+    if roll < 0.93:
+        return f"{text} [{dice.bits(32):08x}.mimecast.example]"
+    return text.replace(" ", "  ", 1) + "  "
+
 
 def _stamp_url(prototype: Record, date: str, message_id: str) -> Record:
     record = prototype.copy()
@@ -546,7 +644,12 @@ def tenant_domain(name: str) -> str:
     return f"{slug or 'tenant'}.example.com"
 
 
-_LIVE_MIX = weighted((Category.ATTACHMENT, 2), (Category.IMPERSONATION, 1), (Category.URL, 5))
+_LIVE_MIX = weighted(
+    (Category.ATTACHMENT, 2),
+    (Category.IMPERSONATION, 1),
+    (Category.URL, 5),
+    (Category.REJECTION, 2),
+)
 
 
 def pick_category(dice: Dice) -> Category:

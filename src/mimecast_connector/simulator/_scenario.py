@@ -58,6 +58,7 @@ class RecordCounts(_Strict):
     attachment: int = Field(0, ge=0, le=1_000_000)
     impersonation: int = Field(0, ge=0, le=1_000_000)
     url: int = Field(0, ge=0, le=1_000_000)
+    rejection: int = Field(0, ge=0, le=1_000_000)
 
 
 class TenantSpec(_Strict):

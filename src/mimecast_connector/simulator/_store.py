@@ -33,7 +33,8 @@ class Query(msgspec.Struct, frozen=True, array_like=True):
 
     ``start``/``end`` are epoch seconds, inclusive. ``route`` and ``verdict`` are lower-case or
     None for ``all``; ``verdict`` is ``result`` (attachment) or ``scanResult`` (URL).
-    ``tagged_malicious`` is None when the impersonation filter was absent.
+    ``tagged_malicious`` is None when the impersonation filter was absent. ``own_mailbox``: a
+    rejection query without ``admin: true``, which sees only the API user's mailbox (nothing).
     """
 
     start: float
@@ -42,6 +43,7 @@ class Query(msgspec.Struct, frozen=True, array_like=True):
     route: str | None = None
     verdict: str | None = None
     tagged_malicious: bool | None = None
+    own_mailbox: bool = False
 
 
 class Entry:
@@ -163,6 +165,8 @@ class RecordStore:
 def _predicate(query: Query) -> Callable[[Entry], bool]:
     """One check built for the whole query: the filters that are set, nothing else."""
     checks: list[Callable[[Entry], bool]] = []
+    if query.own_mailbox:
+        return _never
     route, verdict, tagged = query.route, query.verdict, query.tagged_malicious
     if route is not None:
         checks.append(lambda e: e.route == route)
@@ -179,3 +183,7 @@ def _predicate(query: Query) -> Callable[[Entry], bool]:
 
 def _always(_entry: Any) -> bool:
     return True
+
+
+def _never(_entry: Any) -> bool:
+    return False
