@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mimecast_connector import ConfigError
+from mimecast_connector import Category, ConfigError
 from mimecast_connector.rules import RejectionTexts, load_table, normalise
 
 #: The six Sophos alert types (alert-rules.md §4), copied by hand.
@@ -259,3 +259,25 @@ alertType = "Invalid Recipient"
     assert path == "mapping.rejections"
     assert "'Relay Denied'" in message
     assert "[[rows]]" in message
+
+
+def test_the_readme_phrase_table_is_the_shipped_table() -> None:
+    """The README's phrase table lists every shipped phrase, in order, with the alertType,
+    severity, ATT&CK row and origin the package ships (so the documentation cannot drift)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    lines = readme[readme.index("| phrase | alertType") :].splitlines()[2:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    rows = rows[: next((i for i, r in enumerate(lines) if not r.startswith("|")), len(rows))]
+    table = load_table()
+    shipped = [
+        [
+            t.phrase,
+            t.alert_type,
+            t.severity,
+            "{0.threat_id} {0.threat_name}".format(table.lookup(t.alert_type, Category.REJECTION)),
+            t.origin,
+        ]
+        for t in table.rejections.types
+    ]
+    documented = [[normalise(r[0]), r[1], r[2], r[3], r[4].lower()] for r in rows]
+    assert documented == shipped
