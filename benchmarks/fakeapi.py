@@ -3,7 +3,8 @@
     python benchmarks/fakeapi.py --port-file FILE [--records-per-page 2]
 
 Not the simulator (which is faithful, and slow on purpose where Mimecast is): this one answers
-``POST /oauth/token`` for any ``client_id`` and every TTP ``get-logs`` call with a page of a few
+``POST /oauth/token`` for any ``client_id`` and every log call (the three TTP ``get-logs`` and
+``get-rejections``) with a page of a few
 *new* records dated a few seconds before the window's end, and no ``next``, so one poll of a
 stream is one request. It does as little as a server can, so that the client side is what is
 measured; it writes its CPU seconds, connection count and request count to stdout as one JSON
@@ -42,11 +43,23 @@ _RECORDS = {
     '"category":"Phishing","userEmailAddress":"u@corp.example","action":"block","route":"inbound",'
     '"ttpDefinition":"Default","creationMethod":"User Click","messageId":"<{n}@evil.example>",'
     '"subject":"Parcel {n}","sendingIp":"203.0.113.7","fromUserEmailAddress":"a@evil.example"}}',
+    "rejection": '{{"id":"eNpVbench{n}","created":"{when}","description":"Invalid Recipient Address",'
+    '"info":"Invalid Recipient","type":14012,"fromAddress":"probe{n}@evil.example",'
+    '"toAddress":"u{n}@corp.example","ipAddress":"203.0.113.5","remoteName":"mx.evil.example",'
+    '"spamScore":0,"detectionLevel":"not_initiated","manageRecipient":"false"}}',
 }
 _LIST_KEYS = {
     "attachment": "attachmentLogs",
     "impersonation": "impersonationLogs",
     "url": "clickLogs",
+    "rejection": "rejections",
+}
+#: Request path -> (category, the window field that holds its end).
+_PATHS = {
+    **{
+        f"/api/ttp/{c}/get-logs".encode(): (c, "to") for c in ("attachment", "impersonation", "url")
+    },
+    b"/api/gateway/get-rejections": ("rejection", "end"),
 }
 
 
@@ -89,13 +102,13 @@ class Server:
     def answer(self, path: bytes, body: bytes) -> bytes:
         if path == b"/oauth/token":
             return _TOKEN_BODY
-        category = path.split(b"/")[3].decode()  # /api/ttp/<category>/get-logs
+        category, end_field = _PATHS[path]
         if self.first_log is None:
             self.first_log = time.time()
             if self.first_file is not None:
                 self.first_file.write_text(repr(self.first_log))
         window = json.loads(body)["data"][0]
-        end = datetime.strptime(window["to"], _TIME)
+        end = datetime.strptime(window[end_field], _TIME)
         when = end.timestamp() - 5
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
         records = []

@@ -7,7 +7,7 @@ then, optionally, a fleet of `run` workers on PostgreSQL at the largest N.
 
 For each N: ``benchmarks/fakeapi.py`` runs in its own process (raw asyncio, keep-alive; each
 log request answers a page of a few new records and no ``next``); a configuration with N API
-2.0 tenants x 3 categories and one jsonl sink is written; then, each in a process of its own,
+2.0 tenants x 4 categories (the default ones) and one jsonl sink is written; then, each in a process of its own,
 measured with ``wait4``:
 
 * the connector: ``mimecast-connector run --once``, from process start to exit;
@@ -26,7 +26,7 @@ polled every 60 s and one ``webhook`` sink. W ``mimecast-connector run`` workers
 ``--fleet-seconds``. Polls are counted from the state (``mimecast_streams.last_success``;
 procrastinate's events go with the jobs, deleted on success) over the run's last poll interval:
 a stream ends at most one poll in it, so a fleet that keeps up polls every stream once there, N x
-3 / 60 polls a second (the needed rate; run longer than 60 s plus the start-up spread of N x 3 /
+4 / 60 polls a second (the needed rate; run longer than 60 s plus the start-up spread of N x 4 /
 ``START_RATE`` s for the steady state). Then, with W >= 2, one worker is killed with SIGKILL at
 a moment when every worker runs a poll (10 s of waiting at most), and the takeover of the polls
 it held is measured as ``scripts/fleet_soak.py`` does (from the kill until each ran elsewhere or
@@ -70,7 +70,11 @@ from typing import Any
 
 import msgspec
 
-CATEGORIES = ("attachment", "impersonation", "url")
+from mimecast_connector._categories import DEFAULT_CATEGORIES
+
+#: What a tenant reads by default (the configuration names none): the TTP logs and rejections.
+CATEGORIES = tuple(c.value for c in DEFAULT_CATEGORIES)
+PATHS = {c.value: c.path for c in DEFAULT_CATEGORIES}
 HERE = Path(__file__).resolve().parent
 #: The fleet's database: a fresh schema of it per measurement.
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -237,8 +241,8 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
             )
             try:
                 state = tmp / "state.db"
-                deadline = time.monotonic() + interval + tenants * 3 / 50 + 60
-                while _polled(state, 0.0)[1] < tenants * 3:
+                deadline = time.monotonic() + interval + tenants * len(CATEGORIES) / 50 + 60
+                while _polled(state, 0.0)[1] < tenants * len(CATEGORIES):
                     if child.poll() is not None or time.monotonic() > deadline:
                         raise SystemExit("the connector did not poll every stream once")
                     time.sleep(0.5)
@@ -382,7 +386,7 @@ def measure_fleet(
     import psycopg
     from fleet_soak import fresh_schema
 
-    streams = tenants * 3
+    streams = tenants * len(CATEGORIES)
     with tempfile.TemporaryDirectory() as folder, fresh_schema(postgres) as schema_url:
         tmp = Path(folder)
         name = f"mc-bench-{time.monotonic_ns()}"  # tells the workers' backends from others
@@ -540,10 +544,10 @@ def fleet(
         row = conn.execute("SELECT current_setting('autovacuum')").fetchone()
     autovacuum = row[0] if row else "?"
 
-    streams = tenants * 3
+    streams = tenants * len(CATEGORIES)
     needed = streams / FLEET_INTERVAL
     print(
-        f"\nfleet: {tenants} tenants x 3 = {streams} streams, poll interval "
+        f"\nfleet: {tenants} tenants x {len(CATEGORIES)} = {streams} streams, poll interval "
         f"{FLEET_INTERVAL:.0f} s: {needed:.1f} polls/s needed; {seconds:.0f} s a run, polls "
         f"counted over its last {min(FLEET_INTERVAL, seconds):.0f} s; the server's autovacuum "
         f"is {autovacuum}"
@@ -633,18 +637,25 @@ async def bare(config: dict[str, Any], config_path: Path, cycles: int = 1) -> No
     page_decoder = msgspec.json.Decoder(_Page)
     out = open(config_path.parent / "bare.jsonl", "ab")  # noqa: SIM115, ASYNC230 - the floor
     now = datetime.now(UTC)
-    window = {
-        "from": (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S+0000"),
-        "to": now.strftime("%Y-%m-%dT%H:%M:%S+0000"),
-        "oldestFirst": True,
+    start = (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    end = now.strftime("%Y-%m-%dT%H:%M:%S+0000")
+    ttp = {"from": start, "to": end, "oldestFirst": True}
+    rejections = {"start": start, "end": end, "admin": True}
+    bodies = {
+        category: msgspec.json.encode(
+            {
+                "meta": {"pagination": {"pageSize": 500}},
+                "data": [rejections if category == "rejection" else ttp],
+            }
+        )
+        for category in CATEGORIES
     }
-    body = msgspec.json.encode({"meta": {"pagination": {"pageSize": 500}}, "data": [window]})
 
     async def stream(token: str, category: str) -> None:
         page = page_decoder.decode(
             await pool.post(
-                f"/api/ttp/{category}/get-logs",
-                body,
+                PATHS[category],
+                bodies[category],
                 f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n",
             )
         )
@@ -726,13 +737,13 @@ def main() -> None:
         assert (
             results["floor"].written
             == results["connector"].written
-            == tenants * 3 * (args.records_per_page)
+            == tenants * len(CATEGORIES) * (args.records_per_page)
         ), "the connector and the floor did not write the same records"
         for name in ("floor", "connector"):
             m = results[name]
             ratio = m.cpu / results["floor"].cpu
             print(
-                f"{tenants:>8} {tenants * 3:>8} {name:<10}{m.wall:>8.1f}{m.cpu:>8.1f}{ratio:>7.1f}x"
+                f"{tenants:>8} {tenants * len(CATEGORIES):>8} {name:<10}{m.wall:>8.1f}{m.cpu:>8.1f}{ratio:>7.1f}x"
                 f"{m.rss_mib:>9.0f}{m.startup:>9.2f}{m.connections:>9}{m.server_cpu:>14.1f}"
                 f"{m.written:>9}",
                 flush=True,
@@ -747,9 +758,9 @@ def main() -> None:
         for tenants in (int(n) for n in args.tenants.split(",")):
             steady = measure_steady(tenants, args.records_per_page, args.steady)
             per_poll = steady.cpu / max(1, steady.polls) * 1000
-            floor_per_poll = steady.floor_cpu / (tenants * 3) * 1000
+            floor_per_poll = steady.floor_cpu / (tenants * len(CATEGORIES)) * 1000
             print(
-                f"{tenants:>8} {tenants * 3:>8}{steady.polls:>8}{steady.cpu:>8.2f}"
+                f"{tenants:>8} {tenants * len(CATEGORIES):>8}{steady.polls:>8}{steady.cpu:>8.2f}"
                 f"{per_poll:>9.3f}{floor_per_poll:>15.3f}{per_poll / floor_per_poll:>7.1f}x"
                 f"{steady.rss_mib:>9.0f}",
                 flush=True,

@@ -18,10 +18,12 @@ from mimecast_connector.rules._rules import (
     NOT_MALICIOUS_IMPERSONATION,
     SAFE_ATTACHMENT,
     UNMATCHED_REJECTION,
+    RejectionClassifier,
     Rules,
     Severity,
     Typed,
     build_rules,
+    rejection_classifier,
     split_reason,
     url_alert_type,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "SAFE_ATTACHMENT",
     "UNMATCHED_REJECTION",
     "AttackTable",
+    "RejectionClassifier",
     "RejectionTexts",
     "RejectionType",
     "Rules",
@@ -43,6 +46,7 @@ __all__ = [
     "build_rules",
     "load_table",
     "normalise",
+    "rejection_classifier",
     "split_reason",
     "url_alert_type",
 ]

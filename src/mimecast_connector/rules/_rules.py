@@ -77,21 +77,10 @@ class Typed:
 Rules = Callable[[Record], "str | Typed"]
 
 
-def url_alert_type(record: ClickLog) -> str:
-    """``alert-rules.md`` §3 for URL logs."""
-    if not record.ttpDefinition:
-        return record.creationMethod or "URL Protection"
-    return record.reason or record.ttpDefinition
-
-
-def build_rules(
-    category: Category, table: AttackTable, *, keep_unmatched_rejections: bool = False
-) -> Rules:
-    """The rules of ``category``, with ``table`` bound in.
-
-    Verdicts are immutable and few (an alertType times three severities), so they are built
-    once and shared instead of allocated per record.
-    """
+def _verdicts(table: AttackTable, category: Category) -> Callable[[str, Severity], Typed]:
+    """The verdict of an alertType and severity, with its ATT&CK row (its category's default
+    row when it has none). Verdicts are immutable and few (an alertType times three
+    severities): built once and shared instead of allocated per record."""
     lookup = table.lookup
     verdicts: dict[tuple[str, Severity], Typed] = {}
 
@@ -103,6 +92,22 @@ def build_rules(
             if len(verdicts) < 4096:  # alertTypes come from the data: bound the memo
                 verdicts[(alert_type, severity)] = found
         return found
+
+    return verdict
+
+
+def url_alert_type(record: ClickLog) -> str:
+    """``alert-rules.md`` §3 for URL logs."""
+    if not record.ttpDefinition:
+        return record.creationMethod or "URL Protection"
+    return record.reason or record.ttpDefinition
+
+
+def build_rules(
+    category: Category, table: AttackTable, *, keep_unmatched_rejections: bool = False
+) -> Rules:
+    """The rules of ``category``, with ``table`` bound in."""
+    verdict = _verdicts(table, category)
 
     if category is Category.ATTACHMENT:
         high = verdict("Unsafe Email Attachment", "high")
@@ -132,11 +137,15 @@ def build_rules(
         return impersonation
 
     if category is Category.REJECTION:
-        return _rejection_rules(
-            table,
-            verdict,
-            verdict(CATEGORY_DEFAULT_TYPE[category], "low") if keep_unmatched_rejections else None,
+        classify = rejection_classifier(
+            table, verdict, keep_unmatched_rejections=keep_unmatched_rejections
         )
+
+        def rejection(record: Record) -> str | Typed:
+            r = cast(RejectionLog, record)
+            return classify((r.info, r.description), r.description)
+
+        return rejection
 
     def url(record: Record) -> str | Typed:
         record = cast(ClickLog, record)
@@ -157,15 +166,33 @@ def build_rules(
     return url
 
 
-def _rejection_rules(
-    table: AttackTable, verdict: Callable[[str, Severity], Typed], kept: Typed | None
-) -> Rules:
-    """A rejection's ``info``, then its ``description``, searched for the table's phrases.
+#: ``(texts by precedence, label) -> drop reason or verdict``: see :func:`rejection_classifier`.
+RejectionClassifier = Callable[[tuple["str | None", ...], "str | None"], "str | Typed"]
 
-    The same few texts repeat all day, so what a pair of texts gave is remembered (bounded).
+
+def rejection_classifier(
+    table: AttackTable,
+    verdict: Callable[[str, Severity], Typed] | None = None,
+    *,
+    keep_unmatched_rejections: bool = False,
+) -> RejectionClassifier:
+    """What a rejection's texts make of it, wherever the rejection comes from (the rejection
+    log: ``info``, then ``description``; a SIEM receipt: ``rejectionInfo``, then ``virusFound``,
+    then ``receiptErrors``): the verdict of the first phrase found in them, else ``MTA
+    Rejection`` (kept) or the unmatched drop reason carrying ``label`` (its description).
+
+    The same few texts repeat all day, so what a tuple of texts gave is remembered (bounded).
+    ``verdict`` shares a caller's memo of verdicts; by default the classifier has its own.
     """
+    if verdict is None:
+        verdict = _verdicts(table, Category.REJECTION)
     classify = table.rejections.classify
-    memo: dict[tuple[str | None, str | None], str | Typed] = {}
+    kept = (
+        verdict(CATEGORY_DEFAULT_TYPE[Category.REJECTION], "low")
+        if keep_unmatched_rejections
+        else None
+    )
+    memo: dict[tuple[tuple[str | None, ...], str | None], str | Typed] = {}
     labels: dict[str, str] = {}
 
     def unmatched(description: str | None) -> str:
@@ -177,18 +204,17 @@ def _rejection_rules(
             reason = labels.setdefault(label, f"{UNMATCHED_REJECTION}\x1f{label}")
         return reason
 
-    def rejection(record: Record) -> str | Typed:
-        r = cast(RejectionLog, record)
-        texts = (r.info, r.description)
-        found = memo.get(texts)
+    def classifier(texts: tuple[str | None, ...], label: str | None) -> str | Typed:
+        key = (texts, label)
+        found = memo.get(key)
         if found is None:
             kind = classify(texts)
             if kind is not None:
                 found = verdict(kind.alert_type, kind.severity)
             else:
-                found = kept or unmatched(r.description)
+                found = kept or unmatched(label)
             if len(memo) < 4096:
-                memo[texts] = found
+                memo[key] = found
         return found
 
-    return rejection
+    return classifier

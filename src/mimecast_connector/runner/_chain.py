@@ -60,6 +60,8 @@ class Handled:
     ordered: bool = True
     outside: int = 0
     too_old: int = 0  # records older than the id memory reaches (set by select_fresh)
+    #: Rows counted and forgotten, by drop reason, with no id (receipts that are not rejections).
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 class Chain:
@@ -110,7 +112,7 @@ class Chain:
         for raw in records:
             checked = check(raw) if utf8 else (check_utf8(raw) or check(raw))
             if isinstance(checked, str):
-                dead_id = _dead_id(tenant, category, raw)
+                dead_id = _dead_id(tenant, category.value, raw)
                 kept: msgspec.Raw | str = raw
                 if not utf8 and check_utf8(raw) is not None:
                     kept = bytes(raw).decode("utf-8", "replace")
@@ -144,9 +146,9 @@ class Chain:
         return out
 
 
-def _dead_id(tenant: str, category: Category, raw: msgspec.Raw) -> str:
+def _dead_id(tenant: str, category: str, raw: msgspec.Raw) -> str:
     digest = blake2b(bytes(raw), digest_size=16, person=b"dead-letter")
-    digest.update(f"\x1f{tenant}\x1f{category.value}".encode())
+    digest.update(f"\x1f{tenant}\x1f{category}".encode())
     return digest.hexdigest()
 
 
@@ -163,6 +165,7 @@ def select_fresh(handled: Handled, known: set[str], horizon: float = -math.inf) 
         oldest=handled.oldest,
         ordered=handled.ordered,
         outside=handled.outside,
+        skipped=handled.skipped,
     )
     seen = set(known)
     for id_, when in handled.ids:
@@ -192,13 +195,16 @@ def count(fresh: Handled, fetched: int) -> Counter[str]:
     """The counters of a page: ``fetched`` records, of which ``fresh`` were not handled before."""
     counts: Counter[str] = Counter()
     counts["fetched"] = fetched
-    counts["duplicates"] = fetched - len(fresh.ids) - fresh.too_old
+    skipped = sum(fresh.skipped.values())
+    counts["duplicates"] = fetched - len(fresh.ids) - fresh.too_old - skipped
     if fresh.outside:
         counts["outside_window"] = fresh.outside
     if fresh.too_old:
         counts["too_old"] = fresh.too_old
     counts["alerts"] = len(fresh.alerts)
     counts["dead_lettered"] = len(fresh.dead)
+    for reason, n in fresh.skipped.items():
+        counts[f"dropped: {reason}"] += n
     for _, reason in fresh.dropped:
         head, detail = split_reason(reason)
         counts[f"dropped: {head}"] += 1
