@@ -102,10 +102,18 @@ async def commit(
     success_at: float | None = None,
     tenant: str = "acme",
     category: str = "url",
+    marker: str | None = None,
 ) -> None:
     """One stream's commit, alone in its transaction."""
     entry = Commit(
-        tenant, category, cursor, delivered or [], counts or {}, prune_before, success_at
+        tenant,
+        category,
+        cursor,
+        delivered or [],
+        counts or {},
+        prune_before,
+        success_at,
+        marker=marker,
     )
     await store.commit_group([entry], positions or {})
 
@@ -128,6 +136,11 @@ def raising_after(items: list[tuple[str, float]], n: int) -> Iterator[tuple[str,
 
 async def counters(store: Store) -> dict[tuple[str, str], dict[str, int]]:
     return {(s.tenant, s.category): dict(s.counters) for s in await store.streams()}
+
+
+async def markers(store: Store) -> dict[tuple[str, str], str | None]:
+    """Every stream's marker as ``streams()`` (``status``) reports it."""
+    return {(s.tenant, s.category): s.marker for s in await store.streams()}
 
 
 # --- durability --------------------------------------------------------------------------------
@@ -466,3 +479,123 @@ async def test_record_error_is_shown_until_the_next_success(store: Store) -> Non
     [stream] = await store.streams()
     assert (stream.last_error, stream.last_error_at) == (None, None)
     assert (stream.cursor, stream.last_success) == (T0, T0 + timedelta(seconds=2))
+
+
+# --- the marker (a stream's opaque position) -----------------------------------------------------
+
+#: A SIEM feed's position as the runner writes it: the store keeps it as it is, byte for byte.
+MARKER = (
+    '{"token": "eyJwYWdlIjoy\\u00e9 \'q\'", "file": "batches/ü 2025-03-04.json.gz", "line": 1234}\n'
+)
+
+
+async def test_a_stream_has_no_marker_until_a_commit_brings_one(store: Store) -> None:
+    """A stream never given a marker has none: unknown, created by a commit without one, or by an error note."""
+    assert await store.marker("acme", "url") is None
+    await commit(store, cursor=T0, delivered=ids("a", 2), counts={"alerts": 2})
+    await store.record_error("acme", "attachment", "failed", T0.timestamp())
+    assert await store.marker("acme", "url") is None
+    assert await store.marker("acme", "attachment") is None
+    assert await markers(store) == {("acme", "attachment"): None, ("acme", "url"): None}
+
+
+async def test_a_marker_is_committed_with_its_page_and_survives_reopening(
+    store: Store, reopen: Reopen
+) -> None:
+    """A marker committed with a page's ids and counters is read back as it was given, by marker() and streams(), from the store and after reopening it."""
+    await commit(
+        store,
+        delivered=ids("s", 3),
+        counts={"fetched": 7, "dropped: receipt delivered": 4},
+        positions={"jsonl:alerts": "300"},
+        marker=MARKER,
+    )
+    assert await store.marker("acme", "siem") is None  # another stream's
+    assert await store.marker("acme", "url") == MARKER
+    assert await markers(store) == {("acme", "url"): MARKER}
+    again = await reopen(store)
+    assert await again.marker("acme", "url") == MARKER
+    [stream] = await again.streams()
+    assert (stream.marker, stream.cursor, dict(stream.counters)) == (
+        MARKER,
+        None,
+        {"fetched": 7, "dropped: receipt delivered": 4},
+    )
+    assert await again.already_delivered("acme", "url", ids("s", 3)) == {"s0", "s1", "s2"}
+    assert await again.sink_position("jsonl:alerts") == "300"
+
+
+async def test_a_commit_without_a_marker_leaves_it_and_a_new_one_replaces_it(
+    store: Store, reopen: Reopen
+) -> None:
+    """None leaves the marker as it is (whatever else the commit changes); a new one replaces it, even one that sorts lower or is empty."""
+    await commit(store, marker="m-2")
+    await commit(store, cursor=T0, delivered=ids("a", 1), counts={"alerts": 1}, success_at=1.0)
+    await commit(store, prune_before=T0 + timedelta(hours=1))
+    assert await store.marker("acme", "url") == "m-2"
+    await commit(store, marker="m-1")
+    assert await store.marker("acme", "url") == "m-1"
+    await commit(store, marker="")
+    assert await store.marker("acme", "url") == ""
+    await commit(store, marker="m-3")
+    again = await reopen(store)
+    await commit(again, counts={"fetched": 1})
+    assert await again.marker("acme", "url") == "m-3"
+    assert await markers(again) == {("acme", "url"): "m-3"}
+
+
+async def test_a_commit_that_fails_keeps_the_old_marker(store: Store, reopen: Reopen) -> None:
+    """A commit that fails midway leaves the marker it carried out (the stream's old one stays, a new stream gets none), with its ids and counters; the next commit's marker lands."""
+    await commit(store, delivered=ids("old", 1), counts={"fetched": 1}, marker="page-1")
+    assert await store.marker("acme", "url") == "page-1"
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group(
+            [
+                Commit("globex", "url", None, [], {"fetched": 3}, marker="globex-1"),
+                Commit("acme", "url", None, raising_after(ids("new", 4), 2), {"fetched": 4}, marker="page-2"),
+            ],
+            {},
+        )  # fmt: skip
+    assert await store.marker("acme", "url") == "page-1"
+    assert await store.marker("globex", "url") is None
+    assert await markers(store) == {("acme", "url"): "page-1"}
+    assert await store.already_delivered("acme", "url", ids("new", 4)) == set()
+    assert await counters(store) == {("acme", "url"): {"fetched": 1}}
+    again = await reopen(store)
+    assert await again.marker("acme", "url") == "page-1"
+    await commit(again, delivered=ids("new", 4), counts={"fetched": 4}, marker="page-2")
+    assert await again.marker("acme", "url") == "page-2"
+
+
+async def test_the_markers_of_a_group_each_land_the_last_of_a_stream_winning(
+    store: Store, reopen: Reopen
+) -> None:
+    """One group of several streams: each stream's marker lands, a stream's later pages' marker replaces its earlier ones', a page without one changes nothing, and a stream with none keeps its own."""
+    await commit(store, tenant="initech", marker="initech-0")
+    await store.commit_group(
+        [
+            Commit("acme", "siem", None, ids("a", 2), {"fetched": 2}, marker="acme-1"),
+            Commit("globex", "siem", None, [], {"fetched": 5}, marker="globex-1"),
+            Commit("acme", "siem", None, ids("b", 2), {"fetched": 2}, marker="acme-2"),
+            Commit("acme", "siem", None, [], {"fetched": 1}),
+            Commit("initech", "url", T0, ids("i", 1), {"alerts": 1}),
+            Commit("umbrella", "url", T0, [], {"fetched": 1}),
+        ],
+        {"jsonl:alerts": "9"},
+    )
+    expected = {
+        ("acme", "siem"): "acme-2",
+        ("globex", "siem"): "globex-1",
+        ("initech", "url"): "initech-0",
+        ("umbrella", "url"): None,
+    }
+    assert {key: await store.marker(*key) for key in expected} == expected
+    assert await markers(store) == expected
+    again = await reopen(store)
+    assert await markers(again) == expected
+    assert await counters(again) == {
+        ("acme", "siem"): {"fetched": 5},
+        ("globex", "siem"): {"fetched": 5},
+        ("initech", "url"): {"alerts": 1},
+        ("umbrella", "url"): {"fetched": 1},
+    }

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from psycopg import sql
 
-from mimecast_connector._errors import StateError, StateUnavailableError
+from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
 from mimecast_connector.state import Commit
 from mimecast_connector.state._postgres import SCHEMA_VERSION, PostgresStore
 from tests.pg import admin, fresh_schema, schema_of, tables_in
@@ -204,6 +204,75 @@ async def test_another_schema_version_is_refused(url: str, version: str) -> None
     assert row == (version,)
 
 
+async def columns_of_streams(schema: str) -> set[str]:
+    async with await admin() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'mimecast_streams'",
+                (schema,),
+            )
+        ).fetchall()
+    return {str(name) for (name,) in rows}
+
+
+@pytest.mark.parametrize("missing", [["marker"], ["lease", "marker"]], ids=lambda m: "+".join(m))
+async def test_tables_of_an_older_release_gain_the_new_columns_in_place(
+    url: str, missing: list[str]
+) -> None:
+    """Tables made before ``marker`` (and ``lease``): ``status`` (create=False) reads them as they are, markers None, adding nothing; the next worker adds the columns, keeping every stream's cursor, ids and counters, and its markers commit."""
+    schema = schema_of(url)
+    first = await PostgresStore.open(url)
+    await first.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                T0,
+                [("a", T0.timestamp())],
+                {"alerts": 1},
+                prune_before=T0 - timedelta(1),
+            )
+        ],
+        {"jsonl:alerts": "12"},
+    )
+    await first.aclose()
+    async with await admin() as conn:
+        for column in missing:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {}.mimecast_streams DROP COLUMN {}").format(
+                    sql.Identifier(schema), sql.Identifier(column)
+                )
+            )
+    reader = await PostgresStore.open(url, create=False)
+    try:
+        assert await reader.marker("acme", "url") is None
+        [stream] = await reader.streams()
+        assert (stream.cursor, stream.marker, dict(stream.counters)) == (T0, None, {"alerts": 1})
+    finally:
+        await reader.aclose()
+    assert not set(missing) & await columns_of_streams(schema)
+    worker = await PostgresStore.open(url)
+    try:
+        assert set(missing) <= await columns_of_streams(schema)
+        assert await worker.position("acme", "url") == (T0, (T0 - timedelta(1)).timestamp())
+        assert await worker.already_delivered("acme", "url", [("a", T0.timestamp())]) == {"a"}
+        assert await worker.sink_position("jsonl:alerts") == "12"
+        assert await worker.marker("acme", "url") is None
+        lease = await worker.take_lease("acme", "url")
+        await worker.commit_group(
+            [Commit("acme", "url", None, [], {}, lease=lease, marker="m")], {}
+        )
+    finally:
+        await worker.aclose()
+    again = await PostgresStore.open(url)  # the columns there: nothing to add
+    try:
+        assert await again.marker("acme", "url") == "m"
+        assert [s.marker for s in await again.streams()] == ["m"]
+    finally:
+        await again.aclose()
+
+
 async def test_two_stores_opening_a_fresh_schema_together_both_succeed(url: str) -> None:
     """Workers starting at once on an empty schema both open it (the advisory lock serialises table creation)."""
     stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
@@ -277,6 +346,27 @@ async def test_a_commit_under_a_stale_lease_is_refused_whole(store: PostgresStor
     assert await store.already_delivered("acme", "url", [("a", 1.0)]) == set()
     await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {}, lease=new)], {})
     assert await store.cursor("acme", "url") == T0
+
+
+async def test_a_commit_under_a_stale_lease_keeps_the_old_marker(store: PostgresStore) -> None:
+    """A poll taken over keeps its page's marker out, and the marker of every other stream of its group: the new poll's commit is what lands."""
+    old = await store.take_lease("acme", "siem")
+    await store.commit_group([Commit("acme", "siem", None, [], {}, lease=old, marker="m-1")], {})
+    new = await store.take_lease("acme", "siem")
+    with pytest.raises(LeaseLostError):
+        await store.commit_group(
+            [
+                Commit("globex", "siem", None, [], {}, marker="globex-1"),
+                Commit("acme", "siem", None, [("a", 1.0)], {}, lease=old, marker="m-2"),
+            ],
+            {},
+        )
+    assert (await store.marker("acme", "siem"), await store.marker("globex", "siem")) == (
+        "m-1",
+        None,
+    )
+    await store.commit_group([Commit("acme", "siem", None, [], {}, lease=new, marker="m-2b")], {})
+    assert await store.marker("acme", "siem") == "m-2b"
 
 
 async def test_a_lease_comes_with_the_streams_position(store: PostgresStore) -> None:

@@ -11,16 +11,18 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
+import msgspec
 import pytest
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import TenantConfig, load_config
-from mimecast_connector.runner import Runner, _committer
+from mimecast_connector.rules import load_table
+from mimecast_connector.runner import Chain, Runner, _committer
 from mimecast_connector.runner._chain import Handled
 from mimecast_connector.runner._committer import Committer, Lane
 from mimecast_connector.sinks import JsonlSink
-from mimecast_connector.state import Commit, Store
+from mimecast_connector.state import Commit, SqliteStore, StateStore, Store
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast
 from tests.properties.test_checkpoint_model import (
@@ -31,6 +33,7 @@ from tests.properties.test_checkpoint_model import (
     make_record,
     write_config,
 )
+from tests.unit import samples
 
 
 class GatedSink:
@@ -222,3 +225,139 @@ async def test_commits_under_load_share_groups_and_a_page_after_quiet_commits_at
         assert store.groups == [1, 5], "the waiting pages went in one group"
     finally:
         await committer.aclose()
+
+
+class KeepingStore:
+    """Just what the committer calls of a store: ``known`` ids were handled before; every
+    group's commits kept."""
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self.known = set(known)
+        self.groups: list[list[Commit]] = []
+
+    async def already_delivered(
+        self,
+        tenant: str,
+        category: str,
+        records: Iterable[tuple[str, float]],
+        dead: Iterable[str] = (),
+    ) -> set[str]:
+        return {i for i, _ in records if i in self.known} | (set(dead) & self.known)
+
+    async def commit_group(self, commits: Sequence[Commit], positions: Mapping[str, str]) -> None:
+        self.groups.append(list(commits))
+
+
+async def test_rows_skipped_without_ids_count_as_fetched_and_dropped() -> None:
+    """A page's rows counted and forgotten without ids (``Handled.skipped``) are fetched, and dropped by their reason, not negative duplicates; ids known before are still the only duplicates."""
+    store = KeepingStore(known={"c"})
+    committer = Committer(cast(Store, store), [], None)
+    committer.start()
+    three = [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+    pages = [
+        Handled(
+            ids=three[:2],
+            dropped=[("a", "url clean"), ("b", "url clean")],
+            skipped={"receipt delivered": 5, "receipt processed": 2},
+        ),
+        Handled(skipped={"receipt delivered": 4}),  # nothing but skipped rows
+        Handled(ids=three, dropped=[(i, "url clean") for i, _ in three], skipped={"x": 1}),
+    ]
+    try:
+        done = [
+            await committer.submit(
+                Lane(f"tenant-{n}", "siem"), page, cursor=None, horizon=-math.inf, prune_before=None
+            )
+            for n, page in enumerate(pages)
+        ]
+        counted = await asyncio.wait_for(asyncio.gather(*done), 5.0)
+    finally:
+        await committer.aclose()
+    expected = [
+        {"fetched": 9, "duplicates": 0, "alerts": 0, "dead_lettered": 0, "dropped: url clean": 2,
+         "dropped: receipt delivered": 5, "dropped: receipt processed": 2},
+        {"fetched": 4, "duplicates": 0, "alerts": 0, "dead_lettered": 0,
+         "dropped: receipt delivered": 4},
+        {"fetched": 4, "duplicates": 1, "alerts": 0, "dead_lettered": 0, "dropped: url clean": 2,
+         "dropped: x": 1},
+    ]  # fmt: skip
+    assert counted == expected
+    committed = [dict(c.counts) for group in store.groups for c in group]
+    assert committed == expected
+
+
+class SwitchedSink:
+    """A sink that delivers, or fails while ``down``; the ids it delivered are kept."""
+
+    name = "switched"
+    format: Format = "native"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.delivered: list[str] = []
+
+    async def start(self, position: str | None) -> str | None:
+        return None
+
+    async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        if self.down:
+            raise RuntimeError("the sink is down")
+        self.delivered.extend(a.id for a in alerts)
+        return str(len(self.delivered))
+
+    def committed(self, position: str | None) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def click_page(n: int) -> Handled:
+    """A page of one URL-click alert (message id ``<p{n}@example.com>``)."""
+    record = {**json.loads(samples.URL_CLICK_LINE), "messageId": f"<p{n}@example.com>"}
+    handled = Chain("acme", Category.URL, load_table()).process(
+        [msgspec.Raw(json.dumps(record).encode())], 0.0
+    )
+    assert len(handled.alerts) == 1
+    return handled
+
+
+async def test_a_pages_marker_commits_with_it_once_its_alerts_are_delivered(
+    tmp_path: Path,
+) -> None:
+    """``submit(marker=...)`` commits the marker in the page's transaction: not while the sink fails (the old marker and no id stay), then with the page's id and counters; a page without one leaves it."""
+    store = SqliteStore(StateStore(tmp_path / "state.db", writer=True))
+    sink = SwitchedSink()
+    committer = Committer(store, [sink], None)
+    committer.start()
+
+    async def submit(lane: Lane, page: Handled, marker: str | None) -> dict[str, int]:
+        done = await committer.submit(
+            lane, page, cursor=None, horizon=-math.inf, prune_before=None, marker=marker
+        )
+        return await asyncio.wait_for(done, 5.0)
+
+    first, second = click_page(1), click_page(2)
+    [(first_id, _)] = first.ids
+    [(second_id, _)] = second.ids
+    try:
+        assert (await submit(Lane("acme", "url"), first, "m-1"))["alerts"] == 1
+        assert await store.marker("acme", "url") == "m-1"
+        sink.down = True
+        with pytest.raises(RuntimeError, match="the sink is down"):
+            await submit(Lane("acme", "url"), second, "m-2")
+        assert await store.marker("acme", "url") == "m-1"
+        assert await store.already_delivered("acme", "url", second.ids) == set()
+        sink.down = False
+        lane = Lane("acme", "url")
+        assert (await submit(lane, second, "m-2"))["alerts"] == 1
+        assert await store.marker("acme", "url") == "m-2"
+        assert await store.already_delivered("acme", "url", second.ids) == {second_id}
+        assert (await submit(lane, Handled(), None))["fetched"] == 0
+        assert await store.marker("acme", "url") == "m-2"
+        [stream] = await store.streams()
+        assert (stream.marker, stream.counters["alerts"]) == ("m-2", 2)
+    finally:
+        await committer.aclose()
+        await store.aclose()
+    assert sink.delivered == [first_id, second_id]

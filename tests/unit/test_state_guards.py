@@ -190,6 +190,33 @@ def test_read_only_opening_writes_nothing(db: Path) -> None:
     assert fingerprint(db) == before
 
 
+def test_read_only_opening_reads_the_markers(db: Path) -> None:
+    """``status`` (read-only) reads each stream's marker as committed, by marker() and streams(), and None for a stream without one."""
+    filled(db)
+    store = StateStore(db, writer=True)
+    store.commit(
+        "acme",
+        "siem",
+        cursor=None,
+        delivered=[],
+        counts={"fetched": 2},
+        sink_positions={},
+        prune_before=None,
+        marker='{"token": "t-2", "file": "f.json.gz", "line": 7}',
+    )
+    store.close()
+    reader = StateStore(db, read_only=True)
+    try:
+        assert reader.marker("acme", "siem") == '{"token": "t-2", "file": "f.json.gz", "line": 7}'
+        assert (reader.marker("acme", "url"), reader.marker("acme", "other")) == (None, None)
+        assert {s.category: s.marker for s in reader.streams()} == {
+            "siem": '{"token": "t-2", "file": "f.json.gz", "line": 7}',
+            "url": None,
+        }
+    finally:
+        reader.close()
+
+
 def test_read_only_opening_does_not_wait_for_a_writer_in_a_transaction(db: Path) -> None:
     """With another connection holding BEGIN IMMEDIATE for 4 s, a read-only open reads the committed state at once."""
     filled(db)
@@ -391,3 +418,194 @@ def test_a_version_2_database_keeps_every_delivered_id(tmp_path: Path) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert "delivered_v2" not in tables
     assert "delivered_time" not in tables
+
+
+V3_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE streams (tenant TEXT NOT NULL, category TEXT NOT NULL, cursor REAL,
+    last_success REAL, last_error TEXT, last_error_at REAL, kept_from REAL,
+    PRIMARY KEY (tenant, category));
+CREATE TABLE delivered (tenant TEXT NOT NULL, category TEXT NOT NULL, second INTEGER NOT NULL,
+    id TEXT NOT NULL, PRIMARY KEY (tenant, category, second, id)) WITHOUT ROWID;
+CREATE TABLE dead_seen (tenant TEXT NOT NULL, category TEXT NOT NULL, id TEXT NOT NULL,
+    seen REAL NOT NULL, PRIMARY KEY (tenant, category, id)) WITHOUT ROWID;
+CREATE TABLE counters (tenant TEXT NOT NULL, category TEXT NOT NULL, name TEXT NOT NULL,
+    value INTEGER NOT NULL, PRIMARY KEY (tenant, category, name)) WITHOUT ROWID;
+CREATE TABLE sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '3'), ('created_at', '1763000000.0');
+INSERT INTO streams VALUES ('acme', 'url', 1764000000.0, 1764000005.0, NULL, NULL, 1763990000.0);
+INSERT INTO streams VALUES ('acme', 'attachment', 1764000100.0, NULL, 'timed out', 1764000200.0,
+    NULL);
+INSERT INTO delivered VALUES ('acme', 'url', 1764000000, 'rec');
+INSERT INTO dead_seen VALUES ('acme', 'url', 'dead', 1764000300.5);
+INSERT INTO counters VALUES ('acme', 'url', 'alerts', 3), ('acme', 'url', 'fetched', 5);
+INSERT INTO sinks VALUES ('jsonl:alerts', '1234');
+"""
+
+
+def made(path: Path, script: str) -> Path:
+    """A database file made by ``script`` (an older release's schema and rows), closed."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(script)
+    finally:
+        db.close()
+    return path
+
+
+def version_and_columns(path: Path) -> tuple[str, set[str]]:
+    """The file's schema version and the columns of its ``streams`` table."""
+    db = sqlite3.connect(path)
+    try:
+        [version] = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(streams)")}
+    finally:
+        db.close()
+    return version, columns
+
+
+def at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def test_a_version_3_database_is_migrated_keeping_everything(tmp_path: Path) -> None:
+    """The first writer of a version 3 file migrates it to 4: every cursor, kept_from, id, dead letter's id, counter, sink position, success and error is kept, every marker is NULL, and markers commit and survive reopening."""
+    path = made(tmp_path / "state.db", V3_SCHEMA)
+    store = StateStore(path, writer=True)
+    try:
+        assert store.position("acme", "url") == (at(1764000000.0), 1763990000.0)
+        assert store.position("acme", "attachment") == (at(1764000100.0), None)
+        assert store.already_delivered("acme", "url", [("rec", 1764000000.5)], ["dead"]) == {
+            "rec",
+            "dead",
+        }
+        assert store.sink_position("jsonl:alerts") == "1234"
+        attachment, url = store.streams()
+        assert (url.last_success, dict(url.counters), url.marker) == (
+            at(1764000005.0),
+            {"alerts": 3, "fetched": 5},
+            None,
+        )
+        assert (attachment.last_error, attachment.last_error_at, attachment.marker) == (
+            "timed out",
+            at(1764000200.0),
+            None,
+        )
+        assert store.marker("acme", "url") is None
+        store.commit(
+            "acme",
+            "url",
+            cursor=None,
+            delivered=[],
+            counts={"fetched": 1},
+            sink_positions={},
+            prune_before=None,
+            marker="m-1",
+        )
+        assert store.marker("acme", "url") == "m-1"
+    finally:
+        store.close()
+    assert version_and_columns(path) == (
+        str(SCHEMA_VERSION),
+        {"tenant", "category", "cursor", "last_success", "last_error", "last_error_at"}
+        | {"kept_from", "marker"},
+    )
+    assert SCHEMA_VERSION == 4
+    again = StateStore(path, writer=True)
+    try:
+        assert (again.marker("acme", "url"), again.marker("acme", "attachment")) == ("m-1", None)
+        assert again.position("acme", "url") == (at(1764000000.0), 1763990000.0)
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("script", [V1_SCHEMA, V2_SCHEMA, V3_SCHEMA], ids=["v1", "v2", "v3"])
+def test_every_older_version_is_migrated_to_the_current_one_with_markers(
+    tmp_path: Path, script: str
+) -> None:
+    """Versions 1, 2 and 3 each end at the current version, in one step, with the marker column: none set, and one committed is read back after reopening."""
+    path = made(tmp_path / "state.db", script)
+    store = StateStore(path, writer=True)
+    try:
+        assert store.cursor("acme", "url") == at(1764000000.0)
+        assert store.marker("acme", "url") is None
+        store.commit(
+            "acme",
+            "url",
+            cursor=None,
+            delivered=[],
+            counts={},
+            sink_positions={},
+            prune_before=None,
+            marker="m",
+        )
+    finally:
+        store.close()
+    version, columns = version_and_columns(path)
+    assert (version, "marker" in columns) == (str(SCHEMA_VERSION), True)
+    again = StateStore(path, writer=True)
+    try:
+        assert again.marker("acme", "url") == "m"
+        markers = {s.category: s.marker for s in again.streams()}
+        assert (markers["url"], markers.get("attachment")) == ("m", None)
+    finally:
+        again.close()
+
+
+def test_a_version_3_database_is_read_by_status_as_it_is(tmp_path: Path) -> None:
+    """Opened read-only (``status``), a version 3 file is read without being migrated: its streams, counters and errors, every marker None; the file is left as it was."""
+    path = made(tmp_path / "state.db", V3_SCHEMA)
+    before = fingerprint(path)
+    store = StateStore(path, read_only=True)
+    try:
+        attachment, url = store.streams()
+        assert (url.cursor, dict(url.counters), url.marker) == (
+            at(1764000000.0),
+            {"alerts": 3, "fetched": 5},
+            None,
+        )
+        assert (attachment.last_error, attachment.marker) == ("timed out", None)
+        assert store.marker("acme", "url") is None
+        assert store.marker("acme", "other") is None
+    finally:
+        store.close()
+    assert fingerprint(path) == before
+    version, columns = version_and_columns(path)
+    assert (version, "marker" in columns) == ("3", False)
+
+
+def test_a_migration_that_fails_midway_leaves_the_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps from version 2 to the current one are one transaction: the last one failing leaves a version 2 file as it was (the ids' table unmoved), and the next writer migrates it whole."""
+    from mimecast_connector.state import _store
+
+    path = made(tmp_path / "state.db", V2_SCHEMA)
+    monkeypatch.setattr(_store, "_ADD_MARKER", "ALTER TABLE no_such_table ADD COLUMN marker TEXT")
+    with pytest.raises(StateError, match="no_such_table"):
+        StateStore(path, writer=True)
+    monkeypatch.undo()
+    assert version_and_columns(path) == (
+        "2",
+        {"tenant", "category", "cursor", "last_success", "last_error", "last_error_at"}
+        | {"kept_from"},
+    )
+    db = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = db.execute("SELECT id, event_time FROM delivered ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert "delivered_v2" not in tables
+    assert rows == [("dead", 1764000300.5), ("rec", 1764000000.75)]
+    store = StateStore(path, writer=True)
+    try:
+        assert store.already_delivered("acme", "url", [("rec", 1764000000.0)], ["dead"]) == {
+            "rec",
+            "dead",
+        }
+        assert store.marker("acme", "url") is None
+    finally:
+        store.close()
+    assert version_and_columns(path)[0] == str(SCHEMA_VERSION)

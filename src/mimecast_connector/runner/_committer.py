@@ -7,8 +7,9 @@ queued (at most ``MAX_GROUP`` pages) as one *group* and, for the whole group:
 2. hands the group's new alerts to every sink in one batch (one write and fsync a file sink),
    and its new dead letters to the dead-letter file;
 3. commits every page of the group in one state transaction (one fsync): handled ids,
-   counters, sinks' positions and each stream's cursor; then tells the sinks their position is
-   safe, and each page's poll that its page is in.
+   counters, sinks' positions and each stream's cursor (or its marker, a stream that has no
+   time cursor); then tells the sinks their position is safe, and each page's poll that its
+   page is in.
 
 The checkpoint means what it meant page by page: a stream's cursor moves only in the
 transaction that records its page as delivered by every sink. What changes is how many pages one
@@ -84,6 +85,7 @@ class _Page:
     prune_before: datetime | None
     success_at: float | None
     done: asyncio.Future[dict[str, int]] = field(repr=False)
+    marker: str | None = None
 
     @property
     def size(self) -> int:
@@ -171,9 +173,11 @@ class Committer:
         horizon: float,
         prune_before: datetime | None,
         success_at: float | None = None,
+        marker: str | None = None,
     ) -> asyncio.Future[dict[str, int]]:
         """Queue one page of ``lane`` (waiting for room first); the future gives its counts
-        once committed, or the error that kept it out."""
+        once committed, or the error that kept it out. ``marker`` is the stream's position
+        once this page is in (``Commit.marker``; None: unchanged), committed with the page."""
         if self._task is None or self._task.done():
             raise self._broken or InternalError(RuntimeError("the committer is not running"))
         size = len(handled.ids)
@@ -188,7 +192,9 @@ class Committer:
         if self._broken is not None:
             raise self._broken
         done: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Page(lane, handled, cursor, horizon, prune_before, success_at, done))
+        self._queue.append(
+            _Page(lane, handled, cursor, horizon, prune_before, success_at, done, marker)
+        )
         self._queued_records += size
         self._work.set()
         return done
@@ -302,8 +308,9 @@ class Committer:
             }
         if dead_lines and self._dead is not None:
             positions[self._dead.name] = await self._dead.append(dead_lines)
+        # Fetched: every row of the page, those counted and forgotten without an id too.
         counted = [
-            count(fresh, len(page.handled.ids))
+            count(fresh, len(page.handled.ids) + sum(page.handled.skipped.values()))
             for page, fresh in zip(group, fresh_pages, strict=True)
         ]
         commits = []
@@ -321,6 +328,7 @@ class Committer:
                     () if self._dead is not None else [line for _, line in fresh.dead],
                     page.lane.lease,
                     [(i, w) for i, w in fresh.ids if i in dead] if dead else (),
+                    page.marker,
                 )
             )
         await store.commit_group(commits, positions)

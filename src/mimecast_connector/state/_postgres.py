@@ -35,7 +35,9 @@ from mimecast_connector._errors import LeaseLostError, StateError, StateUnavaila
 from mimecast_connector.state._protocol import Commit, StreamState
 from mimecast_connector.state._url import shown_url
 
-#: The same schema version as the SQLite store's: the same meaning, another engine.
+#: The version of these tables. A column added since (``lease``, ``marker``) is added in place
+#: by the first worker of a release that uses it (releases before it ignore the column), so
+#: the version stays.
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS mimecast_streams (
     last_error_at DOUBLE PRECISION,
     kept_from DOUBLE PRECISION,
     lease BIGINT NOT NULL DEFAULT 0,
+    marker TEXT,
     PRIMARY KEY (tenant, category)
 );
 CREATE TABLE IF NOT EXISTS mimecast_delivered (
@@ -79,6 +82,17 @@ CREATE TABLE IF NOT EXISTS mimecast_dead_letters (
 
 #: The fence of a stream's polls (see ``take_lease``), for tables made before it existed.
 _ADD_LEASE = "ALTER TABLE mimecast_streams ADD COLUMN lease BIGINT NOT NULL DEFAULT 0"
+#: A stream's opaque position (``Commit.marker``), for tables made before it existed.
+_ADD_MARKER = "ALTER TABLE mimecast_streams ADD COLUMN IF NOT EXISTS marker TEXT"
+
+#: Whether the tables exist, and which of the columns added since are there.
+_FOUND = (
+    "SELECT to_regclass('mimecast_meta') IS NOT NULL, "
+    "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'mimecast_streams' AND column_name = 'lease'), "
+    "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'mimecast_streams' AND column_name = 'marker')"
+)
 
 #: Key of the advisory lock that serialises schema set-up among workers starting together.
 _SCHEMA_LOCK = 0x6D696D65  # "mime"
@@ -100,6 +114,9 @@ class PostgresStore:
         self._writer: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._reader: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._reconnecting = {"writer": asyncio.Lock(), "reader": asyncio.Lock()}
+        #: Whether ``mimecast_streams`` has its ``marker`` column: always once opened with
+        #: ``create``; tables of an older release read by ``status`` may have none.
+        self._marker_column = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r})"
@@ -117,31 +134,27 @@ class PostgresStore:
             writer = store._writer = await store._connect()
             async with writer.transaction():
                 if not create:
-                    found = await (
-                        await writer.execute("SELECT to_regclass('mimecast_meta') IS NOT NULL")
-                    ).fetchone()
+                    found = await (await writer.execute(_FOUND)).fetchone()
                     if not found or not found[0]:
                         raise StateError(
                             f"the PostgreSQL database {store.shown} holds no connector state "
                             "yet: run the connector first"
                         )
+                    store._marker_column = bool(found[2])
                 else:
                     # Tables are made once (the user needs CREATE then); later starts only
-                    # read and write them. A column added since is added here too.
+                    # read and write them. A column added since is added here too, once (an
+                    # ALTER TABLE needs the table's owner, even when it would change nothing).
                     await writer.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    found = await (
-                        await writer.execute(
-                            "SELECT to_regclass('mimecast_meta') IS NOT NULL, "
-                            "EXISTS (SELECT 1 FROM information_schema.columns WHERE "
-                            "table_schema = current_schema() AND table_name = "
-                            "'mimecast_streams' AND column_name = 'lease')"
-                        )
-                    ).fetchone()
+                    found = await (await writer.execute(_FOUND)).fetchone()
                     if not found or not found[0]:
                         for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                             await writer.execute(statement)
-                    elif not found[1]:
-                        await writer.execute(_ADD_LEASE)
+                    else:
+                        if not found[1]:
+                            await writer.execute(_ADD_LEASE)
+                        if not found[2]:
+                            await writer.execute(_ADD_MARKER)
                 row = await (
                     await writer.execute(
                         "SELECT value FROM mimecast_meta WHERE key = 'schema_version'"
@@ -234,6 +247,15 @@ class PostgresStore:
     async def cursor(self, tenant: str, category: str) -> datetime | None:
         return (await self.position(tenant, category))[0]
 
+    async def marker(self, tenant: str, category: str) -> str | None:
+        if not self._marker_column:
+            return None
+        row = await self._one(
+            "SELECT marker FROM mimecast_streams WHERE tenant = %s AND category = %s",
+            (tenant, category),
+        )
+        return None if row is None or row[0] is None else str(row[0])
+
     async def already_delivered(
         self,
         tenant: str,
@@ -308,10 +330,11 @@ class PostgresStore:
                     "ORDER BY tenant, category, name"
                 )
             ).fetchall()
+            marker = "marker" if self._marker_column else "NULL"  # NULL: an older release's
             rows = await (
                 await conn.execute(
-                    "SELECT tenant, category, cursor, last_success, last_error, last_error_at "
-                    "FROM mimecast_streams ORDER BY tenant, category"
+                    "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - a column name or NULL
+                    f"{marker} FROM mimecast_streams ORDER BY tenant, category"
                 )
             ).fetchall()
         counters: dict[tuple[str, str], dict[str, int]] = {}
@@ -326,8 +349,9 @@ class PostgresStore:
                 None if error is None else str(error),
                 _dt(error_at),  # type: ignore[arg-type]
                 counters.get((str(tenant), str(category)), {}),
+                None if mark is None else str(mark),
             )
-            for tenant, category, cursor, success, error, error_at in rows
+            for tenant, category, cursor, success, error, error_at, mark in rows
         ]
 
     async def dead_letters(self) -> list[tuple[str, str, bytes]]:
@@ -346,14 +370,17 @@ class PostgresStore:
         self, commits: Sequence[Commit], sink_positions: Mapping[str, str]
     ) -> None:
         """Record handled batches of any streams, their dead letters and the sinks' positions
-        in one transaction. A stream's ``cursor`` only ever moves forward."""
+        in one transaction. A stream's ``cursor`` only ever moves forward; its ``marker`` is
+        replaced by each commit that brings one (the last of the group's, for one stream)."""
         # The group as a few set-based statements, whatever its size: each stream's share
-        # summed up first (its newest cursor, last success, widest prune; counters added).
+        # summed up first (its newest cursor, last success, widest prune, last marker;
+        # counters added).
         # The pages of one stream in a group belong to one poll, whose prune comes with its
         # last commit, so pruning after every insert is what committing them in turn does.
         now = time.time()
         leases: dict[tuple[str, str], int] = {}
         streams: dict[tuple[str, str], list[float | None]] = {}  # cursor, success, prune
+        markers: dict[tuple[str, str], str] = {}
         delivered: list[tuple[str, str, str, float]] = []
         counted: dict[tuple[str, str, str], int] = {}
         dead: list[tuple[str, str, bytes]] = []
@@ -368,6 +395,8 @@ class PostgresStore:
                 row[1] = c.success_at
             if c.prune_before is not None:
                 row[2] = _newest(row[2], c.prune_before.timestamp())
+            if c.marker is not None:
+                markers[key] = c.marker
             delivered.extend((*key, id_, when) for id_, when in c.delivered)
             delivered.extend((*key, id_, when) for id_, when in c.dead_ids)
             for name, n in c.counts.items():
@@ -389,11 +418,11 @@ class PostgresStore:
                         raise LeaseLostError(*key)
             if streams:
                 # A stream's row, created if new; the cursor and kept_from only move forward;
-                # a success clears the last error.
+                # a success clears the last error; a marker replaces the one before.
                 await cur.execute(
                     "INSERT INTO mimecast_streams AS s (tenant, category, cursor, last_success, "
-                    "kept_from) SELECT * FROM unnest(%s::text[], %s::text[], "
-                    "%s::float8[], %s::float8[], %s::float8[]) "
+                    "kept_from, marker) SELECT * FROM unnest(%s::text[], %s::text[], "
+                    "%s::float8[], %s::float8[], %s::float8[], %s::text[]) "
                     "ON CONFLICT (tenant, category) DO UPDATE SET "
                     "cursor = greatest(s.cursor, excluded.cursor), "
                     "last_success = coalesce(excluded.last_success, s.last_success), "
@@ -401,8 +430,9 @@ class PostgresStore:
                     "THEN s.last_error END, "
                     "last_error_at = CASE WHEN excluded.last_success IS NULL "
                     "THEN s.last_error_at END, "
-                    "kept_from = greatest(s.kept_from, excluded.kept_from)",
-                    _columns([(*key, *row) for key, row in streams.items()], 5),
+                    "kept_from = greatest(s.kept_from, excluded.kept_from), "
+                    "marker = coalesce(excluded.marker, s.marker)",
+                    _columns([(*key, *row, markers.get(key)) for key, row in streams.items()], 6),
                 )
             if delivered:
                 await cur.execute(

@@ -12,6 +12,9 @@ semantics, checked by one conformance suite (``tests/state/test_conformance.py``
   time (the id is made from the record's whole second, so the two go together), a dead
   letter's id by its id alone (a malformed record has no time to trust);
 * ``record_error`` remembers a stream's last failure and a later success clears it;
+* a stream's ``marker`` (an opaque text: where a stream that has no time cursor stands, such as
+  a SIEM feed's page token and the file and line reached in it) is replaced by each commit
+  that carries one, in that commit's transaction, and left as it was by one that does not;
 * (PostgreSQL) a commit whose lease is no longer its stream's newest is refused whole.
 
 Dead letters: SQLite keeps them in the dead-letter file beside it (a file sink with its
@@ -32,8 +35,8 @@ from typing import Protocol
 class Commit:
     """One stream's share of a commit: its new cursor (None: unchanged), the ids of the records
     it handled with their event times, counters to add, ids to prune, the time of a completed
-    poll, (stores that keep them) its dead-letter lines, and the ids of its dead letters with
-    the time they were seen."""
+    poll, (stores that keep them) its dead-letter lines, the ids of its dead letters with the
+    time they were seen, and its new marker (None: unchanged)."""
 
     tenant: str
     category: str
@@ -47,6 +50,11 @@ class Commit:
     #: still the stream's newest. None: no lease (a single process).
     lease: int | None = None
     dead_ids: Iterable[tuple[str, float]] = ()
+    #: The stream's position as an opaque text, for a stream that has no time cursor (a SIEM
+    #: feed: its page token, and the file and line reached in it). The store keeps it as it is
+    #: given, replacing the one before; the last of a group's commits of one stream that has
+    #: one wins. None: the stream's marker is left as it is.
+    marker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class StreamState:
     last_error: str | None
     last_error_at: datetime | None
     counters: Mapping[str, int]
+    #: The stream's marker as committed (``Commit.marker``); None if it never had one.
+    marker: str | None = None
 
 
 class Store(Protocol):
@@ -74,6 +84,10 @@ class Store(Protocol):
         ...
 
     async def cursor(self, tenant: str, category: str) -> datetime | None: ...
+
+    async def marker(self, tenant: str, category: str) -> str | None:
+        """The stream's marker as committed (``Commit.marker``); None if it never had one."""
+        ...
 
     async def already_delivered(
         self,

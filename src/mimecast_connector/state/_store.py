@@ -5,7 +5,9 @@ point before which every record has been fully handled (validated, filtered or t
 alert, and every alert acknowledged by every sink): the end of the last window read in full,
 or a record time proven within a window (``runner._runner`` says how). It advances in the same
 transaction that records the handled ids, the counters and the sinks' positions, so after a
-crash the store is at one commit boundary or the one before.
+crash the store is at one commit boundary or the one before. A stream that has no time cursor
+(a SIEM feed: a page token, and the file and line reached in it) keeps its position in
+``marker`` instead, a text the store keeps as it is given, replaced in that same transaction.
 
 Each poll re-reads from ``cursor - lookback`` to catch records Mimecast publishes late; the
 ``delivered`` table suppresses what was handled before. Ids older than the oldest time any
@@ -42,10 +44,12 @@ from pathlib import Path
 from mimecast_connector._errors import StateError
 from mimecast_connector.state._protocol import Commit, StreamState
 
-SCHEMA_VERSION = 3
-#: Versions this release opens: 1 (before ``kept_from``) and 2 (ids keyed by id alone) are
-#: migrated by the first writer.
-_READABLE = {"1", "2", str(SCHEMA_VERSION)}
+SCHEMA_VERSION = 4
+#: Versions this release opens: 1 (before ``kept_from``), 2 (ids keyed by id alone) and 3
+#: (before ``marker``) are migrated by the first writer, and read as they are read-only. A
+#: release reading an older version refuses this one's files (``_check``: "use the matching
+#: release"), before writing anything.
+_READABLE = {"1", "2", "3", str(SCHEMA_VERSION)}
 
 _SCHEMA_DELIVERED = """CREATE TABLE IF NOT EXISTS delivered (
     tenant TEXT NOT NULL,
@@ -65,6 +69,7 @@ CREATE TABLE IF NOT EXISTS streams (
     last_error TEXT,
     last_error_at REAL,
     kept_from REAL,
+    marker TEXT,
     PRIMARY KEY (tenant, category)
 );
 {delivered};
@@ -98,6 +103,10 @@ _MIGRATE_IDS = (
     "INSERT OR IGNORE INTO dead_seen SELECT tenant, category, id, event_time FROM delivered_v2",
     "DROP TABLE delivered_v2",
 )
+
+# Version 4 keeps, per stream, an opaque marker (``Commit.marker``: where a SIEM feed stands),
+# NULL for every stream until a commit brings one.
+_ADD_MARKER = "ALTER TABLE streams ADD COLUMN marker TEXT"
 
 _RECOVERY = (
     "stop every connector using it, move the file aside and restore it from a backup; or, "
@@ -257,6 +266,11 @@ class StateStore:
         #: (The one writer) every stream's cursor and kept_from as committed, read once: no
         #: other process writes the file, so only this one's commits change them.
         self._positions: dict[tuple[str, str], tuple[float | None, float | None]] | None = None
+        #: (The one writer) every stream's marker as committed, read once, like ``_positions``.
+        self._markers: dict[tuple[str, str], str] | None = None
+        #: Whether ``streams`` has its ``marker`` column: always once a writer opened the file;
+        #: a file of version 3 or older opened read-only (``status``) has none.
+        self._marker_column = True
         if read_only:
             self._open_read_only(path, timeout)
             return
@@ -336,6 +350,9 @@ class StateStore:
             raise self._explain(exc, writing=False) from None
         try:
             self._check()
+            self._marker_column = any(
+                row[1] == "marker" for row in self._db.execute("PRAGMA table_info(streams)")
+            )
         except StateError:
             self.close()
             raise
@@ -411,11 +428,15 @@ class StateStore:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
             elif version[0] != str(SCHEMA_VERSION):
+                # One step after the other, in this one transaction: a crash midway leaves the
+                # file at its old version, migrated again by the next writer.
                 if version[0] == "1":
                     # Version 2 remembers, per stream, the oldest event time whose ids are kept.
                     db.execute("ALTER TABLE streams ADD COLUMN kept_from REAL")
-                for statement in _MIGRATE_IDS:
-                    db.execute(statement)
+                if version[0] in ("1", "2"):
+                    for statement in _MIGRATE_IDS:
+                        db.execute(statement)
+                db.execute(_ADD_MARKER)
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
@@ -512,6 +533,25 @@ class StateStore:
             cursor, kept = self._positions.get((tenant, category), (None, None))
         return _dt(cursor), None if kept is None else float(kept)
 
+    def marker(self, tenant: str, category: str) -> str | None:
+        """The stream's marker as committed (``Commit.marker``); None if it never had one."""
+        if self._lock is None:
+            if not self._marker_column:
+                return None
+            row = self._db.execute(
+                "SELECT marker FROM streams WHERE tenant = ? AND category = ?",
+                (tenant, category),
+            ).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+        if self._markers is None:
+            self._markers = {
+                (t, c): marker
+                for t, c, marker in self._db.execute(
+                    "SELECT tenant, category, marker FROM streams WHERE marker IS NOT NULL"
+                )
+            }
+        return self._markers.get((tenant, category))
+
     def already_delivered(
         self,
         tenant: str,
@@ -567,9 +607,10 @@ class StateStore:
         ):
             counters.setdefault((tenant, category), {})[name] = value
         out = []
-        for tenant, category, cursor, success, error, error_at in self._db.execute(
-            "SELECT tenant, category, cursor, last_success, last_error, last_error_at FROM streams "
-            "ORDER BY tenant, category"
+        marker = "marker" if self._marker_column else "NULL"  # NULL: read-only, version <= 3
+        for tenant, category, cursor, success, error, error_at, mark in self._db.execute(
+            "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - a column name or NULL
+            f"{marker} FROM streams ORDER BY tenant, category"
         ):
             out.append(
                 StreamState(
@@ -580,6 +621,7 @@ class StateStore:
                     error,
                     _dt(error_at),
                     counters.get((tenant, category), {}),
+                    mark,
                 )
             )
         return out
@@ -597,25 +639,36 @@ class StateStore:
         sink_positions: Mapping[str, str],
         prune_before: datetime | None,
         success_at: float | None = None,
+        marker: str | None = None,
     ) -> None:
         """Record one handled batch of one stream, atomically (see :meth:`commit_group`)."""
-        entry = Commit(tenant, category, cursor, delivered, counts, prune_before, success_at)
+        entry = Commit(
+            tenant, category, cursor, delivered, counts, prune_before, success_at, marker=marker
+        )
         self.commit_group([entry], sink_positions)
 
     def commit_group(self, commits: Sequence[Commit], sink_positions: Mapping[str, str]) -> None:
         """Record handled batches of any streams and the sinks' positions in one transaction.
 
         A group of many streams' pages costs one ``BEGIN``/``COMMIT`` (and its fsyncs), not one
-        each. A stream's ``cursor`` only ever moves forward.
+        each. A stream's ``cursor`` only ever moves forward; its ``marker`` is replaced by each
+        commit that brings one (the last of the group's, for one stream).
         """
         db = self._db
         with self._transaction():
             for c in commits:
                 tenant, category = c.tenant, c.category
-                db.execute(
-                    "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (tenant, category),
-                )
+                if c.marker is None:
+                    db.execute(
+                        "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (tenant, category),
+                    )
+                else:
+                    db.execute(
+                        "INSERT INTO streams (tenant, category, marker) VALUES (?, ?, ?) "
+                        "ON CONFLICT DO UPDATE SET marker = excluded.marker",
+                        (tenant, category, c.marker),
+                    )
                 if c.cursor is not None:
                     db.execute(
                         "UPDATE streams SET cursor = max(coalesce(cursor, ?), ?) WHERE tenant = ? AND category = ?",
@@ -672,6 +725,10 @@ class StateStore:
                     prune = c.prune_before.timestamp()
                     kept = prune if kept is None else max(kept, prune)
                 positions[key] = (cursor, kept)
+        if self._markers is not None:  # only now: a commit that failed changed none of them
+            for c in commits:
+                if c.marker is not None:
+                    self._markers[(c.tenant, c.category)] = c.marker
 
     def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         """Record sinks' positions on their own (the baselines taken at start)."""
@@ -728,6 +785,9 @@ class SqliteStore:
 
     async def cursor(self, tenant: str, category: str) -> datetime | None:
         return self.store.cursor(tenant, category)
+
+    async def marker(self, tenant: str, category: str) -> str | None:
+        return self.store.marker(tenant, category)
 
     async def already_delivered(
         self,
