@@ -308,20 +308,25 @@ def test_fault_fields_are_checked(make: Any) -> None:
 
 
 def test_every_fault_kind_has_a_snake_case_name() -> None:
-    """``faults.KINDS`` names all thirteen kinds as scenario files spell them."""
+    """``faults.KINDS`` names all eighteen kinds as scenario files spell them."""
     assert sorted(faults.KINDS) == [
         "binding_expired",
         "disconnect",
         "echo",
         "empty_page_with_next",
         "expire_token",
+        "expired_link",
         "fail_response",
         "http_status",
+        "huge_file",
+        "late_batch",
         "malformed",
+        "not_gzip",
         "not_json",
         "rate_limited",
         "repeat_next_token",
         "slow",
         "truncate",
+        "truncated_file",
     ]
     assert faults.kind_of(faults.EmptyPageWithNext()) == "empty_page_with_next"

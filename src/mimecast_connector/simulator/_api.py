@@ -2,16 +2,24 @@
 
 Every request walks the same pipeline, in this order:
 
-1. route: ``/oauth/token``, one of the log paths (three TTP logs, rejections), or 404; anything
-   but POST is 405;
-2. authenticate: API 2.0 bearer token or API 1.0 HMAC signature, else 401 (§2, §3);
-3. count the request for the tenant (late records) and spend one rate-limit token, else 429
-   (§8.3); only authenticated log requests count, ``/oauth/token`` is not rate-limited;
-4. take the next matching injected fault, which may answer instead (see ``faults``);
-5. check the tenant's role for the category, else 403 (§3.2); parse the body, else 400;
+1. route: ``/oauth/token``, one of the log paths (three TTP logs, rejections), one of the SIEM
+   paths, or 404; a method the path does not take is 405 (the log paths are POST only, the 2.0
+   SIEM batch listing GET only);
+2. authenticate: API 2.0 bearer token or API 1.0 HMAC signature, else 401 (§2, §3); the 2.0
+   SIEM listing takes a bearer token only;
+3. count the request for the tenant (late records; TTP log requests only) and spend one
+   rate-limit token, else 429 (§8.3); ``/oauth/token`` is not rate-limited;
+4. take the next matching injected fault, which may answer instead (see ``faults``); SIEM
+   requests take faults from their own lane (``_injection.py``);
+5. check the tenant's role for the category (or its SIEM role), else 403 (§3.2); parse the
+   body, else 400;
 6. run the function: filter, order and page the records (§4 to §7; rejections as in
    ``mta-rejections.md`` §2.3: ``start``/``end``, every mailbox only with ``admin: true``, newest
    first, no ``oldestFirst``); validation problems are a 200 with a ``fail`` entry (§1, §8.1).
+   The SIEM functions live in ``_siemapi.py`` (``mta-rejections.md`` §2.1, §2.2).
+
+A SIEM file download (a presigned link, ``/siem-files/...``) carries no credentials: its link is
+checked instead of steps 2 to 5, and it takes faults from the SIEM lane, not rate-limited.
 
 Section numbers refer to ``shared/docs/mimecast-api.md``. The HTTP server (``_server.py``) turns
 the outcome into bytes on the wire; this module never sleeps, blocks or touches a socket.
@@ -24,12 +32,8 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
-
-import msgspec
 
 from mimecast_connector._categories import Category
 from mimecast_connector.simulator import faults
@@ -42,14 +46,23 @@ from mimecast_connector.simulator._auth import (
     verify_signature,
 )
 from mimecast_connector.simulator._generate import RecordFactory, malformed
-from mimecast_connector.simulator._injection import FaultQueue
+from mimecast_connector.simulator._injection import FaultQueue, SiemCall
 from mimecast_connector.simulator._paging import PageState, PageTokens
+from mimecast_connector.simulator._siemapi import BATCH_PATH, FILES_PREFIX, V1_PATH, SiemEndpoints
 from mimecast_connector.simulator._store import Query
 from mimecast_connector.simulator._tenant import SimTenant
 from mimecast_connector.simulator._times import parse_time
+from mimecast_connector.simulator._wire import Outcome, Problem, Request
+from mimecast_connector.simulator._wire import as_bytes as _bytes
+from mimecast_connector.simulator._wire import encode as _encode
+from mimecast_connector.simulator._wire import error as _error
+from mimecast_connector.simulator._wire import fail_page as _fail_page
+from mimecast_connector.simulator._wire import flat as _flat
+from mimecast_connector.simulator._wire import method_not_allowed as _method_not_allowed
+from mimecast_connector.simulator._wire import phrase as _phrase
+from mimecast_connector.simulator._wire import v1 as _v1
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
-JSON = "application/json"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500  # the practical ceiling every known client uses (§4.1)
 _UNSUPPORTED_FILTERS = frozenset({"searchField", "query", "identifiers", "actions"})
@@ -58,51 +71,6 @@ _HTML_ERROR = (
     b"<body><h1>Bad Gateway</h1><p>The upstream service returned an invalid response.</p>"
     b"</body></html>\n"
 )
-_encode = msgspec.json.encode
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One HTTP request as the API sees it; header names lower-case."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
-    json: Any = None
-    is_json: bool = False
-
-    @classmethod
-    def build(cls, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Request:
-        """A request with its body parsed as JSON once, if it is JSON."""
-        try:
-            return cls(method, path, headers, body, msgspec.json.decode(body), True)
-        except msgspec.DecodeError:
-            return cls(method, path, headers, body)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What to answer, plus what the request log should say about it."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = JSON
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    disconnect: bool = False
-    tenant: str | None = None
-    category: Category | None = None
-
-
-class Problem(Exception):
-    """A function-level failure, answered as a 200 with a ``fail`` entry keyed by ``item``."""
-
-    def __init__(self, code: str, message: str, item: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.item: Mapping[str, Any] = item or {}
 
 
 class Directory:
@@ -138,11 +106,13 @@ class Api:
         tokens: TokenRegistry,
         fault_queue: FaultQueue,
         wall_clock: Callable[[], float],
+        siem_link_lifetime: float = 900.0,
     ) -> None:
         self._directory = directory
         self._tokens = tokens
         self._faults = fault_queue
         self._wall_clock = wall_clock
+        self._siem = SiemEndpoints(wall_clock=wall_clock, link_lifetime=siem_link_lifetime)
         self._pages = PageTokens()
         self._malformed = RecordFactory("mimecast-sim/malformed", "example.com")
         self._malformed_lock = threading.Lock()
@@ -154,6 +124,9 @@ class Api:
             if request.method != "POST":
                 return _method_not_allowed(scheme)
             return self._token(request)
+        siem = self._siem_route(request, scheme)
+        if siem is not None:
+            return siem
         category = Category.from_path(request.path)
         if category is None:
             return _error(scheme, 404, "err_not_found", f"No such endpoint: {request.path}")
@@ -163,6 +136,50 @@ class Api:
             else _method_not_allowed(scheme)
         )
         outcome.category = category
+        return outcome
+
+    # -- the SIEM endpoints (mta-rejections.md §2.1, §2.2) -------------------------------------
+
+    def _siem_route(self, request: Request, scheme: Scheme) -> Outcome | None:
+        """The answer of a SIEM path, or None if ``request`` is for none of them."""
+        siem = self._siem
+        if request.path == BATCH_PATH:
+            if request.method != "GET":
+                return _method_not_allowed(Scheme.V2, "GET")
+            return self._pipeline(
+                request,
+                Scheme.V2,  # API 2.0 only: HMAC headers are not a bearer token
+                lambda tenant, fault: siem.listing(request, tenant, fault),
+                siem=SiemCall.LISTING,
+            )
+        if request.path == V1_PATH:
+            if request.method != "POST":
+                return _method_not_allowed(scheme)
+            return self._pipeline(
+                request,
+                scheme,
+                lambda tenant, fault: siem.get_siem_logs(request, tenant, scheme, fault),
+                siem=SiemCall.GET_SIEM_LOGS,
+            )
+        if request.path.startswith(FILES_PREFIX):
+            if request.method not in ("GET", "HEAD"):
+                return _method_not_allowed(Scheme.V2, "GET")
+            return self._download(request)
+        return None
+
+    def _download(self, request: Request) -> Outcome:
+        """A presigned file link: no credentials, no rate limit; the link names the tenant."""
+        found = self._siem.resolve(request, self._directory.tenants)
+        if isinstance(found, Outcome):
+            return found
+        tenant, file = found
+        fault = self._faults.take(
+            tenant=tenant.name, category=None, scheme=Scheme.V2, siem=SiemCall.DOWNLOAD
+        )
+        outcome = self._transport_fault(fault, Scheme.V2, tenant) or _finish(
+            self._siem.download(tenant, file, fault), fault
+        )
+        outcome.tenant = tenant.name
         return outcome
 
     # -- /oauth/token (§3.1) ------------------------------------------------------------------
@@ -199,20 +216,40 @@ class Api:
     # -- the TTP log endpoints ----------------------------------------------------------------
 
     def _logs(self, request: Request, category: Category, scheme: Scheme) -> Outcome:
+        return self._pipeline(
+            request,
+            scheme,
+            lambda tenant, fault: self._serve(request, tenant, category, scheme, fault),
+            category=category,
+        )
+
+    def _pipeline(
+        self,
+        request: Request,
+        scheme: Scheme,
+        serve: Callable[[SimTenant, faults.Fault | None], Outcome],
+        *,
+        category: Category | None = None,
+        siem: SiemCall | None = None,
+    ) -> Outcome:
+        """Steps 2 to 4 of the module docstring, then ``serve`` (steps 5 and 6)."""
         caller = self._authenticate(request, scheme)
         if isinstance(caller, Outcome):
             return caller
         tenant, bearer = caller
-        tenant.note_request()
+        if siem is None:
+            tenant.note_request()  # late TTP records wait for TTP log requests only
         bucket = tenant.bucket
         allowed, limit_headers = bucket.take() if bucket else (True, {})
         if allowed:
-            fault = self._faults.take(tenant=tenant.name, category=category, scheme=scheme)
+            fault = self._faults.take(
+                tenant=tenant.name, category=category, scheme=scheme, siem=siem
+            )
             outcome = (
                 _echo(fault, scheme, request)
                 or self._api_fault(fault, bearer, request)
                 or self._transport_fault(fault, scheme, tenant)
-                or _finish(self._serve(request, tenant, category, scheme, fault), fault)
+                or _finish(serve(tenant, fault), fault)
             )
         else:  # the function is not run (§8.3)
             outcome = _error(scheme, 429, "err_rate_limit_exceeded", "Rate limit exceeded", True)
@@ -405,7 +442,7 @@ def _finish(outcome: Outcome, fault: faults.Fault | None) -> Outcome:
     """Apply the faults that change how a normal answer is delivered: delay and truncation."""
     if isinstance(fault, faults.Slow):
         outcome.delay = fault.seconds
-    elif isinstance(fault, faults.Truncate):
+    elif isinstance(fault, faults.Truncate) and outcome.stream is None:
         outcome.body = outcome.body[: int(len(outcome.body) * fault.keep_fraction)]
     return outcome
 
@@ -496,48 +533,3 @@ def _first_item(body: Any) -> dict[str, Any]:
     data = body.get("data") if isinstance(body, dict) else None
     first = data[0] if isinstance(data, list) and data else None
     return first if isinstance(first, dict) else {}
-
-
-def _flat(status: int, code: str, message: str) -> Outcome:
-    """An API 2.0 error: ``{"fail":[{"code","message"}]}`` (§3.2)."""
-    return Outcome(status, _encode({"fail": [{"code": code, "message": message}]}))
-
-
-def _v1(status: int, code: str, message: str, retryable: bool = False) -> Outcome:
-    """An API 1.0 error: meta status, empty data, ``fail[].errors[]`` (§8.1)."""
-    error = {"code": code, "message": message, "retryable": retryable}
-    body = {"meta": {"status": status}, "data": [], "fail": [{"errors": [error]}]}
-    return Outcome(status, _encode(body))
-
-
-def _error(
-    scheme: Scheme, status: int, code: str, message: str, retryable: bool = False
-) -> Outcome:
-    """An HTTP error in the shape the request's API generation uses."""
-    if scheme is Scheme.V1:
-        return _v1(status, code, message, retryable)
-    return _flat(status, code, message)
-
-
-def _fail_page(problem: Problem, retryable: bool = False) -> Outcome:
-    """HTTP 200 whose function failed: ``data: []`` and one keyed ``fail`` entry (§8.1, §12.5)."""
-    error = {"code": problem.code, "message": problem.message, "retryable": retryable}
-    body = {"meta": {"status": 200}, "data": [], "fail": [{"key": problem.item, "errors": [error]}]}
-    return Outcome(200, _encode(body))
-
-
-def _method_not_allowed(scheme: Scheme) -> Outcome:
-    outcome = _error(scheme, 405, "err_method_not_allowed", "Only POST is allowed here")
-    outcome.headers["Allow"] = "POST"
-    return outcome
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _bytes(body: str | bytes) -> bytes:
-    return body.encode() if isinstance(body, str) else body

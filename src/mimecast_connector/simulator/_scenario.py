@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -39,6 +39,17 @@ class ScenarioError(ValueError):
         self.problems = list(problems)
         listing = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid scenario {source} ({len(self.problems)} problem(s)):\n{listing}")
+
+
+class Credentials(TypedDict, total=False):
+    """The credentials a scenario sets, by ``Simulator.add_tenant`` keyword."""
+
+    client_id: str
+    client_secret: str
+    app_id: str
+    app_key: str
+    access_key: str
+    secret_key: str
 
 
 class _Strict(BaseModel):
@@ -95,10 +106,10 @@ class TenantSpec(_Strict):
             check_secret_key(value)
         return value
 
-    def credentials(self) -> dict[str, str]:
+    def credentials(self) -> Credentials:
         """The credentials the file sets, by ``add_tenant`` keyword."""
         names = ("client_id", "client_secret", "app_id", "app_key", "access_key", "secret_key")
-        return {n: v for n in names if (v := getattr(self, n)) is not None}
+        return cast(Credentials, {n: v for n in names if (v := getattr(self, n)) is not None})
 
 
 class _ScenarioSpec(_Strict):

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from typing_extensions import override
 
 from mimecast_connector._categories import Category
-from mimecast_connector.simulator._api import Api, Outcome, Request
+from mimecast_connector.simulator._api import Api
+from mimecast_connector.simulator._wire import Outcome, Request
 
 _IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may sit idle before the server drops it
 _MAX_BODY = 16 * 1024 * 1024
@@ -36,8 +37,8 @@ class LoggedRequest:
 
     ``headers`` has lower-case names; ``json`` is the parsed body or None; ``status`` is None when
     the connection was dropped without an answer (the ``Disconnect`` fault); ``tenant`` and
-    ``category`` are None when unknown; ``time`` is the arrival time in seconds on the
-    simulator's monotonic clock.
+    ``category`` are None when unknown (and for SIEM requests); ``time`` is the arrival time in
+    seconds on the simulator's monotonic clock; ``query`` the undecoded query string.
     """
 
     method: str
@@ -49,6 +50,7 @@ class LoggedRequest:
     tenant: str | None
     category: Category | None
     time: float
+    query: str = ""
 
 
 class RequestLog:
@@ -170,13 +172,14 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         body = self._read_body(headers)
-        path = urlsplit(self.path).path
+        target = urlsplit(self.path)
+        path = target.path
         if body is None:
             outcome = Outcome(400, b'{"fail":[{"code":"bad_request","message":"Bad framing"}]}')
             outcome.headers["Connection"] = "close"  # the stream position is lost; start afresh
-            request = Request(self.command, path, headers, b"")
+            request = Request(self.command, path, headers, b"", query=target.query)
         else:
-            request = Request.build(self.command, path, headers, body)
+            request = Request.build(self.command, path, headers, body, target.query)
             outcome = server.api.handle(request)
         # Logged before answering (and before any delay): a client that has its answer, or has
         # given up waiting for it, can already see its request.
@@ -192,6 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
                 tenant=outcome.tenant,
                 category=outcome.category,
                 time=arrived,
+                query=request.query,
             ),
         )
         if outcome.delay > 0:
@@ -236,12 +240,29 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(outcome.status)
             self.send_header("Content-Type", outcome.content_type)
-            self.send_header("Content-Length", str(len(outcome.body)))
+            if outcome.stream is None:
+                self.send_header("Content-Length", str(len(outcome.body)))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
             for name, value in outcome.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            if self.command != "HEAD":
+            if self.command == "HEAD":
+                pass
+            elif outcome.stream is None:
                 self.wfile.write(outcome.body)
+            else:
+                self._write_chunked(outcome.stream)
             self.wfile.flush()
         except OSError:  # the client went away; nothing left to tell it
             self.close_connection = True
+
+    def _write_chunked(self, stream: Iterable[bytes]) -> None:
+        """Send ``stream`` chunk by chunk as it is produced; give up when the server stops."""
+        for chunk in stream:
+            if self.server.stopping.is_set():
+                self.close_connection = True  # the body is incomplete: the connection is done
+                return
+            if chunk:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")

@@ -18,19 +18,22 @@ from mimecast_connector._categories import Category
 from mimecast_connector.simulator import faults
 from mimecast_connector.simulator._api import Api, Directory
 from mimecast_connector.simulator._auth import TokenRegistry, check_secret_key, default_credentials
-from mimecast_connector.simulator._injection import FaultQueue
+from mimecast_connector.simulator._injection import FaultQueue, SiemFilter
 from mimecast_connector.simulator._scenario import load_scenario
 from mimecast_connector.simulator._server import HttpServer, LoggedRequest, RequestLog
 from mimecast_connector.simulator._tenant import SimTenant
 
 
 class Simulator:
-    """A faithful, local Mimecast TTP log API for many tenants (``mimecast-api.md`` §1 to §8).
+    """A faithful, local Mimecast TTP log API for many tenants (``mimecast-api.md`` §1 to §8),
+    with the SIEM receipt logs of both API generations (``mta-rejections.md`` §2.1, §2.2).
 
     ``seed`` makes generated content deterministic; ``token_lifetime`` is the OAuth token lifetime
     in seconds. ``clock`` (monotonic seconds: token expiry, rate limits, request times) and
-    ``wall_clock`` (epoch seconds: default filter window, ``x-mc-date`` checks, record dates) can
-    be replaced by tests. The request log keeps the most recent ``request_log_limit`` requests.
+    ``wall_clock`` (epoch seconds: default filter window, ``x-mc-date`` checks, record dates,
+    SIEM file publication and link expiry) can be replaced by tests. ``siem_link_lifetime`` is
+    how long, in seconds on the wall clock, a 2.0 SIEM batch link stays valid. The request log
+    keeps the most recent ``request_log_limit`` requests.
 
     Nothing is served until :meth:`start`; ``with Simulator(...) as sim:`` starts and stops.
     """
@@ -43,6 +46,7 @@ class Simulator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         request_log_limit: int | None = 100_000,
+        siem_link_lifetime: float = 900.0,
     ) -> None:
         if not token_lifetime > 0:
             raise ValueError(f"token_lifetime must be > 0 seconds, not {token_lifetime}")
@@ -58,6 +62,7 @@ class Simulator:
             tokens=self._tokens,
             fault_queue=self._faults,
             wall_clock=wall_clock,
+            siem_link_lifetime=siem_link_lifetime,
         )
         self._lock = threading.Lock()
         self._server: HttpServer | None = None
@@ -118,10 +123,15 @@ class Simulator:
         access_key: str | None = None,
         secret_key: str | None = None,
         roles: Iterable[Category] | None = None,
+        siem: bool = True,
+        enhanced_logging: bool = True,
     ) -> SimTenant:
         """Add a tenant; each credential not given defaults to a value derived from ``name``.
 
-        ``roles`` None means all three categories are readable.
+        ``roles`` None means every category is readable. ``siem`` False takes away the SIEM
+        role: the SIEM endpoints answer 403. ``enhanced_logging`` False leaves the account's
+        SIEM feeds empty (an empty 2.0 listing, the 1.0 "nothing new" answer), as an account
+        without Enhanced Logging has nothing to serve.
         """
         given = {
             "client_id": client_id,
@@ -140,6 +150,8 @@ class Simulator:
             roles=frozenset(Category) if roles is None else frozenset(roles),
             clock=self._clock,
             wall_clock=self._wall_clock,
+            siem=siem,
+            enhanced_logging=enhanced_logging,
         )
         with self._lock:
             self._directory.add(tenant)
@@ -223,15 +235,25 @@ class Simulator:
         times: int | None = 1,
         *,
         token_endpoint: bool = False,
+        siem: SiemFilter = False,
     ) -> None:
         """Queue ``fault`` for the next ``times`` matching requests (None: until cleared).
 
         Matching requests are TTP log requests that pass authentication, filtered by tenant name
         and category (None: any). With ``token_endpoint=True`` the fault hits ``/oauth/token``
-        calls instead (tenant matched by ``client_id``). Faults apply in the order injected.
+        calls instead (tenant matched by ``client_id``). With ``siem`` it hits SIEM requests
+        instead: ``True`` any it applies to, or only ``"listing"`` (2.0 batch listing),
+        ``"download"`` (a 2.0 file link; the tenant is the link's) or ``"get-siem-logs"`` (1.0).
+        The SIEM-only kinds (``TruncatedFile``, ``NotGzip``, ``ExpiredLink``, ``LateBatch``,
+        ``HugeFile``) always go to SIEM requests. Faults apply in the order injected.
         """
         self._faults.add(
-            fault, tenant=tenant, category=category, times=times, token_endpoint=token_endpoint
+            fault,
+            tenant=tenant,
+            category=category,
+            times=times,
+            token_endpoint=token_endpoint,
+            siem=siem,
         )
 
     def clear_faults(self) -> None:

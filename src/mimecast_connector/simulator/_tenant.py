@@ -2,8 +2,8 @@
 
 :class:`SimTenant` is public (re-exported by the package) but only :class:`Simulator` creates one.
 Its methods are how a test shapes the data a tenant serves: generated history, exact records,
-late records, a rate limit and a stream of live records. The server side reads the rest
-(``store``, ``bucket``, ``note_request``).
+late records, SIEM receipt events, a rate limit and a stream of live records. The server side
+reads the rest (``store``, ``bucket``, ``note_request``, ``siem_log``, ``huge_receipts``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Literal
 
 from mimecast_connector._categories import Category
 from mimecast_connector.simulator._generate import (
@@ -25,6 +26,8 @@ from mimecast_connector.simulator._generate import (
     tenant_domain,
 )
 from mimecast_connector.simulator._ratelimit import TokenBucket
+from mimecast_connector.simulator._siem import Receipt, ReceiptFactory, account_id, partition_of
+from mimecast_connector.simulator._siemlog import BATCH_SECONDS, SiemFileInfo, SiemLog
 from mimecast_connector.simulator._store import Entry, RecordStore
 from mimecast_connector.simulator._times import epoch_of
 
@@ -52,7 +55,9 @@ class SimTenant:
     """A tenant of a :class:`Simulator`, with both API 2.0 and API 1.0 credentials.
 
     ``roles`` is the set of categories the tenant's API user may read; a request for another one
-    gets 403 (``shared/docs/mimecast-api.md`` §3.2, §4.3).
+    gets 403 (``shared/docs/mimecast-api.md`` §3.2, §4.3). ``siem`` says whether it may read the
+    SIEM logs ("Threat and Security Events (SIEM) | Read" on 2.0, "Gateway | Tracking | Read" on
+    1.0; ``mta-rejections.md`` §2.1, §2.2), ``enhanced_logging`` whether the account logs them.
     """
 
     def __init__(
@@ -64,10 +69,17 @@ class SimTenant:
         roles: frozenset[Category],
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        siem: bool = True,
+        enhanced_logging: bool = True,
     ) -> None:
         self._name = name
         self._credentials = credentials
         self._roles = roles
+        self._siem = siem
+        self._enhanced_logging = enhanced_logging
+        self._account = account_id(name)
+        self._siem_log = SiemLog()
+        self._huge_streams = 0
         self._seed = seed
         self._clock = clock
         self._wall_clock = wall_clock
@@ -75,6 +87,8 @@ class SimTenant:
         self._stores = {c: RecordStore(c) for c in Category}
         self._lock = threading.Lock()
         self._factories: dict[str, RecordFactory] = {}
+        self._receipt_factories: dict[str, ReceiptFactory] = {}
+        self._receipts_lock = threading.Lock()
         self._live_categories = Dice(f"mimecast-sim/{seed}/{name}/live-categories")
         self._late: list[tuple[int, Category, list[Entry]]] = []
         self._log_requests = 0
@@ -123,6 +137,21 @@ class SimTenant:
         """The categories this tenant may read."""
         return self._roles
 
+    @property
+    def siem(self) -> bool:
+        """Whether this tenant's API user may read the SIEM logs (else 403)."""
+        return self._siem
+
+    @property
+    def enhanced_logging(self) -> bool:
+        """Whether the account has Enhanced Logging on; off, the SIEM feeds stay empty."""
+        return self._enhanced_logging
+
+    @property
+    def account_id(self) -> str:
+        """The Mimecast account code in SIEM events (``accountId``, ``acc``)."""
+        return self._account
+
     # -- records ------------------------------------------------------------------------------
 
     def generate(
@@ -167,6 +196,102 @@ class SimTenant:
         """Copies of every record visible now, oldest first."""
         self._release_due()
         return self._stores[category].records()
+
+    # -- SIEM receipt events (mta-rejections.md §2.1, §2.2) --------------------------------------
+
+    def generate_receipts(
+        self,
+        count: int = 100,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        file_size: int = 10_000,
+        published: datetime | None = None,
+    ) -> list[Record]:
+        """Add ``count`` seeded receipt events dated within [start, end]; return them, oldest
+        first, as API 2.0 batch files carry them.
+
+        ``end`` defaults to now, ``start`` to a day before ``end`` (aware datetimes). The events
+        go into the tenant's SIEM log: 2.0 batches of 15 minutes and 1.0 files of 30 minutes
+        (receipt, process, delivery and now and then ttp_url rows of the same messages), at most
+        ``file_size`` events or rows a file. A file is published (visible on the wall clock) at
+        the end of its period, or now if a file published after that is already out: feeds only
+        grow at their end. ``published`` publishes every file at that moment instead (a late
+        batch). Without Enhanced Logging the events are returned but never published.
+        """
+        hi_epoch = self._wall_clock() if end is None else epoch_of(end)
+        lo_epoch = hi_epoch - _DAY if start is None else epoch_of(start)
+        at = None if published is None else epoch_of(published)
+        return [
+            r.event
+            for r in self._add_receipts("receipts", count, lo_epoch, hi_epoch, at, file_size)
+        ]
+
+    def siem_files(self, api: Literal["1.0", "2.0"] = "2.0") -> list[SiemFileInfo]:
+        """The files one SIEM feed holds now (published, not past the 7 days), in feed order."""
+        return self._siem_log.infos(api, now=self._wall_clock())
+
+    def publish_late_receipts(self, count: int, age: float) -> list[Record]:
+        """Publish now ``count`` events dated in the quarter hour that ended ``age`` seconds ago
+        (the ``LateBatch`` fault); they come after everything already published."""
+        now = self._wall_clock()
+        receipts = self._add_receipts(
+            "late-receipts", count, now - age - BATCH_SECONDS + 0.001, now - age, now, 10_000
+        )
+        return [r.event for r in receipts]
+
+    def huge_receipts(self, count: int, end: float, *, with_v1: bool) -> Iterator[list[Receipt]]:
+        """``count`` fresh events over the quarter hour before ``end``, made a chunk at a time
+        and never stored (the ``HugeFile`` fault)."""
+        with self._lock:
+            self._huge_streams += 1
+            stream = self._huge_streams
+        factory = self._receipt_factory(f"huge-{stream}", shared=False)
+        hi = math.floor(end * 1000)
+        return factory.stream(count, hi - BATCH_SECONDS * 1000 + 1, hi, with_v1=with_v1, chunk=250)
+
+    @property
+    def siem_log(self) -> SiemLog:
+        """The SIEM feeds the server reads."""
+        return self._siem_log
+
+    def _add_receipts(
+        self,
+        stream: str,
+        count: int,
+        lo_epoch: float,
+        hi_epoch: float,
+        published: float | None,
+        file_size: int,
+    ) -> list[Receipt]:
+        lo, hi = math.ceil(lo_epoch * 1000), math.floor(hi_epoch * 1000)
+        if lo > hi:
+            raise ValueError("start must not be after end")
+        if file_size < 1:
+            raise ValueError(f"file_size must be >= 1, not {file_size}")
+        factory = self._receipt_factory(stream)
+        with self._receipts_lock:  # one factory per stream: calls stay in order
+            receipts = factory.make(count, lo, hi)
+        if self._enhanced_logging:
+            self._siem_log.publish(
+                receipts, now=self._wall_clock(), published=published, file_size=file_size
+            )
+        return receipts
+
+    def _receipt_factory(self, stream: str, *, shared: bool = True) -> ReceiptFactory:
+        key = f"siem/{stream}"
+        with self._lock:
+            factory = self._receipt_factories.get(key) if shared else None
+            if factory is None:
+                factory = ReceiptFactory(
+                    f"mimecast-sim/{self._seed}/{self._name}/{key}",
+                    self._domain,
+                    self._account,
+                    partition_of(self._name),
+                )
+                if shared:
+                    self._receipt_factories[key] = factory
+            return factory
 
     # -- rate limit and live mode -------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 Three formats meet here (``shared/docs/mimecast-api.md``): record and filter times in ISO 8601
 with an offset (§4.1: ``+0000``, ``Z`` and ``+00:00`` all occur; records are always written with
 ``+0000``), and the API 1.0 ``x-mc-date`` header in RFC 1123 style ending ``UTC`` or ``GMT`` (§2.1).
-Everything is UTC epoch seconds inside the simulator.
+The SIEM logs add three (``mta-rejections.md`` §2.1, §2.2): API 1.0 rows written in any offset
+(``2021-10-19T07:06:40+0100``), presigned-link expiry times with milliseconds and ``Z``, and
+day-granular ``YYYY-MM-DD`` filters. Everything is UTC epoch seconds inside the simulator.
 """
 
 from __future__ import annotations
@@ -71,3 +73,38 @@ def epoch_of(moment: datetime) -> float:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"datetime {moment!r} has no time zone; pass an aware datetime (UTC)")
     return moment.timestamp()
+
+
+_DAY_SECONDS = 86_400
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def format_offset_time(epoch: float, offset_minutes: int) -> str:
+    """``epoch`` as an API 1.0 SIEM row time in the given UTC offset: ``2021-10-19T07:06:40+0100``."""
+    local = math.floor(epoch) + offset_minutes * 60
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(local))}{sign}{hours:02d}{minutes:02d}"
+
+
+def format_iso_ms(epoch: float) -> str:
+    """``epoch`` as ``2026-06-05T11:50:06.389Z``, the way SIEM link expiries are written."""
+    millis = math.floor(epoch * 1000)
+    seconds, ms = divmod(millis, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ms:03d}Z"
+
+
+def day_of(epoch: float) -> int:
+    """The UTC day number (days since 1970-01-01) that ``epoch`` falls on."""
+    return math.floor(epoch) // _DAY_SECONDS
+
+
+def parse_day(value: object) -> int | None:
+    """The UTC day number of a ``YYYY-MM-DD`` string, or None if it is not one."""
+    if not isinstance(value, str) or _DAY.fullmatch(value) is None:
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:  # month 13, day 32
+        return None
+    return day_of(moment.timestamp())

@@ -8,6 +8,11 @@ authentication (or, with ``token_endpoint=True``, on the next ``/oauth/token`` c
 The facts each kind models come from ``shared/docs/mimecast-api.md``: §1 and §8.1 (a 200 with a
 ``fail`` array), §8.2 (HTTP statuses, 418), §8.3 (429 and the ``X-RateLimit-*`` headers), §3.2
 (401 on an expired token) and §4.3 (the paging quirks).
+
+The last five kinds exist only on the SIEM endpoints (``mta-rejections.md`` §2.1, §2.2): a file
+cut short, a link that serves something else than gzip, an expired link, a batch published late
+and a huge file. They always go to the SIEM requests; the other kinds reach SIEM requests only
+when injected with ``siem=...`` (see :meth:`Simulator.inject`).
 """
 
 from __future__ import annotations
@@ -15,24 +20,30 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeAlias, get_args
+from typing import Literal, TypeAlias, get_args
 
 __all__ = [
     "KINDS",
+    "SIEM_KINDS",
     "BindingExpired",
     "Disconnect",
     "Echo",
     "EmptyPageWithNext",
     "ExpireToken",
+    "ExpiredLink",
     "FailResponse",
     "Fault",
     "HttpStatus",
+    "HugeFile",
+    "LateBatch",
     "Malformed",
+    "NotGzip",
     "NotJson",
     "RateLimited",
     "RepeatNextToken",
     "Slow",
     "Truncate",
+    "TruncatedFile",
     "kind_of",
 ]
 
@@ -159,6 +170,76 @@ class Echo:
             raise ValueError(f"status must be an HTTP status code (100..599), not {self.status}")
 
 
+@dataclass(frozen=True, slots=True)
+class TruncatedFile:
+    """The next SIEM file is cut short (``mta-rejections.md`` §2.2, elastic/integrations#5053).
+
+    By default the compressed bytes are cut at ``keep_fraction`` (a gzip or zip that ends
+    early). With ``content=True`` the text inside is cut instead and then properly compressed:
+    a 2.0 batch whose last line is half an event, or a 1.0 member that stops inside its data
+    array; ``keep_fraction=0`` leaves exactly ``{ "type" : "MTA", "data" : ``. Hits a 2.0 file
+    download or a 1.0 ``get-siem-logs`` answer that carries a file.
+    """
+
+    keep_fraction: float = 0.5
+    content: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.keep_fraction < 1.0:
+            raise ValueError(f"keep_fraction must be in [0, 1), not {self.keep_fraction}")
+
+
+@dataclass(frozen=True, slots=True)
+class NotGzip:
+    """The next SIEM file is not compressed: an HTML error page (``body="html"``), or the file's
+    own text uncompressed (``body="text"``: NDJSON on 2.0, the JSON member on 1.0). HTTP 200.
+    """
+
+    body: Literal["html", "text"] = "html"
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLink:
+    """The next 2.0 file download answers 403 "Request has expired", however fresh its link
+    (``mta-rejections.md`` §2.1: list again and go on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LateBatch:
+    """Before the next authenticated SIEM request is served, ``count`` receipt events dated in
+    the quarter hour that ended ``age`` seconds ago are published: a batch (2.0) and its 1.0
+    files that arrive after a consumer has passed their time. They join the feed at its end,
+    so a 2.0 ``@nextPage`` cursor that was caught up lists them on its next page, and the 1.0
+    token chain serves them next.
+    """
+
+    count: int = 20
+    age: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1, not {self.count}")
+        if self.age < 0:
+            raise ValueError(f"age must be >= 0 seconds, not {self.age}")
+
+
+@dataclass(frozen=True, slots=True)
+class HugeFile:
+    """The next SIEM file holds ``rows`` events, made and sent a chunk at a time with chunked
+    transfer encoding, so neither side needs the file in memory (elastic/integrations#16022).
+
+    The events are fresh (never stored) and dated in the quarter hour before the file's
+    publication; a 2.0 listing still shows the replaced file's ``size``. On 1.0 the answer is a
+    streamed zip (ZIP64, data descriptor) or, with ``compress: false``, streamed JSON.
+    """
+
+    rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.rows < 1:
+            raise ValueError(f"rows must be >= 1, not {self.rows}")
+
+
 Fault: TypeAlias = (
     HttpStatus
     | FailResponse
@@ -173,7 +254,15 @@ Fault: TypeAlias = (
     | Malformed
     | EmptyPageWithNext
     | RepeatNextToken
+    | TruncatedFile
+    | NotGzip
+    | ExpiredLink
+    | LateBatch
+    | HugeFile
 )
+
+SIEM_KINDS: tuple[type[Fault], ...] = (TruncatedFile, NotGzip, ExpiredLink, LateBatch, HugeFile)
+"""The kinds that exist only on the SIEM endpoints."""
 
 
 def _snake(name: str) -> str:
