@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.alerts import LINE_ENCODERS
 from mimecast_connector.client import MimecastClient
 from mimecast_connector.client._client import _PAGE_DECODERS, _records_of
@@ -91,7 +92,7 @@ def main() -> None:
     print(
         f"{'category':<14}{'bytes/rec':>10}{'native alerts/s':>17}{'ocsf alerts/s':>15}{'floor rec/s':>13}{'stdlib rec/s':>14}{'native/floor':>14}"
     )
-    for category in Category:
+    for category in LOG_CATEGORIES:
         pages = pages_of(category, args.records)
         size = sum(len(p) for p in pages) / args.records
         decoder = _PAGE_DECODERS[category]

@@ -11,7 +11,8 @@ drift; the rest accepted), then, each in a fresh process, reads it in 64 KiB chu
   ``ReceiptChain.process`` (API 2.0) on pieces of 1,000 lines: accepted rows skipped and
   counted, rejections decoded, typed, mapped and built into alerts.
 
-Then a file of rejections only (``--rows`` / 10 of them): rejections typed a second.
+Then a file of accepted receipts only (``--rows``): rows skipped a second; and a file of
+rejections only (``--rows`` / 10 of them): rejections typed a second.
 Printed per run: CPU seconds, rows a second, the ratio to the floor, peak RSS of the process,
 and the alert count (checked against what was written). Medians over ``--repeat`` runs.
 """
@@ -154,8 +155,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as folder:
         mixed, only = Path(folder) / "mixed.ndjson.gz", Path(folder) / "rejections.ndjson.gz"
+        accepted = Path(folder) / "accepted.ndjson.gz"
         expected_mixed = write_file(mixed, args.rows, args.rejected)
         expected_only = write_file(only, args.rows // 10, 1.0)
+        write_file(accepted, args.rows, 0.0)
         print(
             f"batch file: {args.rows:,} rows, {args.rejected:.0%} rejections, "
             f"{os.path.getsize(mixed) / 2**20:.1f} MiB gzip; rejections only: {args.rows // 10:,} rows"

@@ -26,6 +26,7 @@ import httpx
 import msgspec
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.config import load_config
 from mimecast_connector.runner import Runner
 
@@ -110,7 +111,7 @@ async def bare(url: str, start: datetime, out: Path) -> int:
                     if not token or not records:
                         return
 
-            await asyncio.gather(*(stream(c) for c in Category))
+            await asyncio.gather(*(stream(c) for c in LOG_CATEGORIES))
         sink.flush()
         os.fsync(sink.fileno())
     return written

@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.simulator import SimTenant, Simulator
 
 SHARE = {Category.ATTACHMENT: 0.3, Category.IMPERSONATION: 0.2, Category.URL: 0.5}
@@ -177,7 +178,7 @@ def late_record(
     tenant: SimTenant, rng: random.Random, lookback_s: float
 ) -> tuple[Category, dict[str, object]]:
     """A record that becomes visible only after the next request, dated inside the lookback."""
-    category = rng.choice(list(Category))
+    category = rng.choice(LOG_CATEGORIES)
     now = datetime.now(UTC)
     when = now - timedelta(seconds=rng.uniform(30, lookback_s * 0.8))
     # Generate it elsewhere (a scratch simulator of the same seed) so it is not visible yet.

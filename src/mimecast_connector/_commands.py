@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import re
 import signal
@@ -41,6 +42,7 @@ from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.client import HttpPool, MimecastClient
+from mimecast_connector.client._siem import check_feed
 from mimecast_connector.config import (
     Config,
     PostgresState,
@@ -384,7 +386,10 @@ async def _check_tenant(
         # Every category is read, so that one run of `check` names every missing role.
         for category in tenant.categories:
             try:
-                await client.check(category)
+                if category.is_feed:
+                    await check_feed(client, tenant.api)
+                else:
+                    await client.check(category)
             except ConnectorError as exc:
                 failed = 1
                 where = f"{tenant.name}/{category.value} (API {tenant.api})"
@@ -469,7 +474,11 @@ def status(config_path: Path) -> None:
                 continue
             c = s.counters
             dropped = _prefixed(c, "dropped: ")
-            out.print(f"  checkpoint     {_when(s.cursor)}")
+            if category.is_feed:
+                # A feed's position is its marker; its cursor is the newest event handled.
+                out.print(f"  reached        {_when(s.cursor)} ({_feed_state(s.marker)})")
+            else:
+                out.print(f"  checkpoint     {_when(s.cursor)}")
             out.print(f"  last success   {_when(s.last_success)}")
             out.print(
                 f"  counts         fetched {c.get('fetched', 0)}, alerts {c.get('alerts', 0)}, "
@@ -497,6 +506,21 @@ def status(config_path: Path) -> None:
                 )
             if s.last_error:
                 out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
+
+
+def _feed_state(marker: str | None) -> str:
+    """How far a receipt feed is, from its marker: caught up, or where it is in a file."""
+    try:
+        where = json.loads(marker or "{}")
+    except ValueError:
+        where = {}
+    if not isinstance(where, dict) or not where:
+        return "not started"
+    if where.get("caught_up"):
+        return "caught up"
+    if where.get("file") and not where.get("done"):
+        return f"reading a batch file, {where.get('line', 0)} lines in"
+    return "catching up"
 
 
 def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from mimecast_connector import (
     UnavailableError,
     UpstreamFormatError,
 )
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.client import (
     Auth,
     ClientOptions,
@@ -331,14 +332,14 @@ async def test_limiter_slows_down_instead_of_running_into_429(
     sim: Simulator, tenant: SimTenant
 ) -> None:
     """Against a real token bucket, the three categories of a tenant share a limiter and draw no 429."""
-    for category in Category:
+    for category in LOG_CATEGORIES:
         tenant.generate(category, count=60, start=START, end=END)
     tenant.set_rate_limit(capacity=6, refill_per_second=40.0)
     auth = OAuth2ClientCredentials(tenant.client_id, SecretStr(tenant.client_secret))
     async with MimecastClient(
         tenant=tenant.name, base_url=sim.url, auth=auth, options=ClientOptions(page_size=5)
     ) as c:
-        for category in Category:
+        for category in LOG_CATEGORIES:
             assert len([r async for p in c.pages(category, START, END) for r in p.records]) == 60
     statuses = [r.status for r in sim.requests]
     assert len(statuses) >= 36

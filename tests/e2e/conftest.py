@@ -60,8 +60,12 @@ REJECTION_PHRASES = (
 
 def rejection_type(record: dict[str, Any]) -> str | None:
     """The alertType of a rejection (its info, then its description), or None if unmatched."""
-    for name in ("info", "description"):
-        text = record.get(name)
+    return texts_type([record.get("info"), record.get("description")])
+
+
+def texts_type(texts: list[Any]) -> str | None:
+    """The alertType of the first of ``texts`` that holds a phrase, or None."""
+    for text in texts:
         if not isinstance(text, str):
             continue
         text = " ".join(text.lower().replace("\u2013", "-").replace("\u2014", "-").split())

@@ -27,6 +27,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector._cli import main
 from mimecast_connector.simulator import Simulator, faults
 from tests.sinks.receiver import Answer, Receiver
@@ -93,7 +94,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         )
         wrong = sim.add_tenant("wrong")  # its real secret is not the canary the config has
         for tenant in (v2, v1, wrong):
-            for category in Category:
+            for category in LOG_CATEGORIES:
                 tenant.generate(category, 15, start=now - timedelta(hours=2), end=now)
         secrets = tmp_path / "secrets"
         secrets.mkdir()

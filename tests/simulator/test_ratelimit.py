@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.simulator import SimTenant, Simulator, faults
 from tests.fakes import FakeClock
 from tests.simulator._helpers import ALL_TIME, all_time, post_logs, token_for
@@ -48,9 +49,9 @@ def test_bucket_is_shared_by_categories_not_by_tenants(
     """Quota is per tenant across all four endpoints (§8.3), the rejection log's too; another tenant is unaffected."""
     other = sim.add_tenant("other")
     token, other_token = token_for(http, acme), token_for(http, other)
-    acme.set_rate_limit(capacity=len(Category), refill_per_second=0.001)
-    statuses = [post_logs(http, c, token, all_time(c)).status_code for c in Category]
-    assert statuses == [200] * len(Category) == [200, 200, 200, 200]
+    acme.set_rate_limit(capacity=len(LOG_CATEGORIES), refill_per_second=0.001)
+    statuses = [post_logs(http, c, token, all_time(c)).status_code for c in LOG_CATEGORIES]
+    assert statuses == [200] * len(LOG_CATEGORIES) == [200, 200, 200, 200]
     assert post_logs(http, Category.URL, token, ALL_TIME).status_code == 429
     unlimited = post_logs(http, Category.URL, other_token, ALL_TIME)
     assert unlimited.status_code == 200

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.alerts import LINE_ENCODERS
 from mimecast_connector.rules import load_table
 from mimecast_connector.runner import Chain
@@ -28,8 +29,8 @@ CASES = [
 
 def test_every_category_has_a_golden_file() -> None:
     """No category is left without an OCSF golden file (a new one must add its own)."""
-    assert [category for category, _ in CASES] == list(Category)
-    for category in Category:
+    assert [category for category, _ in CASES] == list(LOG_CATEGORIES)
+    for category in LOG_CATEGORIES:
         assert (GOLDEN / f"ocsf-{category.value}.json").is_file()
 
 

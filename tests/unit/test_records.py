@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mimecast_connector import Category
+from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector.records import (
     AttachmentLog,
     ClickLog,
@@ -175,7 +176,7 @@ def test_a_rejection_type_may_be_a_number_or_a_string(code: object) -> None:
 # --- event times -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("category", list(Category))
+@pytest.mark.parametrize("category", list(LOG_CATEGORIES))
 @pytest.mark.parametrize("suffix", ["+0000", "Z", "+00:00", "-0000", ".000+0000"])
 def test_every_utc_spelling_gives_the_same_utc_time(category: Category, suffix: str) -> None:
     """``+0000``, ``Z``, ``+00:00`` (and ``-0000``, fractions) all parse to one aware UTC moment."""
@@ -215,7 +216,7 @@ def test_every_spelling_of_any_second_parses_alike(moment: datetime) -> None:
     shifted = (moment + timedelta(hours=1, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S+01:30")
     for text in (plain + "+0000", plain + "Z", plain + "+00:00", shifted):
         assert parse_event_time(text) == moment, text
-    for category in Category:
+    for category in LOG_CATEGORIES:
         assert (
             valid(category, record(category, **{category.time_field: plain + "+0000"})).time
             == moment
@@ -294,7 +295,7 @@ def test_a_null_optional_field_is_accepted() -> None:
     assert checked.record.fileName is None
 
 
-@pytest.mark.parametrize("category", list(Category))
+@pytest.mark.parametrize("category", list(LOG_CATEGORIES))
 def test_an_unparseable_time_is_refused_with_its_value(category: Category) -> None:
     """A time that is not a date (month 13, hour 99) is refused, quoting the value."""
     field = category.time_field
@@ -304,7 +305,7 @@ def test_an_unparseable_time_is_refused_with_its_value(category: Category) -> No
     )
 
 
-@pytest.mark.parametrize("category", list(Category))
+@pytest.mark.parametrize("category", list(LOG_CATEGORIES))
 @pytest.mark.parametrize("text", ["2025-03-04T09:12:45", "2025-03-04 09:12:45", "2025-03-04"])
 def test_a_time_without_offset_is_refused(category: Category, text: str) -> None:
     """A local time is refused rather than guessed: its zone could move the alert by hours."""
@@ -334,7 +335,7 @@ def test_a_record_that_is_not_an_object_is_refused(raw: bytes, reason: str) -> N
     assert invalid(ATT, raw) == reason
 
 
-@pytest.mark.parametrize("category", list(Category))
+@pytest.mark.parametrize("category", list(LOG_CATEGORIES))
 @pytest.mark.parametrize(
     "spoil",
     [

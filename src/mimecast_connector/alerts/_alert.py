@@ -28,7 +28,7 @@ from typing import cast
 
 import msgspec
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import LOG_CATEGORIES, Category
 from mimecast_connector.records import (
     AttachmentLog,
     ClickLog,
@@ -98,7 +98,7 @@ def identity_getter(category: Category) -> Callable[[Record], bytes]:
     return lambda record: encode(getter(record))
 
 
-_IDENTITY = {category: identity_getter(category) for category in Category}
+_IDENTITY = {category: identity_getter(category) for category in LOG_CATEGORIES}
 
 
 def identity_key(category: Category, record: Record, epoch: int) -> bytes:

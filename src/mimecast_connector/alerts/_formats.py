@@ -41,9 +41,13 @@ _FEATURES = {
     "impersonation": "Targeted Threat Protection - Impersonation Protection",
     "url": "Targeted Threat Protection - URL Protection",
     "rejection": "Gateway - Rejected and Deferred Messages",
+    "receipt": "SIEM - Receipt Events",
 }
 #: The log each category comes from: OCSF ``metadata.log_name`` and the finding's data source.
-_LOGS = {"rejection": ("gateway/rejection", "Mimecast rejection log")}
+_LOGS = {
+    "rejection": ("gateway/rejection", "Mimecast rejection log"),
+    "receipt": ("siem/receipt", "Mimecast SIEM receipt events"),
+}
 _PRODUCT_NAME = "Mimecast Email Security, Cloud Gateway"
 
 

@@ -525,8 +525,13 @@ class MimecastClient:
         authenticated: bool,
         deadline: float | None = None,
         admit: Callable[[], Awaitable[None]] | None = None,
+        method: str = "POST",
+        query: str = "",
+        role: str | None = None,
     ) -> tuple[_T, str]:
         """Send one call until the table says stop; return the decoded answer and request id.
+        ``method`` GET sends no body and ``query`` after the path; ``role`` names what a 403
+        lacks where ``category`` does not say it.
 
         Everything the call does ends by ``deadline`` (on the client's monotonic clock; by
         default ``retry.deadline`` seconds from now): every try and its body read, the waits
@@ -570,7 +575,9 @@ class MimecastClient:
                         sent=sent,
                     )
                 tries += 1
-                status, response_headers, body = await self._send(path, headers, content, budget)
+                status, response_headers, body = await self._send(
+                    path, headers, content, budget, method=method, query=query
+                )
             except (
                 httpx.HTTPError,
                 TimeoutError,
@@ -582,7 +589,9 @@ class MimecastClient:
                 raise self._unreadable(stop, path, request_id, status, sent) from None
             else:
                 self.limiter.observe(response_headers)
-                verdict = classify_status(status, category, token_request=not authenticated)
+                verdict = classify_status(
+                    status, category, token_request=not authenticated, role=role
+                )
                 happened = said = ""
                 reset = 0.0
                 if verdict.outcome is Outcome.RECORDS:
@@ -703,7 +712,14 @@ class MimecastClient:
             ) from None
 
     async def _send(
-        self, path: str, headers: dict[str, str], content: bytes, budget: float
+        self,
+        path: str,
+        headers: dict[str, str],
+        content: bytes,
+        budget: float,
+        *,
+        method: str = "POST",
+        query: str = "",
     ) -> tuple[int, Mapping[str, str], bytes]:
         """POST and read the body within the size cap and ``budget`` seconds for the whole,
         once a slot for a request in flight is free (``client._http``: that wait is not timed).
@@ -712,7 +728,7 @@ class MimecastClient:
         dict, not httpx objects, which cost more CPU than the exchange itself at thousands of
         streams (issue 8); with a test transport, through httpx."""
         async with self._slots, asyncio.timeout(budget):
-            if self._direct is not None:
+            if self._direct is not None and method == "POST":
                 sent = [
                     *self._fixed_headers,
                     *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
@@ -741,7 +757,10 @@ class MimecastClient:
                     ),
                 )
             request = self._http.build_request(
-                "POST", self.base_url + path, headers=headers, content=content
+                method,
+                self.base_url + path + query,
+                headers=headers,
+                content=content if method == "POST" else None,
             )
             response = await self._http.send(request, stream=True)
             return (

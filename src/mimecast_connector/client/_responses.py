@@ -78,12 +78,17 @@ _BINDING_ADVICE = (
 
 
 def classify_status(
-    status: int, category: Category | None, *, token_request: bool = False
+    status: int,
+    category: Category | None,
+    *,
+    token_request: bool = False,
+    role: str | None = None,
 ) -> Verdict:
     """The row of the table for an HTTP status (a 200 still has its ``fail`` array to check).
 
     On the OAuth token endpoint a 400 or 401 means the client credentials are wrong: there
-    is nothing to refresh, so it fails at once.
+    is nothing to refresh, so it fails at once. ``role`` names the permission a 403 lacks
+    where the category alone does not say it (the SIEM endpoints).
     """
     if status == 200:
         return Verdict(Outcome.RECORDS)
@@ -92,7 +97,7 @@ def classify_status(
     if status == 401:
         return Verdict(Outcome.REFRESH_AUTH, AuthError, "Mimecast refused the credentials")
     if status == 403:
-        role = category.role if category else "the role this endpoint needs"
+        role = role or (category.role if category else "the role this endpoint needs")
         return Verdict(
             Outcome.FAIL,
             ForbiddenError,

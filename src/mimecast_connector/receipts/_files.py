@@ -8,8 +8,8 @@ size of the file.
 * :class:`GzipLines`: API 2.0 batch files, gzip-compressed NDJSON (one event a line). Concatenated
   gzip members are read on; a blank line is skipped.
 * :class:`JsonArrayItems`: API 1.0 SIEM files, one JSON document ``{"type": "MTA", "data": [...]}``
-  whose ``data`` elements are the rows: each element's bytes, split by a scan that tracks strings
-  and nesting (nothing is decoded here).
+  whose ``data`` elements are the rows: each element's text, found by the standard library's C
+  JSON scanner value by value.
 
 Each raises :class:`BadFile` with a reason a person can act on when the bytes are not what they
 should be: not gzip, cut short (a truncated file), not the documented JSON shape, or a record
@@ -18,6 +18,8 @@ larger than :data:`MAX_RECORD` (a file without line breaks is not NDJSON).
 
 from __future__ import annotations
 
+import codecs
+import json
 import zlib
 
 #: The largest record either reader holds while waiting for its end.
@@ -82,122 +84,154 @@ class GzipLines:
         return b"".join(out)
 
 
-_QUOTE, _BACKSLASH, _COMMA = 0x22, 0x5C, 0x2C
-_OPENERS, _CLOSERS = b"[{", b"]}"
-_SPACE = b" \t\r\n"
+_WHITESPACE = " \t\r\n"
+_decoder = json.JSONDecoder()
+
+
+class _Incomplete(Exception):
+    """The buffer ends before the next token does: wait for more bytes."""
 
 
 class JsonArrayItems:
     """``{"type": "MTA", "data": [ row, row, ... ]}`` in, each row's bytes out.
 
-    The scan keeps its state across chunks: inside a string or not, escaped or not, the nesting
-    depth, and where the current row began. Rows are the elements of the top-level object's
-    ``data`` array (depth 2); other top-level keys are skipped.
+    Each value is found by the standard library's C scanner (``JSONDecoder.raw_decode``), from
+    where the previous one ended, and handed out as the exact text it was in the file; the
+    other keys of the document are read past. A value cut by the end of a chunk is tried
+    again when more bytes have come. The text is decoded incrementally, so a multi-byte
+    character split between chunks is whole again.
     """
 
-    __slots__ = (
-        "_buffer",
-        "_depth",
-        "_done",
-        "_escaped",
-        "_in_data",
-        "_in_string",
-        "_key",
-        "_start",
-        "_started",
-        "items_read",
-    )  # fmt: skip
+    __slots__ = ("_inflate", "_key", "_pos", "_stage", "_text", "items_read")
 
     def __init__(self) -> None:
-        self._buffer = bytearray()  # the bytes of the row in progress (or of a key)
-        self._depth = 0
-        self._escaped = False
-        self._in_string = False
-        self._in_data = False
-        self._key = bytearray()  # the last string read at depth 1: the key of what follows
-        self._start = False  # a row has begun
-        self._started = False  # the document's "{" was seen
-        self._done = False
+        self._inflate = codecs.getincrementaldecoder("utf-8")("strict")
+        self._text = ""
+        self._pos = 0
+        #: What comes next: "start" ("{"), "key", "colon", "value" (of a key other than data),
+        #: "open" (data's "["), "first", "row", "next" ("," or "]"), "after" ("," or "}" after
+        #: a key's value), "done". A stage is left only once its token is whole.
+        self._stage = "start"
+        self._key = ""
         self.items_read = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The rows completed by ``chunk``."""
+        try:
+            self._text = self._text[self._pos :] + self._inflate.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise BadFile(f"not UTF-8 text ({exc.reason})") from None
+        self._pos = 0
         out: list[bytes] = []
-        buffer = self._buffer
-        depth, in_string, escaped, start = self._depth, self._in_string, self._escaped, self._start
-        in_data, key = self._in_data, self._key
-        for byte in chunk:
-            if self._done:
-                if byte not in _SPACE:
-                    raise BadFile("bytes after the end of the JSON document")
-                continue
-            if start:
-                buffer.append(byte)
-            if in_string:
-                if not start and depth == 1:
-                    key.append(byte)
-                if escaped:
-                    escaped = False
-                elif byte == _BACKSLASH:
-                    escaped = True
-                elif byte == _QUOTE:
-                    in_string = False
-                continue
-            if byte in _SPACE:
-                continue
-            if not self._started:
-                if byte != 0x7B:  # "{"
-                    raise BadFile('not a JSON object: expected {"type": "MTA", "data": [...]}')
-                self._started = True
-                depth = 1
-                continue
-            if byte == _QUOTE:
-                in_string = True
-                if depth == 1:
-                    key.clear()
-                    key.append(byte)
-                elif in_data and depth == 2 and not start:
-                    start = True
-                    buffer.append(byte)
-            elif byte in _OPENERS:
-                if depth == 1 and byte == 0x5B and bytes(key) == b'"data"':
-                    in_data = True
-                elif in_data and depth == 2 and not start:
-                    start = True
-                    buffer.append(byte)
-                depth += 1
-            elif byte in _CLOSERS:
-                depth -= 1
-                if depth == 0:
-                    self._done = True
-                elif in_data and depth == 1:  # the data array closes
-                    if start:
-                        out.append(self._take(buffer[:-1]))
-                        start = False
-                    in_data = False
-            elif byte == _COMMA and in_data and depth == 2 and start:
-                out.append(self._take(buffer[:-1]))
-                start = False
-            elif in_data and depth == 2 and not start:  # a number, true, false, null
-                start = True
-                buffer.append(byte)
-            if start and len(buffer) > MAX_RECORD:
-                raise BadFile(f"a row longer than {MAX_RECORD // (1024 * 1024)} MiB")
-        self._depth, self._in_string, self._escaped, self._start = depth, in_string, escaped, start
-        self._in_data = in_data
+        try:
+            self._scan(out)
+        except _Incomplete:
+            if len(self._text) - self._pos > MAX_RECORD:
+                raise BadFile(
+                    f"a row longer than {MAX_RECORD // (1024 * 1024)} MiB, or not JSON"
+                ) from None
+        self.items_read += len(out)
         return out
 
     def end(self) -> None:
         """Check the document ended; :class:`BadFile` if it was cut short."""
-        if not self._done:
-            raise BadFile(
-                "the file ends inside its JSON document: truncated"
-                if self._started
-                else "the file is empty"
-            )
+        if self._stage == "start" and not self._text[self._pos :].strip(_WHITESPACE):
+            raise BadFile("the file is empty")
+        if self._stage != "done":
+            try:
+                _decoder.raw_decode(self._text, self._pos)
+            except json.JSONDecodeError as exc:
+                raise BadFile(
+                    f"the file ends inside its JSON document: truncated ({exc.msg})"
+                ) from None
+            raise BadFile("the file ends inside its JSON document: truncated")
+        if self._text[self._pos :].strip(_WHITESPACE):
+            raise BadFile("bytes after the end of the JSON document")
 
-    def _take(self, row: bytearray) -> bytes:
-        taken = bytes(row).rstrip()
-        self._buffer.clear()
-        self.items_read += 1
-        return taken
+    def _skip(self) -> str:
+        """The next non-blank character (not consumed); _Incomplete at the buffer's end."""
+        text, pos = self._text, self._pos
+        while pos < len(text) and text[pos] in _WHITESPACE:
+            pos += 1
+        self._pos = pos
+        if pos >= len(text):
+            raise _Incomplete
+        return text[pos]
+
+    def _value(self) -> int:
+        """The end of the JSON value at the position; _Incomplete if it may continue."""
+        try:
+            _, end = _decoder.raw_decode(self._text, self._pos)
+        except json.JSONDecodeError:
+            raise _Incomplete from None
+        if end >= len(self._text) and self._text[self._pos] not in '[{"':
+            raise _Incomplete  # a number or literal may go on in the next chunk
+        return int(end)
+
+    def _scan(self, out: list[bytes]) -> None:
+        while True:
+            stage = self._stage
+            if stage == "done":
+                if self._text[self._pos :].strip(_WHITESPACE):
+                    raise BadFile("bytes after the end of the JSON document")
+                self._pos = len(self._text)
+                return
+            char = self._skip()
+            if stage == "start":
+                if char != "{":
+                    raise BadFile('not a JSON object: expected {"type": "MTA", "data": [...]}')
+                self._pos += 1
+                self._stage = "key"
+            elif stage == "key":
+                if char == "}":
+                    self._pos += 1
+                    self._stage = "done"
+                    continue
+                if char != '"':
+                    raise BadFile(f"not the documented shape: expected a key, found {char!r}")
+                end = self._value()
+                self._key = self._text[self._pos : end]
+                self._pos = end
+                self._stage = "colon"
+            elif stage == "colon":
+                if char != ":":
+                    raise BadFile(f"not the documented shape: expected ':', found {char!r}")
+                self._pos += 1
+                self._stage = "open" if self._key == '"data"' else "value"
+            elif stage == "open":
+                if char != "[":
+                    raise BadFile("not the documented shape: data is not an array")
+                self._pos += 1
+                self._stage = "first"
+            elif stage == "first":  # the first row, or "]" of an empty array
+                if char == "]":
+                    self._pos += 1
+                    self._stage = "after"
+                else:
+                    self._stage = "row"
+            elif stage == "row":
+                end = self._value()
+                out.append(self._text[self._pos : end].encode("utf-8"))
+                self._pos = end
+                self._stage = "next"
+            elif stage == "next":  # "," and another row, or "]"
+                self._pos += 1
+                if char == ",":
+                    self._stage = "row"
+                elif char == "]":
+                    self._stage = "after"
+                else:
+                    raise BadFile(
+                        f"not the documented shape: expected ',' between rows, found {char!r}"
+                    )
+            elif stage == "value":
+                self._pos = self._value()
+                self._stage = "after"
+            elif stage == "after":
+                self._pos += 1
+                if char == ",":
+                    self._stage = "key"
+                elif char == "}":
+                    self._stage = "done"
+                else:
+                    raise BadFile(f"not the documented shape: expected ',' or '}}', found {char!r}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import LOG_CATEGORIES, Category
 
 
 class AttachmentLog(msgspec.Struct, gc=False):
@@ -240,7 +240,7 @@ def make_checker(category: Category) -> Checker:
 
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
-_CHECKERS = {category: make_checker(category) for category in Category}
+_CHECKERS = {category: make_checker(category) for category in LOG_CATEGORIES}
 
 
 def check_utf8(raw: bytes | msgspec.Raw) -> str | None:

@@ -39,11 +39,12 @@ non-zero (``_commands``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -79,6 +80,8 @@ from mimecast_connector.runner._committer import (
     Committer,
     Lane,
 )
+from mimecast_connector.runner._feed import FeedReader, Marker
+from mimecast_connector.runner._receipt_chain import ReceiptChain
 from mimecast_connector.runner._schedule import Due, Schedule
 from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
 from mimecast_connector.state import Store, open_store
@@ -93,6 +96,9 @@ PROGRESS_EVERY = 10.0
 PROGRESS_WINDOW = timedelta(hours=6)
 #: Ids are kept this much longer than any future window can reach, against clock skew.
 PRUNE_MARGIN = timedelta(hours=1)
+#: How long a receipt feed's ids (its rejections') are kept: longer than Mimecast keeps SIEM
+#: files (7 days), so a page listed again from its start is recognised whole.
+FEED_KEEP = timedelta(days=8)
 
 
 class _Permit:
@@ -231,6 +237,7 @@ class Runner:
         self._max_pages_held = max_pages_held
         self._clients: dict[str, MimecastClient] = {}
         self._chains: dict[tuple[str, Category], Chain] = {}
+        self._receipt_chains: dict[str, ReceiptChain] = {}
         self._rng = random.Random()
         #: Set when a sink refused a batch for good, or the state database cannot take a commit
         #: (replaced, deleted): no checkpoint can advance until a person acts, so the run stops
@@ -307,7 +314,16 @@ class Runner:
             secrets=self._secrets,
             http=self._http,
         )
+        if Category.RECEIPT in tenant.categories:
+            self._receipt_chains[tenant.name] = ReceiptChain(
+                tenant.name,
+                tenant.api,
+                self._table,
+                keep_unmatched_rejections=tenant.keep_unmatched_rejections,
+            )
         for category in tenant.categories:
+            if category.is_feed:
+                continue
             self._chains[(tenant.name, category)] = Chain(
                 tenant.name,
                 category,
@@ -460,6 +476,11 @@ class Runner:
         position: tuple[datetime | None, float | None] | None,
     ) -> None:
         now = datetime.fromtimestamp(self._clock.time(), UTC).replace(microsecond=0)
+        if category.is_feed:
+            await self._poll_feed(
+                tenant, result, Lane(tenant.name, category.value, lease=lease), now
+            )
+            return
         stored, kept = position or await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
         low, high = start.timestamp(), end.timestamp()
@@ -481,7 +502,7 @@ class Runner:
         # Only a window far longer than a live poll's (a first run, a backfill, a long outage)
         # says how far it has come: thousands of streams polled live must not flood the log.
         long_window = high - low > PROGRESS_WINDOW.total_seconds()
-        try:
+        async with self._settling(result, pending):
             await self._read(
                 tenant, category, result, lane, pending, start, end, horizon, long_window
             )
@@ -495,6 +516,14 @@ class Runner:
                     success_at=self._clock.time(),
                 )
             )
+
+    @contextlib.asynccontextmanager
+    async def _settling(
+        self, result: StreamResult, pending: deque[asyncio.Future[dict[str, int]]]
+    ) -> AsyncIterator[None]:
+        """Around a poll's reading: then every page handed over is waited for and counted."""
+        try:
+            yield
             while pending:
                 self._add(result, await pending.popleft())
         except asyncio.CancelledError:
@@ -510,6 +539,65 @@ class Runner:
                 if isinstance(counts, dict):
                     self._add(result, counts)
             raise
+
+    async def _poll_feed(
+        self, tenant: TenantConfig, result: StreamResult, lane: Lane, now: datetime
+    ) -> None:
+        """One poll of a receipt feed (``runner._feed``): from the stream's marker, piece by
+        piece, each committed with the marker it reached."""
+        marker = Marker.parse(await self.store.marker(tenant.name, lane.category))
+        pending: deque[asyncio.Future[dict[str, int]]] = deque()
+        held = self._committer.held
+
+        async def submit(
+            handled: Handled, reached: Marker, cursor: datetime | None
+        ) -> asyncio.Future[dict[str, int]]:
+            # A piece waiting for its commit holds one of the run's page permits, as a page does.
+            await held.acquire()
+            try:
+                done = await self._committer.submit(
+                    lane,
+                    handled,
+                    cursor=cursor,
+                    horizon=-math.inf,
+                    prune_before=None,
+                    marker=reached.text(),
+                )
+            except BaseException:
+                held.release()
+                raise
+            done.add_done_callback(lambda _done: held.release())
+            result.pages += 1
+            return done
+
+        async def drain() -> None:
+            while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
+                self._add(result, await pending.popleft())
+
+        reader = FeedReader(
+            tenant=tenant.name,
+            api=tenant.api,
+            client=self._clients[tenant.name],
+            chain=self._receipt_chains[tenant.name],
+            submit=submit,
+            pending=pending,
+            drain=drain,
+            now=now,
+            first_day=(tenant.start or now - DEFAULT_START).date(),
+        )
+        async with self._settling(result, pending):
+            reached = await reader.read(marker)
+            pending.append(
+                await self._committer.submit(
+                    lane,
+                    Handled(),
+                    cursor=None,
+                    horizon=-math.inf,
+                    prune_before=now - FEED_KEEP,
+                    success_at=self._clock.time(),
+                    marker=reached.text(),
+                )
+            )
 
     @staticmethod
     def _add(result: StreamResult, counts: dict[str, int]) -> None:

@@ -35,7 +35,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import LOG_CATEGORIES, Category
 from mimecast_connector.simulator._times import format_time
 
 Record: TypeAlias = dict[str, Any]
@@ -258,7 +258,9 @@ class RecordFactory:
     def __init__(self, seed_material: str, domain: str) -> None:
         self._dice = Dice(seed_material)
         self._domain = domain
-        self._pools: dict[Category, list[Shape | None]] = {c: [None] * _POOL_SIZE for c in Category}
+        self._pools: dict[Category, list[Shape | None]] = {
+            c: [None] * _POOL_SIZE for c in LOG_CATEGORIES
+        }
         self._builders: dict[Category, Callable[[], Shape]] = {
             Category.ATTACHMENT: self._attachment_shape,
             Category.IMPERSONATION: self._impersonation_shape,

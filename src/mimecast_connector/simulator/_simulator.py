@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import LOG_CATEGORIES, Category
 from mimecast_connector.simulator import faults
 from mimecast_connector.simulator._api import Api, Directory
 from mimecast_connector.simulator._auth import TokenRegistry, check_secret_key, default_credentials
@@ -91,7 +91,7 @@ class Simulator:
         now = datetime.fromtimestamp(sim._wall_clock(), UTC)
         for spec in scenario.tenants:
             tenant = sim.add_tenant(spec.name, roles=spec.roles, **spec.credentials())
-            for category in Category:
+            for category in LOG_CATEGORIES:
                 count = getattr(spec.records, category.value)
                 if count:
                     tenant.generate(category, count, start=now - spec.history, end=now)

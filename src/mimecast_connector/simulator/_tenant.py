@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Literal
 
-from mimecast_connector._categories import Category
+from mimecast_connector._categories import LOG_CATEGORIES, Category
 from mimecast_connector.simulator._generate import (
     Dice,
     Record,
@@ -84,7 +84,7 @@ class SimTenant:
         self._clock = clock
         self._wall_clock = wall_clock
         self._domain = tenant_domain(name)
-        self._stores = {c: RecordStore(c) for c in Category}
+        self._stores = {c: RecordStore(c) for c in LOG_CATEGORIES}
         self._lock = threading.Lock()
         self._factories: dict[str, RecordFactory] = {}
         self._receipt_factories: dict[str, ReceiptFactory] = {}
@@ -166,6 +166,8 @@ class SimTenant:
         ``end`` defaults to now and ``start`` to a day before ``end``; both must be aware
         datetimes. The same simulator seed and the same sequence of calls give the same records.
         """
+        if category.is_feed:
+            raise ValueError("receipt events come from generate_receipts(), not generate()")
         hi_epoch = self._wall_clock() if end is None else epoch_of(end)
         lo_epoch = hi_epoch - _DAY if start is None else epoch_of(start)
         lo, hi = math.ceil(lo_epoch), math.floor(hi_epoch)
