@@ -164,6 +164,8 @@ class JsonArrayItems:
             _, end = _decoder.raw_decode(self._text, self._pos)
         except json.JSONDecodeError:
             raise _Incomplete from None
+        except RecursionError:
+            raise BadFile("a row nested too deeply to read") from None
         if end >= len(self._text) and self._text[self._pos] not in '[{"':
             raise _Incomplete  # a number or literal may go on in the next chunk
         return int(end)
