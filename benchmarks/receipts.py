@@ -168,6 +168,7 @@ def main() -> None:
         )
         for name, path, expected in (
             ("mixed", mixed, expected_mixed),
+            ("accepted", accepted, 0),
             ("rejections", only, expected_only),
         ):
             floors, connectors = [], []
