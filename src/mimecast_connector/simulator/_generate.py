@@ -343,13 +343,10 @@ class RecordFactory:
         return f"{pick(_PEOPLE)}@{pick(_EXTERNAL_DOMAINS)}"
 
     def _ip(self) -> str:
-        return f"{self._dice.pick(_IP_PREFIXES)}.{self._dice.between(1, 254)}"
+        return fake_ip(self._dice)
 
     def _subject(self) -> str:
-        dice = self._dice
-        pool = _UNICODE_SUBJECTS if dice.chance(0.2) else _ASCII_SUBJECTS
-        template: str = dice.pick(pool)
-        return template.format(n=dice.between(1000, 99999), q=dice.between(1, 4))
+        return fake_subject(self._dice)
 
     # -- attachment (§5.3) --------------------------------------------------------------------
 
@@ -555,6 +552,18 @@ def _drift(text: str, dice: Dice) -> str:
     if roll < 0.93:
         return f"{text} [{dice.bits(32):08x}.mimecast.example]"
     return text.replace(" ", "  ", 1) + "  "
+
+
+def fake_ip(dice: Dice) -> str:
+    """An address of the documentation ranges (RFC 5737)."""
+    return f"{dice.pick(_IP_PREFIXES)}.{dice.between(1, 254)}"
+
+
+def fake_subject(dice: Dice) -> str:
+    """A subject: mostly ASCII, one in five in other scripts, accents or emoji."""
+    pool = _UNICODE_SUBJECTS if dice.chance(0.2) else _ASCII_SUBJECTS
+    template: str = dice.pick(pool)
+    return template.format(n=dice.between(1000, 99999), q=dice.between(1, 4))
 
 
 def _stamp_url(prototype: Record, date: str, message_id: str) -> Record:

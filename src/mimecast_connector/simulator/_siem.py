@@ -36,16 +36,15 @@ from typing import Any, NamedTuple
 import msgspec
 
 from mimecast_connector.simulator._generate import (  # the generator's shared vocabulary
-    _ASCII_SUBJECTS,
     _EXTERNAL_DOMAINS,
-    _IP_PREFIXES,
     _MALICIOUS_URLS,
     _PEOPLE,
     _REJECTIONS,
-    _UNICODE_SUBJECTS,
     Dice,
     Record,
     _drift,
+    fake_ip,
+    fake_subject,
     weighted,
 )
 from mimecast_connector.simulator._times import format_offset_time
@@ -481,13 +480,10 @@ class ReceiptFactory:
         return f"{self._dice.pick(_PEOPLE)}@{self._domain}"
 
     def _ip(self) -> str:
-        return f"{self._dice.pick(_IP_PREFIXES)}.{self._dice.between(1, 254)}"
+        return fake_ip(self._dice)
 
     def _subject(self) -> str:
-        dice = self._dice
-        pool = _UNICODE_SUBJECTS if dice.chance(0.2) else _ASCII_SUBJECTS
-        template: str = dice.pick(pool)
-        return template.format(n=dice.between(1000, 99999), q=dice.between(1, 4))
+        return fake_subject(self._dice)
 
 
 def _ts_of(receipt: Receipt) -> int:
