@@ -278,3 +278,15 @@ def test_action_labels_are_bounded() -> None:
     assert sum(handled.skipped.values()) == 200
     assert len(handled.skipped) <= 33
     assert "action (other)" in handled.skipped
+
+
+def test_a_nested_action_key_cannot_hide_a_rejection() -> None:
+    """`spamProcessingDetail` as an object with its own `action` before the row's: the row is
+    read whole, and its own action (Rej) decides."""
+    chain = ReceiptChain("acme", "2.0", TABLE)
+    record = msgspec.json.decode(spoofed(1))
+    row = {"spamProcessingDetail": {"action": "Acc", "spf": {"allow": False}}, **record}
+    handled = chain.process([msgspec.json.encode(row)], 0.0)
+    assert [a.alertType for a in handled.alerts] == ["Anti-Spoofing policy - Inbound not allowed"]
+    accepted = {"spamInfo": "Rejected by nobody", **msgspec.json.decode(event(2))}
+    assert chain.process([msgspec.json.encode(accepted)], 0.0).skipped == {"accepted": 1}
