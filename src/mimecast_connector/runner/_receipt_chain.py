@@ -122,12 +122,11 @@ class ReceiptChain:
             return out
         search, labels, row = _ACTION.search, self._labels, self._row
         for line in lines:
-            # Only a row with no "Rej anywhere may be skipped on its bytes: the first action-like
-            # key the search finds could be a nested one (a spamProcessingDetail object's), and
-            # a rejection must never be skipped on such a guess.
-            maybe = b'"Rej' in line or b'"rej' in line or b'"REJ' in line
-            found = None if maybe else search(line)
-            if found is not None:
+            found = search(line)
+            # The key found must be the row's own: with a "{" before it, it may be a nested
+            # object's (spamProcessingDetail sometimes is one), and a rejection must never be
+            # skipped on such a guess: the row is read whole instead.
+            if found is not None and line.find(b"{", 1, found.start()) == -1:
                 action = found.group(1)
                 if action != b"Rej":
                     label = labels.get(action)
