@@ -30,13 +30,14 @@ def line(n: int) -> bytes:
 
 
 class Scripted:
-    """Listings by token and files by key; a download may answer 403 once."""
+    """Listings by token and files by key; a download may answer 403 once, or always."""
 
     def __init__(self, pages: dict[str | None, BatchListing], files: dict[str, int]) -> None:
         self.pages = pages
         self.files = files
         self.listed: list[str | None] = []
         self.expire: set[str] = set()
+        self.gone: set[str] = set()
 
     async def list_batches(self, client: Any, *, start: date, token: str | None,
                            page_size: int) -> BatchListing:  # fmt: skip
@@ -44,6 +45,8 @@ class Scripted:
         return self.pages[token]
 
     async def stream(self, client: Any, file: BatchFile) -> AsyncIterator[bytes]:
+        if file.key in self.gone:
+            raise LinkExpired("HTTP 404")
         if file.key in self.expire:
             self.expire.discard(file.key)
             raise LinkExpired("HTTP 403")
@@ -57,8 +60,10 @@ def listing(*keys: str, following: str | None, caught_up: bool) -> BatchListing:
                         following, caught_up)  # fmt: skip
 
 
-async def read(script: Scripted, marker: Marker, api: str = "2.0") -> tuple[Marker, list[Marker]]:
-    committed: list[Marker] = []
+async def read(
+    script: Scripted, marker: Marker, api: str = "2.0", committed: list[Marker] | None = None
+) -> tuple[Marker, list[Marker]]:
+    committed = [] if committed is None else committed
     pending: deque[asyncio.Future[dict[str, int]]] = deque()
 
     async def submit(handled: Handled, reached: Marker, cursor: datetime | None) -> Any:
@@ -166,3 +171,24 @@ async def test_a_damaged_1_0_zip_is_dead_lettered_and_the_chain_goes_on(damage: 
     else:
         assert (rows, dead) == (5000, [])
         assert sum(sum(h.skipped.values()) for _, h in committed) == 5000
+
+
+async def test_a_file_whose_links_always_fail_is_dead_lettered_after_three_polls(
+    script: Scripted,
+) -> None:
+    """/b answers 404 whatever the listing: two polls fail saying so (the count kept in the
+    marker), the third dead-letters /b and reads on to the end of the feed."""
+    from mimecast_connector import UnavailableError
+
+    script.gone.add("/b")
+    stored = Marker("T1", "/a", 2500, done=True)
+    for poll in (1, 2):
+        committed: list[Marker] = []
+        with pytest.raises(UnavailableError, match="after 3 such polls the file is dead-lettered"):
+            await read(script, stored, committed=committed)
+        stored = committed[-1]
+        assert (stored.stuck, stored.stuck_polls, stored.file) == ("/b", poll, "/a")
+    end, committed = await read(script, stored)
+    assert ("/b", True) in [(m.file, m.done) for m in committed]
+    assert (end.token, end.caught_up) == ("T2", True)
+    assert "/c" in [m.file for m in committed]

@@ -59,6 +59,9 @@ FILES_PER_LISTING = 10
 MAX_STEPS_PER_POLL = 20
 #: Times one file's links may be listed afresh in one poll before the poll fails.
 MAX_RELISTS = 2
+#: Polls in a row in which one file's links kept expiring before that file is dead-lettered (an
+#: object deleted, or its access denied, for good) so that the feed goes on past it.
+STUCK_POLLS = 3
 _READ = 64 * 1024
 _encoder = msgspec.json.Encoder()
 
@@ -72,6 +75,9 @@ class Marker:
     line: int = 0
     done: bool = False
     caught_up: bool = False
+    #: A file whose links kept expiring, and in how many polls (see :data:`STUCK_POLLS`).
+    stuck: str | None = None
+    stuck_polls: int = 0
 
     @classmethod
     def parse(cls, text: str | None) -> Marker:
@@ -85,6 +91,8 @@ class Marker:
                 int(data.get("line", 0)),
                 bool(data.get("done", False)),
                 bool(data.get("caught_up", False)),
+                data.get("stuck"),
+                int(data.get("stuck_polls", 0)),
             )
         except (ValueError, TypeError, AttributeError):
             _log.warning("receipt_marker_unreadable", detail="starting the feed again")
@@ -126,6 +134,8 @@ class FeedReader:
         self.newest = -math.inf
         #: The marker of the last piece handed to the committer.
         self._reached = Marker()
+        #: The key of the batch file being read.
+        self._expiring: str | None = None
 
     async def read(self, marker: Marker) -> Marker:
         """Read from ``marker`` on, for at most :data:`MAX_STEPS_PER_POLL` steps; the marker
@@ -164,15 +174,12 @@ class FeedReader:
             except LinkExpired as expired:
                 marker = self._reached  # the file, and the lines of it handed over
                 relists += 1
-                if relists > MAX_RELISTS:
-                    raise UnavailableError(
-                        "batch file links kept expiring before the file could be read "
-                        f"({expired}); the feed resumes there at the next poll",
-                        tenant=self.tenant,
-                        endpoint=marker.file or "",
-                    ) from None
-                _log.info("batch_link_expired", tenant=self.tenant, file=marker.file)
-                continue  # list the same page again: fresh links, resume where it was
+                if relists <= MAX_RELISTS:
+                    _log.info("batch_link_expired", tenant=self.tenant, file=self._expiring)
+                    continue  # list the same page again: fresh links, resume where it was
+                marker = await self._stuck(marker, str(expired))
+                relists = 0
+                continue
             following = listing.next
             caught_up = listing.caught_up or not following
             if following and following != marker.token:
@@ -184,7 +191,33 @@ class FeedReader:
                 break
         return marker
 
+    async def _stuck(self, marker: Marker, why: str) -> Marker:
+        """A file's fresh links expired again and again: count the poll; at the
+        :data:`STUCK_POLLS`-th, dead-letter the file and go on; before, fail the poll."""
+        key = self._expiring or ""
+        polls = marker.stuck_polls + 1 if marker.stuck == key else 1
+        name = key.rsplit("/", 1)[-1] or key
+        if polls >= STUCK_POLLS:
+            line = marker.line if marker.file == key else 0
+            reason = (
+                f"its links answered {why} in {polls} polls in a row: the file is gone or "
+                "refused for good"
+            )
+            return await self._bad_file(Marker(marker.token, key, line, done=True), name, reason)
+        counted = Marker(
+            marker.token, marker.file, marker.line, marker.done, marker.caught_up, key, polls
+        )
+        await self._piece(Handled(), counted)
+        raise UnavailableError(
+            f"the links of batch file {name!r} kept expiring before it could be read ({why}); "
+            f"the next poll tries again, and after {STUCK_POLLS} such polls the file is "
+            "dead-lettered and the feed goes on",
+            tenant=self.tenant,
+            endpoint=key,
+        )
+
     async def _batch_file(self, token: str | None, file: BatchFile, skip: int) -> Marker:
+        self._expiring = file.key
         reader = GzipLines()
         seen = 0
         piece: list[bytes] = []
