@@ -458,8 +458,8 @@ async def test_webhook_fault_holds_the_checkpoint_until_the_receiver_acknowledge
             # The premise: the receiver flapped, 500 and 200 in turn (whichever batch, of the
             # streams' concurrent ones, each answer went to).
             statuses = Counter(a.status for _, a in first.answered[answered_before:])
+            # (The streams' pages may all share one group, so one batch: one 500, then a 200.)
             assert set(statuses) == {500, 200}
-            assert statuses[500] >= 2
             assert abs(statuses[500] - statuses[200]) <= 1
         first.policy = None
         await run_ok(runner)
