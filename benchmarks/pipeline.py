@@ -41,6 +41,7 @@ MALICIOUS = {
     Category.ATTACHMENT: ("result", "malicious"),
     Category.IMPERSONATION: ("taggedMalicious", True),
     Category.URL: ("scanResult", "malicious"),
+    Category.REJECTION: ("info", "Invalid Recipient"),  # a phrase: every rejection an alert
 }
 
 

@@ -220,14 +220,8 @@ def make_checker(category: Category) -> Checker:
     def check(raw: bytes | msgspec.Raw) -> tuple[Record, Stamp] | str:
         try:
             record: Record = decode(raw)
-        except msgspec.ValidationError as exc:
-            return _reason(str(exc))
-        except msgspec.DecodeError as exc:
-            if _SURROGATE.search(bytes(raw)):
-                return "$: not valid JSON (a lone UTF-16 surrogate escape such as \\ud800)"
-            return f"$: not valid JSON ({exc})"
-        except RecursionError:
-            return "$: nested too deeply to decode"
+        except (msgspec.DecodeError, RecursionError) as exc:
+            return decode_failure(exc, raw)
         text: str = time_of(record)
         found = stamp(text)
         if found is None:
@@ -239,6 +233,19 @@ def make_checker(category: Category) -> Checker:
 
 
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def decode_failure(exc: msgspec.DecodeError | RecursionError, raw: bytes | msgspec.Raw) -> str:
+    """The dead-letter reason of a record msgspec could not decode into its model: a field
+    of the wrong type (``$.path: problem``), not JSON, or nested too deeply."""
+    if isinstance(exc, msgspec.ValidationError):
+        return _reason(str(exc))
+    if isinstance(exc, RecursionError):
+        return "$: nested too deeply to decode"
+    if _SURROGATE.search(bytes(raw)):
+        return "$: not valid JSON (a lone UTF-16 surrogate escape such as \\ud800)"
+    return f"$: not valid JSON ({exc})"
+
 
 _CHECKERS = {category: make_checker(category) for category in LOG_CATEGORIES}
 

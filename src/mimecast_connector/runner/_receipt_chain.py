@@ -31,7 +31,7 @@ import msgspec
 from mimecast_connector.alerts import Alert
 from mimecast_connector.alerts._alert import ip_or_none
 from mimecast_connector.records import format_utc, stamp
-from mimecast_connector.records._models import _reason as typed_reason
+from mimecast_connector.records._models import decode_failure
 from mimecast_connector.rules import AttackTable, Typed, rejection_classifier
 from mimecast_connector.runner._chain import DeadLetter, Handled, _dead_id
 
@@ -156,7 +156,7 @@ class ReceiptChain:
         try:
             event = _DECODE_2(line)
         except (msgspec.DecodeError, RecursionError) as exc:
-            self._dead(line, out, _reason(exc))
+            self._dead(line, out, decode_failure(exc, line))
             return
         seconds = _epoch_seconds(event.timestamp)
         if seconds is None:
@@ -186,7 +186,7 @@ class ReceiptChain:
         try:
             row = _DECODE_1(line)
         except (msgspec.DecodeError, RecursionError) as exc:
-            self._dead(line, out, _reason(exc))
+            self._dead(line, out, decode_failure(exc, line))
             return
         found = stamp(row.datetime)
         if found is None:
@@ -271,11 +271,3 @@ def _epoch_seconds(value: int | str) -> float | None:
     if not 0 <= value < 253_402_300_800_000:  # up to 9999-12-31
         return None
     return value / 1000
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, msgspec.ValidationError):
-        return typed_reason(str(exc))
-    if isinstance(exc, RecursionError):
-        return "$: nested too deeply to decode"
-    return f"$: not valid JSON ({exc})"
