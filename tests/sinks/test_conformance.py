@@ -2,7 +2,7 @@
 
 Each kind is driven through an adapter that builds the sink and reads back what it delivered
 (the lines of the file or of standard output, the bodies the receiver got), so one test states
-one property for all of them. A new sink kind joins by adding an adapter to ``ADAPTERS``.
+one property for all of them. A new sink kind joins by adding an adapter to ``ADAPTERS`` (a test holds it to the registry).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from mimecast_connector.alerts import Format
 from mimecast_connector.client import RetryPolicy
-from mimecast_connector.sinks import JsonlSink, Sink, WebhookSink
+from mimecast_connector.sinks import SINK_KINDS, JsonlSink, Sink, WebhookSink
 from tests.fakes import FakeClock
 from tests.sinks.helpers import alert_id, clicks, expected, mixed
 from tests.sinks.receiver import Receiver
@@ -108,6 +108,12 @@ ADAPTERS: dict[str, Callable[[pytest.FixtureRequest, Path], Adapter]] = {
     "jsonl-stdout": lambda request, tmp: StdoutAdapter(),
     "webhook": lambda request, tmp: WebhookAdapter(request.getfixturevalue("receiver")),
 }
+
+
+def test_every_kind_of_sink_in_the_registry_has_an_adapter() -> None:
+    """A new kind of sink cannot skip the suite: each registered ``type`` has an adapter here
+    (``<type>`` or ``<type>-<variant>``), and each adapter is of a registered kind."""
+    assert {name.split("-")[0] for name in ADAPTERS} == set(SINK_KINDS)
 
 
 @pytest.fixture(params=sorted(ADAPTERS))

@@ -32,10 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -48,9 +45,20 @@ from pydantic import (
 from mimecast_connector._categories import DEFAULT_CATEGORIES, Category
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import ConfigError
+from mimecast_connector._fields import (
+    SecretResolver,
+    Strict,
+    path_text,
+    plain,
+    secret_str,
+    short,
+    url_problem,
+    visible_ascii,
+)
+from mimecast_connector._files import kind_problem, read_regular_file, size_text
 from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
-from mimecast_connector.config._files import kind_problem, read_regular_file, size_text
 from mimecast_connector.rules import load_table
+from mimecast_connector.sinks import SINK_KINDS, SinkConfig
 from mimecast_connector.state._url import shown_url
 
 DEFAULT_BASE_URL_V2 = "https://api.services.mimecast.com"
@@ -66,48 +74,17 @@ POLL_INTERVAL_BOUNDS = (timedelta(seconds=1), timedelta(days=1))
 #: ``start`` lies in [EPOCH, now + START_SKEW]: a later one would read nothing until then.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 START_SKEW = timedelta(minutes=5)
-#: ``file:`` secrets come from regular files of at most this many bytes.
-SECRET_FILE_CAP = 64 * 1024
 #: The configuration file and the ATT&CK mapping file: regular files of at most this size.
 CONFIG_FILE_CAP = 1024 * 1024
 #: Tenant files one ``tenants_dir`` may hold.
 MAX_TENANT_FILES = 20_000
-#: Webhook headers: at most this many, names and values at most this long; URLs too.
-MAX_HEADERS = 64
-MAX_HEADER_NAME = 256
-MAX_HEADER_VALUE = 8192
-MAX_URL = 8192
-#: Headers the webhook sink (or httpx under it) sets itself; a user value would break or forge them.
-RESERVED_HEADERS = frozenset(
-    {
-        "connection",
-        "content-encoding",
-        "content-length",
-        "content-type",
-        "expect",
-        "host",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "x-signature-256",
-    }
-)
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
-_VISIBLE = re.compile(r"^[!-~]+$")  # visible ASCII, no space
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _duration_seconds(text: str) -> float:
     """The seconds ``text`` spells (possibly inf for an absurd number), or a ValueError."""
     match = _DURATION.match(text)
     if match is None:
-        raise ValueError(f"{_short(text)} is not {_DURATION_EXAMPLES}")
+        raise ValueError(f"{short(text)} is not {_DURATION_EXAMPLES}")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
@@ -118,7 +95,7 @@ def parse_duration(text: str) -> timedelta:
     """
     seconds = _duration_seconds(text)
     if not seconds < timedelta.max.total_seconds():
-        raise ValueError(f"{_short(text)} is too long a duration")
+        raise ValueError(f"{short(text)} is too long a duration")
     return timedelta(seconds=seconds)
 
 
@@ -159,119 +136,7 @@ def _bounded_duration(low: timedelta, high: timedelta) -> Callable[[Any], timede
     return check
 
 
-def _path_text(value: Any) -> Any:
-    """A path with a NUL byte, or an empty one, is refused before any system call sees it."""
-    text = str(value) if isinstance(value, str | Path) else None
-    if text is not None:
-        if not text:
-            raise ValueError("must not be empty")
-        if "\x00" in text:
-            raise ValueError("contains a NUL character")
-    return value
-
-
-def _url_problem(value: str) -> str | None:
-    """Why httpx could not use ``value`` (never echoing it: webhook URLs carry tokens), or None."""
-    if len(value) > MAX_URL:
-        return f"is longer than {MAX_URL} characters"
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return "contains a space or a control character; percent-encode it"
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return "is not a valid URL (check the brackets around an IPv6 address)"
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        return "has a port that is not a number between 1 and 65535"
-    try:
-        httpx.URL(value)
-    except httpx.InvalidURL:
-        return "is not a URL an HTTP client can use; check its host and port"
-    return None
-
-
-def _visible_ascii(value: str | None, key: str) -> None:
-    if value is not None and not _VISIBLE.match(value):
-        raise ValueError(
-            f"must be visible ASCII without spaces (the {key} is sent in an HTTP header); "
-            "paste it exactly as Mimecast shows it"
-        )
-
-
-class SecretResolver:
-    """Reads ``env:`` and ``file:`` references; the environment is passed in, never read."""
-
-    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
-        self._environ = environ
-        self._base_dir = base_dir
-
-    def resolve(self, value: str) -> str:
-        if value.startswith("env:"):
-            name = value[4:]
-            if not name:
-                raise ValueError("'env:' needs the name of an environment variable")
-            found = self._environ.get(name)
-            if found is None:
-                raise ValueError(f"environment variable {name} is not set")
-            if not found:
-                raise ValueError(f"environment variable {name} is empty")
-            return found
-        if value.startswith("file:"):
-            if "\x00" in value:
-                raise ValueError("the file: path contains a NUL character")
-            try:
-                path = Path(value[5:]).expanduser()
-            except RuntimeError:  # ~user with no such user, or no home directory
-                raise ValueError(
-                    f"cannot find the home directory in {value[5:]!r}; write the path in full"
-                ) from None
-            if not path.is_absolute():
-                path = self._base_dir / path
-            data = read_regular_file(path, SECRET_FILE_CAP)
-            try:
-                text = data.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise ValueError(f"file {str(path)!r} is not UTF-8 text") from None
-            if not text:
-                raise ValueError(f"file {str(path)!r} is empty")
-            return text
-        return value
-
-
-def _resolver(info: Any) -> SecretResolver:
-    context = info.context if info is not None else None
-    if not isinstance(context, dict) or "resolver" not in context:
-        return SecretResolver({}, Path.cwd())
-    resolver: SecretResolver = context["resolver"]
-    return resolver
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-
-def _secret(value: Any, info: Any) -> SecretStr | None:
-    if value is None:
-        return None
-    if isinstance(value, SecretStr):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string: the value, 'env:NAME' or 'file:PATH'")
-    return SecretStr(_resolver(info).resolve(value))
-
-
-def _plain(value: Any, info: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return _resolver(info).resolve(value)
-
-
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     """One Mimecast account."""
 
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -290,8 +155,8 @@ class TenantConfig(_Strict):
 
     _secret_fields = field_validator(
         "client_secret", "app_key", "access_key", "secret_key", mode="before"
-    )(_secret)
-    _plain_fields = field_validator("client_id", "app_id", mode="before")(_plain)
+    )(secret_str)
+    _plain_fields = field_validator("client_id", "app_id", mode="before")(plain)
 
     _duration = field_validator("poll_interval", mode="before")(
         _bounded_duration(*POLL_INTERVAL_BOUNDS)
@@ -319,7 +184,7 @@ class TenantConfig(_Strict):
     @classmethod
     def _header_safe(cls, value: str | SecretStr | None, info: ValidationInfo) -> Any:
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        _visible_ascii(text, str(info.field_name))
+        visible_ascii(text, str(info.field_name))
         return value
 
     @field_validator("categories")
@@ -348,7 +213,7 @@ class TenantConfig(_Strict):
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        problem = _url_problem(value)
+        problem = url_problem(value)
         if problem is not None:
             raise ValueError(problem)
         try:
@@ -372,95 +237,11 @@ class TenantConfig(_Strict):
         return out
 
 
-class JsonlSinkConfig(_Strict):
-    """Alerts appended to a file, one JSON object a line (``-`` is standard output)."""
-
-    type: Literal["jsonl"]
-    path: str
-    format: Literal["native", "ocsf"] = "native"
-
-    _path = field_validator("path", mode="before")(_path_text)
-
-
-class WebhookSinkConfig(_Strict):
-    """Alerts POSTed as a JSON array per batch."""
-
-    type: Literal["webhook"]
-    url: str
-    format: Literal["native", "ocsf"] = "native"
-    secret: SecretStr | None = None
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-
-    _secret_field = field_validator("secret", mode="before")(_secret)
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _header_secrets(cls, value: Any, info: Any) -> Any:
-        """Each header as HTTP (RFC 9110) can carry it; every problem named at once, no value shown."""
-        if not isinstance(value, dict):
-            return value
-        if len(value) > MAX_HEADERS:
-            raise ValueError(f"at most {MAX_HEADERS} headers, not {len(value)}")
-        out: dict[str, Any] = {}
-        problems: list[str] = []
-        seen: set[str] = set()
-        for name, raw in value.items():
-            shown = f"header {_short(name)}"
-            if len(name) > MAX_HEADER_NAME:
-                problems.append(f"{shown}: the name is longer than {MAX_HEADER_NAME} characters")
-            elif not _TOKEN.match(name):
-                problems.append(
-                    f"{shown}: the name must be an HTTP token "
-                    "(letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)"
-                )
-            elif name.lower() in RESERVED_HEADERS:
-                problems.append(f"{shown}: the webhook sink sets itself; remove it")
-            elif name.lower() in seen:
-                problems.append(f"{shown}: is given twice (header names ignore case)")
-            seen.add(name.lower())
-            try:
-                secret = _secret(raw, info)
-            except ValueError as exc:
-                problems.append(f"{shown}: {exc}")
-                continue
-            problem = _header_value_problem(secret.get_secret_value() if secret else "")
-            if problem is not None:
-                problems.append(f"{shown}: {problem}")
-            out[name] = secret
-        if problems:
-            raise ValueError("; ".join(problems))
-        return out
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        from mimecast_connector.client import is_loopback_host
-
-        problem = _url_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        parts = urlsplit(value)
-        if parts.scheme not in {"https", "http"} or not parts.hostname:
-            raise ValueError("must be an absolute https URL")
-        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-            raise ValueError("must use https (plain http is allowed only for loopback hosts)")
-        if parts.username or parts.password:
-            raise ValueError("must not carry user:password@; put credentials in `headers`")
-        return value
-
-    def secrets(self) -> list[str]:
-        """The secret and header values, and the URL itself: services put tokens in its path."""
-        values = [self.secret, *self.headers.values()]
-        return [self.url, *(v.get_secret_value() for v in values if v is not None)]
-
-
-SinkConfig = Annotated[JsonlSinkConfig | WebhookSinkConfig, Field(discriminator="type")]
-
 #: URL schemes that select the PostgreSQL state store (and with it, fleet mode).
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class PostgresState(_Strict):
+class PostgresState(Strict):
     """``state = "postgresql://…"``: the PostgreSQL state store, shared by a fleet of workers.
     The URL may carry a password: it is a secret, and ``str()`` shows it without one."""
 
@@ -497,7 +278,7 @@ def _state(value: Any) -> Any:
     """A PostgreSQL URL becomes :class:`PostgresState`; anything without a URL scheme is a
     file path. Messages never quote the URL: it may hold a password."""
     if not isinstance(value, str) or not _SCHEME.match(value):
-        return _path_text(value)
+        return path_text(value)
     form = "postgresql://user:password@host:5432/database"
     if not value.startswith(POSTGRES_SCHEMES):
         raise ValueError(
@@ -525,7 +306,7 @@ def _state(value: Any) -> Any:
     return PostgresState(url=SecretStr(value))
 
 
-class Config(_Strict):
+class Config(Strict):
     """The whole file."""
 
     state: Path | PostgresState = Path("state/connector.db")
@@ -538,7 +319,7 @@ class Config(_Strict):
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
     _duration = field_validator("lookback", mode="before")(_bounded_duration(*LOOKBACK_BOUNDS))
-    _paths = field_validator("dead_letter", "mapping", "tenants_dir", mode="before")(_path_text)
+    _paths = field_validator("dead_letter", "mapping", "tenants_dir", mode="before")(path_text)
     _state_field = field_validator("state", mode="before")(_state)
     #: The file each tenant read from ``tenants_dir`` came from, by tenant name.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -554,8 +335,7 @@ class Config(_Strict):
         for tenant in self.tenants:
             out.extend(tenant.secrets())
         for sink in self.sinks:
-            if isinstance(sink, WebhookSinkConfig):
-                out.extend(sink.secrets())
+            out.extend(sink.secrets())
         if isinstance(self.state, PostgresState):
             out.extend(self.state.secrets())
         return out
@@ -578,19 +358,6 @@ def _now(info: Any) -> datetime:
         now: datetime = context["now"]
         return now
     return datetime.now(UTC)
-
-
-def _header_value_problem(text: str) -> str | None:
-    """Why HTTP (RFC 9110 field-value) cannot carry ``text``, or None. obs-text is refused."""
-    if len(text) > MAX_HEADER_VALUE:
-        return f"the value is longer than {MAX_HEADER_VALUE} characters"
-    if not text.isascii():
-        return "the value must be ASCII (no accented or other non-ASCII characters)"
-    if any((c < " " and c != "\t") or c == "\x7f" for c in text):
-        return "the value contains a control character (CR, LF, NUL or another)"
-    if text != text.strip(" \t"):
-        return "the value has leading or trailing whitespace"
-    return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -720,18 +487,19 @@ def _load(
         {t.name: label for t, label in zip(anchored.tenants, sources, strict=True) if label}
     )
     if anchored.fleet:
+        # Named at the sink's local file when it has one (the thing a fleet cannot share).
         local = [
-            (f"sinks[{i}].path", _FLEET_LOCAL)
+            (f"sinks[{i}].{next(iter(dict(s.local_files())), 'type')}", refusal)
             for i, s in enumerate(anchored.sinks)
-            if isinstance(s, JsonlSinkConfig)
+            if (refusal := SINK_KINDS[s.type].fleet_refusal) is not None
         ]
         if local:
             raise ConfigError(local)
     state_file = [("state", anchored.state)] if isinstance(anchored.state, Path) else []
     files = [("dead_letter", anchored.dead_letter), *state_file] + [
-        (f"sinks[{i}].path", Path(s.path))
+        (f"sinks[{i}].{key}", path)
         for i, s in enumerate(anchored.sinks)
-        if isinstance(s, JsonlSinkConfig) and s.path != "-"
+        for key, path in s.local_files()
     ]
     seen: dict[Path, str] = {}
     clashes = []
@@ -840,25 +608,12 @@ def _cross_checks(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-_FLEET_LOCAL = (
-    "a jsonl sink writes a file local to one worker, and `state` is PostgreSQL (a fleet, whose "
-    "workers share the streams): each worker's file would hold a part of the alerts, and no "
-    "worker could continue another's file. Deliver through a network sink (`type = "
-    '"webhook"`), or use a SQLite `state` file for a single process'
-)
-
-
 def _anchor(config: Config, base_dir: Path) -> Config:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else base_dir / p
 
     mapping = fix(config.mapping) if config.mapping is not None else None
-    sinks = [
-        s.model_copy(update={"path": str(fix(Path(s.path)))})
-        if isinstance(s, JsonlSinkConfig) and s.path != "-"
-        else s
-        for s in config.sinks
-    ]
+    sinks = [s.anchored(base_dir) for s in config.sinks]
     return config.model_copy(
         update={
             "state": fix(config.state) if isinstance(config.state, Path) else config.state,
@@ -876,7 +631,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         for part in error["loc"]:
             if isinstance(part, int):
                 path += f"[{part}]"
-            elif part in {"jsonl", "webhook"} or str(part).startswith("function-"):
+            elif part in SINK_KINDS or str(part).startswith("function-"):
                 continue  # the discriminator's branch name adds nothing for the reader
             else:
                 path += f".{part}" if path else str(part)

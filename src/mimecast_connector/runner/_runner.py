@@ -71,7 +71,7 @@ from mimecast_connector.client import (
     Page,
     RateLimiter,
 )
-from mimecast_connector.config import Config, JsonlSinkConfig, TenantConfig
+from mimecast_connector.config import Config, TenantConfig
 from mimecast_connector.rules import AttackTable, load_table
 from mimecast_connector.runner._chain import Chain, Handled
 from mimecast_connector.runner._committer import (
@@ -83,7 +83,7 @@ from mimecast_connector.runner._committer import (
 from mimecast_connector.runner._feed import FeedReader, Marker
 from mimecast_connector.runner._receipt_chain import ReceiptChain
 from mimecast_connector.runner._schedule import Due, Schedule
-from mimecast_connector.sinks import AppendFile, JsonlSink, Sink, WebhookSink
+from mimecast_connector.sinks import AppendFile, Sink, make_sink
 from mimecast_connector.state import Store, open_store
 
 _log = structlog.get_logger("mimecast_connector.runner")
@@ -186,15 +186,7 @@ def api_user(tenant: TenantConfig) -> tuple[str, str]:
 
 def make_sinks(config: Config) -> list[Sink]:
     """The configured sinks."""
-    sinks: list[Sink] = []
-    for sink in config.sinks:
-        if isinstance(sink, JsonlSinkConfig):
-            sinks.append(JsonlSink(sink.path, sink.format))
-        else:
-            sinks.append(
-                WebhookSink(sink.url, sink.format, secret=sink.secret, headers=sink.headers)
-            )
-    return sinks
+    return [make_sink(sink) for sink in config.sinks]
 
 
 TransportFactory = Callable[[TenantConfig], httpx.AsyncBaseTransport | None]

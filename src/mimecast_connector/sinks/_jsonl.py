@@ -9,10 +9,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, Self
 
+from pydantic import field_validator
+
+from mimecast_connector._fields import path_text
 from mimecast_connector.alerts import LINE_ENCODERS, Alert, Format
 from mimecast_connector.sinks._appendfile import AppendFile
+from mimecast_connector.sinks._base import Sink
+from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 
 class JsonlSink:
@@ -55,3 +60,43 @@ class JsonlSink:
     async def aclose(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+class JsonlSinkConfig(SinkSettings):
+    """Alerts appended to a file, one JSON object a line (``-`` is standard output)."""
+
+    type: Literal["jsonl"]
+    path: str
+    format: Format = "native"
+
+    _path = field_validator("path", mode="before")(path_text)
+
+    def local_files(self) -> list[tuple[str, Path]]:
+        return [] if self.path == "-" else [("path", Path(self.path))]
+
+    def anchored(self, base_dir: Path) -> Self:
+        if self.path == "-" or Path(self.path).is_absolute():
+            return self
+        return self.model_copy(update={"path": str(base_dir / self.path)})
+
+
+def _build(settings: JsonlSinkConfig) -> Sink:
+    return JsonlSink(settings.path, settings.format)
+
+
+KIND = SinkKind(
+    type="jsonl",
+    settings=JsonlSinkConfig,
+    build=_build,
+    protocol="a file, one alert a line (`-`: standard output)",
+    acknowledged="the lines are written and fsynced",
+    guarantee="exactly once in the file: a crash cuts the file back to the last commit "
+    "(standard output: at least once)",
+    order=0,
+    fleet_refusal=(
+        "a jsonl sink writes a file local to one worker, and `state` is PostgreSQL (a fleet, "
+        "whose workers share the streams): each worker's file would hold a part of the alerts, "
+        "and no worker could continue another's file. Deliver through a network sink (`type = "
+        '"webhook"`), or use a SQLite `state` file for a single process'
+    ),
+)
