@@ -1,0 +1,48 @@
+"""Conformance adapter of the ``webhook`` sink, against the loopback receiver."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import SecretStr
+
+from mimecast_connector.alerts import Format
+from mimecast_connector.client import RetryPolicy
+from mimecast_connector.sinks import Sink, WebhookSink
+from tests.fakes import FakeClock
+from tests.sinks.adapters import Adapter, AdapterFactory
+from tests.sinks.receiver import Receiver
+
+CANARY_SECRET = "CANARY-conformance-hmac-7d1e"
+CANARY_HEADER = "Bearer CANARY-conformance-header-2b9c"
+CANARY_QUERY = "CANARY-conformance-query-5f0a"
+
+
+class WebhookAdapter(Adapter):
+    secrets = (CANARY_SECRET, CANARY_HEADER, CANARY_QUERY)
+
+    def __init__(self, receiver: Receiver) -> None:
+        super().__init__()
+        self.receiver = receiver
+
+    def make(self, format: Format) -> Sink:
+        return WebhookSink(
+            self.receiver.url(f"/hook?token={CANARY_QUERY}"),
+            format,
+            secret=SecretStr(CANARY_SECRET),
+            headers={"Authorization": SecretStr(CANARY_HEADER)},
+            retry=RetryPolicy(attempts=2, deadline=5.0),
+            clock=FakeClock(),
+        )
+
+    def units(self) -> list[bytes]:
+        return [request.body for request in self.receiver.requests]
+
+    def decoded(self) -> list[Any]:
+        return [alert for body in self.units() for alert in json.loads(body)]
+
+
+ADAPTERS: dict[str, AdapterFactory] = {
+    "webhook": lambda request, tmp: WebhookAdapter(request.getfixturevalue("receiver")),
+}

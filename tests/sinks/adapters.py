@@ -1,0 +1,62 @@
+"""The conformance suite's adapters: how the suite builds each kind of sink and reads back what
+it delivered.
+
+Each kind of sink has a module ``tests/sinks/adapter_<type>.py`` defining ``ADAPTERS``, a dict
+from ``<type>`` or ``<type>-<variant>`` to a factory ``(request, tmp_path) -> Adapter``;
+:func:`collected` gathers them all, and a test holds them to the sink registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mimecast_connector.alerts import Format
+from mimecast_connector.sinks import Sink
+
+AdapterFactory = Callable[[pytest.FixtureRequest, Path], "Adapter"]
+
+
+class Adapter:
+    """Builds one kind of sink and reads back, in arrival order, what it delivered."""
+
+    #: Secret values the kind is configured with; none may show in its name or repr.
+    secrets: tuple[str, ...] = ()
+    #: The formats the conformance suite checks this kind in (each must round-trip).
+    formats: tuple[Format, ...] = ("native", "ocsf")
+
+    def __init__(self) -> None:
+        self.opened: list[Sink] = []
+
+    def make(self, format: Format) -> Sink:
+        raise NotImplementedError
+
+    def units(self) -> list[bytes]:
+        """What arrived, one unit per line written (jsonl) or per request body (webhook)."""
+        raise NotImplementedError
+
+    def decoded(self) -> list[Any]:
+        """Every alert delivered, decoded from JSON, in order."""
+        return [json.loads(unit) for unit in self.units()]
+
+    async def open(self, format: Format = "native", position: str | None = None) -> Sink:
+        sink = self.make(format)
+        self.opened.append(sink)
+        await sink.start(position)
+        return sink
+
+
+def collected() -> dict[str, AdapterFactory]:
+    """Every ``ADAPTERS`` of every ``adapter_*.py`` beside this module."""
+    found: dict[str, AdapterFactory] = {}
+    for path in sorted(Path(__file__).parent.glob("adapter_*.py")):
+        module = importlib.import_module(f"tests.sinks.{path.stem}")
+        for name, factory in module.ADAPTERS.items():
+            assert name not in found, f"adapter {name!r} is defined twice"
+            found[name] = factory
+    return found
