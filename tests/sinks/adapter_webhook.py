@@ -12,7 +12,7 @@ from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks import Sink, WebhookSink
 from tests.fakes import FakeClock
 from tests.sinks.adapters import Adapter, AdapterFactory
-from tests.sinks.receiver import Receiver
+from tests.sinks.receiver import HANG_UP, Receiver
 
 CANARY_SECRET = "CANARY-conformance-hmac-7d1e"
 CANARY_HEADER = "Bearer CANARY-conformance-header-2b9c"
@@ -21,6 +21,8 @@ CANARY_QUERY = "CANARY-conformance-query-5f0a"
 
 class WebhookAdapter(Adapter):
     secrets = (CANARY_SECRET, CANARY_HEADER, CANARY_QUERY)
+    faults = frozenset({"busy", "down", "refuse"})
+    attempts = 3
 
     def __init__(self, receiver: Receiver) -> None:
         super().__init__()
@@ -32,9 +34,13 @@ class WebhookAdapter(Adapter):
             format,
             secret=SecretStr(CANARY_SECRET),
             headers={"Authorization": SecretStr(CANARY_HEADER)},
-            retry=RetryPolicy(attempts=2, deadline=5.0),
+            retry=RetryPolicy(attempts=self.attempts, deadline=5.0),
             clock=FakeClock(),
         )
+
+    def inject(self, fault: str) -> None:
+        answers = {"busy": [503, 429], "down": [HANG_UP] * self.attempts, "refuse": [403]}
+        self.receiver.script(*answers[fault])
 
     def units(self) -> list[bytes]:
         return [request.body for request in self.receiver.requests]

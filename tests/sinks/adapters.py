@@ -30,8 +30,20 @@ class Adapter:
     #: The formats the conformance suite checks this kind in (each must round-trip).
     formats: tuple[Format, ...] = ("native", "ocsf")
 
+    #: Faults this kind's destination can be made to show (see :meth:`inject`); the suite
+    #: skips, saying so, a fault a kind's destination cannot have (a local file is never "busy").
+    faults: frozenset[str] = frozenset()
+
     def __init__(self) -> None:
         self.opened: list[Sink] = []
+
+    def inject(self, fault: str) -> None:
+        """From the next request on, the destination shows ``fault``, for as long as the sink's
+        retries last (the adapter's sinks retry a bounded few times on a clock that does not
+        wait): ``busy`` answers back-pressure (429 or 5xx) twice, then is well again; ``down``
+        does not answer at all (a dropped connection), for every try of one delivery;
+        ``refuse`` refuses for good (a 4xx that is not 408/429, a bad credential)."""
+        raise NotImplementedError
 
     def make(self, format: Format) -> Sink:
         raise NotImplementedError

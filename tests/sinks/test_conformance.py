@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector.alerts import Format
 from mimecast_connector.sinks import SINK_KINDS
 from tests.sinks.adapters import Adapter, collected
@@ -93,3 +94,44 @@ async def test_a_restart_at_the_committed_position_loses_nothing(adapter: Adapte
     assert list(dict.fromkeys(ids)) == want
     if position is not None:
         assert ids == want
+
+
+def _can(adapter: Adapter, fault: str) -> None:
+    if fault not in adapter.faults:
+        pytest.skip(f"this kind's destination cannot be {fault}")
+
+
+async def test_a_busy_destination_is_waited_out(adapter: Adapter) -> None:
+    """Back-pressure (429, 5xx) is retried, not an error: the batch is acknowledged and every
+    alert arrives (repeats only where the kind is at least once)."""
+    _can(adapter, "busy")
+    sink = await adapter.open()
+    adapter.inject("busy")
+    batch = clicks(3)
+    sink.committed(await sink.deliver(batch))
+    ids = [alert["id"] for alert in adapter.decoded()]
+    assert list(dict.fromkeys(ids)) == [a.id for a in batch]
+
+
+async def test_a_destination_that_is_down_is_not_acknowledged(adapter: Adapter) -> None:
+    """A destination that does not answer leaves the batch unacknowledged (retried later, not
+    dropped), within the sink's bounded retries; once it is back, the same batch arrives whole."""
+    _can(adapter, "down")
+    sink = await adapter.open()
+    batch = clicks(3)
+    adapter.inject("down")
+    with pytest.raises(SinkUnavailableError):
+        await sink.deliver(batch)
+    sink.committed(await sink.deliver(batch))  # the runner's next poll sends it again
+    ids = [alert["id"] for alert in adapter.decoded()]
+    assert list(dict.fromkeys(ids)) == [a.id for a in batch]
+
+
+async def test_a_refusal_for_good_is_not_retried(adapter: Adapter) -> None:
+    """A refusal that retrying cannot change (a bad credential, a bad request) stops the sink
+    with a configuration error instead of a retry loop."""
+    _can(adapter, "refuse")
+    sink = await adapter.open()
+    adapter.inject("refuse")
+    with pytest.raises(SinkRejectedError):
+        await sink.deliver(clicks(1))
