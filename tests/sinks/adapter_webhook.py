@@ -12,7 +12,7 @@ from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks import Sink, WebhookSink
 from tests.fakes import FakeClock
 from tests.sinks.adapters import Adapter, AdapterFactory
-from tests.sinks.receiver import HANG_UP, Receiver
+from tests.sinks.receiver import HANG_UP, Answer, Receiver
 
 CANARY_SECRET = "CANARY-conformance-hmac-7d1e"
 CANARY_HEADER = "Bearer CANARY-conformance-header-2b9c"
@@ -39,7 +39,11 @@ class WebhookAdapter(Adapter):
         )
 
     def inject(self, fault: str) -> None:
-        answers = {"busy": [503, 429], "down": [HANG_UP] * self.attempts, "refuse": [403]}
+        answers: dict[str, list[Answer | int]] = {
+            "busy": [503, 429],
+            "down": [HANG_UP] * self.attempts,
+            "refuse": [403],
+        }
         self.receiver.script(*answers[fault])
 
     def units(self) -> list[bytes]:
