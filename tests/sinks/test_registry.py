@@ -30,6 +30,7 @@ def test_each_kind_declares_its_own_type_and_a_guarantee(kind: str) -> None:
     assert found.protocol
     assert found.acknowledged
     assert found.guarantee
+    assert found.tested_against, "say what the tests deliver to: the real server or a fake"
     assert "maybe" not in found.guarantee.lower()
 
 

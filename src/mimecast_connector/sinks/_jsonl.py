@@ -93,6 +93,7 @@ KIND = SinkKind(
     guarantee="exactly once in the file: a crash cuts the file back to the last commit "
     "(standard output: at least once)",
     order=0,
+    tested_against="a real file (and standard output)",
     fleet_refusal=(
         "a jsonl sink writes a file local to one worker, and `state` is PostgreSQL (a fleet, "
         "whose workers share the streams): each worker's file would hold a part of the alerts, "

@@ -50,11 +50,11 @@ def make_sink(settings: SinkSettings) -> Sink:
 def sink_table() -> str:
     """The README's table of sinks, as Markdown, from the registry."""
     rows = [
-        "| `type` | protocol | acknowledged when | a crash can cause |",
-        "|---|---|---|---|",
+        "| `type` | protocol | acknowledged when | a crash can cause | tested against |",
+        "|---|---|---|---|---|",
     ]
     rows += [
-        f"| `{k.type}` | {k.protocol} | {k.acknowledged} | {k.guarantee} |"
+        f"| `{k.type}` | {k.protocol} | {k.acknowledged} | {k.guarantee} | {k.tested_against} |"
         for k in SINK_KINDS.values()
     ]
     return "\n".join(rows)

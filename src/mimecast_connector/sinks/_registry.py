@@ -58,3 +58,5 @@ class SinkKind:
     order: int
     #: Why this kind cannot serve a fleet of workers (None: it can).
     fleet_refusal: str | None = None
+    #: What the tests deliver to: the real server, or a receiver of the documented protocol.
+    tested_against: str = ""

@@ -131,4 +131,5 @@ KIND = SinkKind(
     acknowledged="the receiver answered 2xx",
     guarantee="at least once: a batch whose answer was lost is sent again; drop repeats by `id`",
     order=10,
+    tested_against="a loopback HTTP receiver (`tests/sinks/receiver.py`)",
 )
