@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from ocsf.v1_5_0.events import DetectionFinding
+from ocsf.v1_7_0.events import DetectionFinding
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import OCSF_VERSION

@@ -8,7 +8,7 @@
     unicode (control characters, right-to-left marks, emoji, line and paragraph separators;
     lone surrogates excluded, which JSON text in UTF-8 cannot carry): the output always parses
     as JSON, line encoders write one line per alert, ``raw`` round-trips to the input record,
-    and every OCSF finding validates against the OCSF 1.5.0 Detection Finding model.
+    and every OCSF finding validates against the OCSF 1.7.0 Detection Finding model.
 
 Every category is fuzzed, the rejection log too (records shaped like ``mta-rejections.md`` §2.3).
 """
@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from ocsf.v1_5_0.events import DetectionFinding
+from ocsf.v1_7_0.events import DetectionFinding
 
 from mimecast_connector import Category
 from mimecast_connector._categories import LOG_CATEGORIES

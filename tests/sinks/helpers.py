@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
 
 from mimecast_connector import Category
-from mimecast_connector.alerts import Alert, Format, to_ocsf
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, to_ecs, to_ocsf
 from mimecast_connector.rules import load_table
 from mimecast_connector.runner import Chain
 from tests.unit import samples
@@ -45,12 +46,29 @@ def mixed() -> list[Alert]:
 
 
 def expected(alerts: list[Alert], format: Format) -> list[Any]:
-    """What a receiver should decode from ``alerts`` in ``format``, built without the encoders."""
+    """What a receiver should decode from ``alerts`` in ``format``, built without the batch
+    encoders: each alert on its own (``cef``: its line as a string, as a JSON array holds it)."""
     if format == "ocsf":
         return [json.loads(json.dumps(to_ocsf(a))) for a in alerts]
+    if format == "ecs":
+        return [json.loads(json.dumps(to_ecs(a))) for a in alerts]
+    if format == "cef":
+        return [ONE_ENCODERS["cef"](a).decode() for a in alerts]
     return [{**msgspec.structs.asdict(a), "raw": json.loads(bytes(a.raw))} for a in alerts]
 
 
+_CEF_ID = re.compile(r" externalId=([0-9a-f]{32})$")
+
+
 def alert_id(decoded: Any, format: Format) -> str:
-    """The alert id of one decoded alert: ``id`` (native) or ``finding_info.uid`` (ocsf)."""
-    return str(decoded["finding_info"]["uid"] if format == "ocsf" else decoded["id"])
+    """The alert id of one decoded alert: ``id`` (native), ``finding_info.uid`` (ocsf),
+    ``event.id`` (ecs), or a CEF line's ``externalId`` (last on the line)."""
+    if format == "ocsf":
+        return str(decoded["finding_info"]["uid"])
+    if format == "ecs":
+        return str(decoded["event"]["id"])
+    if format == "cef":
+        found = _CEF_ID.search(decoded.rstrip("\n"))
+        assert found is not None, decoded
+        return found.group(1)
+    return str(decoded["id"])

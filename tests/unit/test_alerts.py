@@ -1,4 +1,5 @@
-"""Unit tests of alerts: golden native output, identity, and the OCSF Detection Finding."""
+"""Unit tests of alerts: golden native output, identity, the OCSF Detection Finding with the
+Security Control profile, and the format registry."""
 
 from __future__ import annotations
 
@@ -6,22 +7,26 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ocsf.v1_5_0.events import DetectionFinding
+from ocsf.v1_7_0.events import DetectionFinding
+from ocsf.v1_7_0.objects import Attack
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import (
     ARRAY_ENCODERS,
+    FORMATS,
     LINE_ENCODERS,
     OCSF_VERSION,
+    ONE_ENCODERS,
     Alert,
+    Format,
     alert_id,
     attack_object,
     format_alert_time,
@@ -45,6 +50,11 @@ REJ = Category.REJECTION
 #: Ids are stored in the state database, so a changed id algorithm re-delivers every alert
 #: still inside the lookback window after an upgrade: update these files only deliberately.
 GOLDEN = Path(__file__).parent / "golden"
+#: The OCSF 1.7.0 Security Control profile (attributes, types, enums), from the OCSF schema's
+#: own files: the pydantic-ocsf models do not know profile attributes.
+SECURITY_CONTROL: dict[str, Any] = json.loads(
+    (Path(__file__).parents[1] / "data" / "ocsf-1.7.0-security_control.json").read_text("utf-8")
+)
 TABLE = load_table()
 NATIVE_KEYS = [
     "id", "tenant", "category", "alertType", "threatId", "threatName", "time", "severity",
@@ -486,10 +496,57 @@ def extras(value: object, path: str = "$") -> Iterator[str]:
             yield from extras(item, f"{path}.{key}")
 
 
+def profile_problems(finding: dict[str, Any]) -> list[str]:
+    """What is wrong with the Security Control profile's attributes in ``finding``: each must
+    have its type, an enum id its profile's value and its sibling that value's caption (any
+    text for 99, Other), and ``attacks`` must be ATT&CK objects with no unknown key."""
+    problems = []
+    profile = SECURITY_CONTROL["attributes"]
+    if finding.get("metadata", {}).get("profiles") != ["security_control"]:
+        problems.append("metadata.profiles does not name security_control")
+    for name, value in finding.items():
+        if name not in profile:
+            continue
+        kind = profile[name]["type"]
+        if kind == "integer_t" and not (isinstance(value, int) and not isinstance(value, bool)):
+            problems.append(f"{name}: not an integer: {value!r}")
+        elif kind == "string_t" and not isinstance(value, str):
+            problems.append(f"{name}: not a string: {value!r}")
+        elif kind == "boolean_t" and not isinstance(value, bool):
+            problems.append(f"{name}: not a boolean: {value!r}")
+        elif kind == "attack" and not isinstance(value, list):
+            problems.append(f"{name}: not a list: {value!r}")
+        elif kind == "attack":
+            for index, item in enumerate(value):
+                for path in extras(Attack.model_validate(item), f"$.{name}[{index}]"):
+                    problems.append(f"{path}: not an ATT&CK object key")
+        enum = profile[name].get("enum")
+        if enum is None:
+            continue
+        if str(value) not in enum:
+            problems.append(f"{name}: {value!r} is not one of {sorted(enum, key=int)}")
+            continue
+        caption = finding.get(profile[name]["sibling"])
+        if (caption != enum[str(value)]) if value != 99 else not caption:
+            problems.append(
+                f"{profile[name]['sibling']}: {caption!r} is not the caption of {value}"
+            )
+    return problems
+
+
+def without_profile(finding: dict[str, Any]) -> dict[str, Any]:
+    """``finding`` without the profile attributes that the Detection Finding model lacks."""
+    profile, known = SECURITY_CONTROL["attributes"], DetectionFinding.model_fields
+    return {k: v for k, v in finding.items() if k in known or k not in profile}
+
+
 def validated(finding: dict[str, Any]) -> DetectionFinding:
-    """``finding`` as a validated OCSF 1.5.0 Detection Finding with no unknown key anywhere."""
-    model = DetectionFinding.model_validate(finding)
+    """``finding`` as a validated OCSF 1.7.0 Detection Finding with the Security Control
+    profile and no unknown key anywhere: the profile's own attributes, which the models do not
+    know, are checked against the profile (:func:`profile_problems`), the rest by the models."""
+    model = DetectionFinding.model_validate(without_profile(finding))
     assert list(extras(model)) == []
+    assert profile_problems(finding) == []
     return model
 
 
@@ -541,7 +598,8 @@ ALL_ALERTS = [
 
 @pytest.mark.parametrize("alert", ALL_ALERTS, ids=lambda a: f"{a.category}-{a.threatId}")
 def test_ocsf_output_is_a_valid_detection_finding(alert: Alert) -> None:
-    """Every alert's OCSF form validates as an OCSF 1.5.0 Detection Finding with no unknown key."""
+    """Every alert's OCSF form validates as an OCSF 1.7.0 Detection Finding with the Security
+    Control profile and no unknown key."""
     model = validated(to_ocsf(alert))
     assert model.class_uid == 2004
 
@@ -575,7 +633,7 @@ def test_ocsf_maps_the_alert_fields(alert: Alert, severity_id: int, epoch_ms: in
     assert finding["time"] == model.time == epoch_ms
     assert model.finding_info.first_seen_time == epoch_ms
     assert finding["severity_id"] == severity_id
-    assert model.metadata.version == OCSF_VERSION == "1.5.0"
+    assert model.metadata.version == OCSF_VERSION == "1.7.0"
     assert model.raw_data == bytes(alert.raw).decode("utf-8")
     assert finding["raw_data"].encode() == bytes(alert.raw)
 
@@ -634,12 +692,34 @@ def test_attack_object_by_id_shape(
 
 
 def test_the_ocsf_checks_can_fail() -> None:
-    """The validator refuses a wrongly typed field, and the extras walk finds a misspelled key."""
+    """The validator refuses a wrongly typed field, the extras walk finds a misspelled key, and
+    the profile check finds an unknown enum id, a wrong caption, a misspelled ATT&CK key and a
+    missing profile name."""
     finding = to_ocsf(ALL_ALERTS[0])
     with pytest.raises(ValidationError, match="time"):
-        DetectionFinding.model_validate({**finding, "time": "yesterday"})
+        DetectionFinding.model_validate(without_profile({**finding, "time": "yesterday"}))
     misspelled = {**finding, "finding_info": {**finding["finding_info"], "titel": "x"}}
-    assert list(extras(DetectionFinding.model_validate(misspelled))) == ["$.finding_info.titel"]
+    assert list(extras(DetectionFinding.model_validate(without_profile(misspelled)))) == [
+        "$.finding_info.titel"
+    ]
+    assert list(extras(DetectionFinding.model_validate(finding))) != [], (
+        "the models lack the profile"
+    )
+    assert profile_problems(finding) == []
+    assert profile_problems({**finding, "disposition_id": 28}) == [
+        "disposition_id: 28 is not one of ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', "
+        "'10', '11', '12', '13', '14', '15', '16', '17', '18', '19', '20', '21', '22', '23', "
+        "'24', '25', '26', '27', '99']"
+    ]
+    assert profile_problems({**finding, "action_id": 3, "action": "Denied"}) == [
+        "action: 'Denied' is not the caption of 3"
+    ]
+    assert profile_problems({**finding, "attacks": [{"tactik": {"uid": "TA0001"}}]}) == [
+        "$.attacks[0].tactik: not an ATT&CK object key"
+    ]
+    assert profile_problems({**finding, "metadata": {**finding["metadata"], "profiles": []}}) == [
+        "metadata.profiles does not name security_control"
+    ]
 
 
 def test_ocsf_evidence_carries_the_people_url_and_file() -> None:
@@ -765,3 +845,87 @@ def test_ocsf_names_the_rejection_log_and_describes_the_refusal() -> None:
         assert model.metadata.log_name == f"ttp/{alert.category}"
         assert model.finding_info.data_sources == [f"Mimecast TTP {alert.category} log"]
         assert not (model.finding_info.desc or "").startswith("Rejected")
+
+
+@pytest.mark.parametrize(
+    ("category", "record", "action", "disposition", "action_taken"),
+    [
+        (ATT, samples.ATTACHMENT_LINE, "none", (15, "Detected"), (3, "Observed")),
+        (ATT, samples.ATTACHMENT_LINE, "none, none", (15, "Detected"), (3, "Observed")),
+        (ATT, samples.ATTACHMENT_LINE, "user release, none", (9, "Restored"), (1, "Allowed")),
+        (IMP, samples.IMPERSONATION_LINE, "hold", (3, "Quarantined"), (2, "Denied")),
+        (IMP, samples.IMPERSONATION_LINE, "bounce", (25, "Rejected"), (2, "Denied")),
+        (IMP, samples.IMPERSONATION_LINE, "Delete", (5, "Deleted"), (2, "Denied")),
+        (IMP, samples.IMPERSONATION_LINE, "smart_folder", (99, "smart_folder"), (0, "Unknown")),
+        (URL, samples.URL_CLICK_LINE, "warn", (19, "Alert"), (3, "Observed")),
+        (URL, samples.URL_CLICK_LINE, "allow", (1, "Allowed"), (1, "Allowed")),
+        (URL, samples.URL_CLICK_LINE, "block", (2, "Blocked"), (2, "Denied")),
+        (URL, samples.URL_CLICK_LINE, None, (0, "Unknown"), (0, "Unknown")),
+        (REJ, samples.REJECTION_LINE, None, (25, "Rejected"), (2, "Denied")),
+    ],
+)
+def test_ocsf_disposition_and_action_follow_mimecasts_action(
+    category: Category,
+    record: bytes,
+    action: str | None,
+    disposition: tuple[int, str],
+    action_taken: tuple[int, str],
+) -> None:
+    """The Security Control disposition and action say what Mimecast did: the documented
+    table, an action list read by its first word that is not ``none``, an unknown word as
+    Other with Mimecast's word, no action as Unknown, and every rejection as Rejected."""
+    fields = json.loads(record)
+    key = {ATT: "actionTriggered", IMP: "action", URL: "action"}.get(category)
+    if key is not None:
+        fields[key] = action
+        if action is None:
+            del fields[key]
+    finding = to_ocsf(alert_of(category, json.dumps(fields).encode()))
+    validated(finding)
+    assert (finding["disposition_id"], finding["disposition"]) == disposition
+    assert (finding["action_id"], finding["action"]) == action_taken
+
+
+@pytest.mark.parametrize("alert", ALL_ALERTS, ids=lambda a: f"{a.category}-{a.threatId}")
+def test_ocsf_applies_the_security_control_profile(alert: Alert) -> None:
+    """Every finding names the profile, is an alert, and repeats finding_info.attacks at the top."""
+    finding = to_ocsf(alert)
+    assert finding["metadata"]["profiles"] == ["security_control"]
+    assert finding["is_alert"] is True
+    assert finding["attacks"] == finding["finding_info"]["attacks"] != []
+    assert {"disposition_id", "disposition", "action_id", "action"} <= finding.keys()
+
+
+# --- the format registry -----------------------------------------------------------------------
+
+
+def test_the_format_literal_names_exactly_the_registered_formats() -> None:
+    """``Format`` (the Literal mypy and the configuration check) lists the registry's keys, in
+    order, and every view of the registry has the same keys and the registry's encoders."""
+    assert list(get_args(Format)) == list(FORMATS) == ["native", "ocsf", "ecs", "cef"]
+    for name, output in FORMATS.items():
+        assert output.name == name
+        assert output.description
+        assert LINE_ENCODERS[name] is output.lines
+        assert ARRAY_ENCODERS[name] is output.array
+        assert ONE_ENCODERS[name] is output.one
+    assert list(LINE_ENCODERS) == list(ARRAY_ENCODERS) == list(ONE_ENCODERS) == list(FORMATS)
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_format_writes_one_line_per_alert_and_its_three_encoders_agree(name: Format) -> None:
+    """``lines`` is ``one`` of each alert plus a line feed, ``one`` holds no line break, and
+    ``array`` is a JSON array of the same documents (CEF: of the lines as strings)."""
+    output = FORMATS[name]
+    ones = [output.one(alert) for alert in ALL_ALERTS]
+    for one in ones:
+        assert b"\n" not in one
+        assert b"\r" not in one
+    assert output.lines(ALL_ALERTS) == b"".join(one + b"\n" for one in ones)
+    assert output.lines([]) == b""
+    assert json.loads(output.array([])) == []
+    array = json.loads(output.array(ALL_ALERTS))
+    if name == "cef":
+        assert array == [one.decode() for one in ones]
+    else:
+        assert array == [json.loads(one) for one in ones]

@@ -15,30 +15,39 @@ from mimecast_connector.alerts._alert import (
     identity_getter,
     identity_key,
 )
+from mimecast_connector.alerts._ecs import ECS_VERSION, to_ecs
 from mimecast_connector.alerts._formats import (
     ARRAY_ENCODERS,
+    FORMATS,
     LINE_ENCODERS,
-    OCSF_VERSION,
+    ONE_ENCODERS,
     BatchEncoder,
     Format,
-    attack_object,
-    to_ocsf,
+    OneEncoder,
+    OutputFormat,
 )
+from mimecast_connector.alerts._ocsf import OCSF_VERSION, attack_object, to_ocsf
 
 __all__ = [
     "ARRAY_ENCODERS",
     "BUILDERS",
+    "ECS_VERSION",
+    "FORMATS",
     "LINE_ENCODERS",
     "OCSF_VERSION",
+    "ONE_ENCODERS",
     "Alert",
     "AlertBuilder",
     "BatchEncoder",
     "Format",
+    "OneEncoder",
+    "OutputFormat",
     "alert_id",
     "attack_object",
     "format_alert_time",
     "id_prefix",
     "identity_getter",
     "identity_key",
+    "to_ecs",
     "to_ocsf",
 ]
