@@ -230,3 +230,18 @@ def http_url(value: str) -> str:
     if parts.username or parts.password:
         raise ValueError("must not carry user:password@; put credentials in the sink's secrets")
     return value
+
+
+def tls_verification(value: Any) -> Any:
+    """A ``verify_tls`` setting: true, false, or the path of a PEM CA file (checked when used)."""
+    if isinstance(value, str):
+        path_text(value)
+        if value.strip().lower() in ("true", "false"):
+            raise ValueError("write true or false without quotes, or give a CA file's path")
+    return value
+
+
+def anchored_path(value: str, base_dir: Path) -> str:
+    """``value`` (a path, ``~`` allowed) made absolute against the configuration's folder."""
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base_dir / path)

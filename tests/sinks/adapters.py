@@ -28,7 +28,7 @@ class Adapter:
     #: Secret values the kind is configured with; none may show in its name or repr.
     secrets: tuple[str, ...] = ()
     #: The formats the conformance suite checks this kind in (each must round-trip).
-    formats: tuple[Format, ...] = ("native", "ocsf")
+    formats: tuple[Format, ...] = ("native", "ocsf", "ecs", "cef")
 
     #: Faults this kind's destination can be made to show (see :meth:`inject`); the suite
     #: skips, saying so, a fault a kind's destination cannot have (a local file is never "busy").
@@ -53,14 +53,21 @@ class Adapter:
         raise NotImplementedError
 
     def decoded(self) -> list[Any]:
-        """Every alert delivered, decoded from JSON, in order."""
-        return [json.loads(unit) for unit in self.units()]
+        """Every alert delivered, in order: decoded from JSON, or a CEF line as text."""
+        return [decode_unit(unit) for unit in self.units()]
 
     async def open(self, format: Format = "native", position: str | None = None) -> Sink:
         sink = self.make(format)
         self.opened.append(sink)
         await sink.start(position)
         return sink
+
+
+def decode_unit(unit: bytes) -> Any:
+    """One delivered document: a CEF line as its text, anything else as JSON."""
+    if unit.startswith(b"CEF:"):
+        return unit.decode("utf-8").rstrip("\n")
+    return json.loads(unit)
 
 
 def collected() -> dict[str, AdapterFactory]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import Format
+from mimecast_connector.alerts import FORMATS, Format
 from mimecast_connector.sinks import SINK_KINDS
 from tests.sinks.adapters import Adapter, collected
 from tests.sinks.helpers import alert_id, clicks, expected, mixed
@@ -46,7 +46,7 @@ async def test_every_alert_of_a_batch_is_delivered_in_order(adapter: Adapter) ->
     assert [alert["id"] for alert in adapter.decoded()] == [a.id for a in first + second]
 
 
-@pytest.mark.parametrize("format", ["native", "ocsf"])
+@pytest.mark.parametrize("format", sorted(FORMATS))
 async def test_each_format_round_trips_the_alerts(adapter: Adapter, format: Format) -> None:
     """Alerts arrive as the sink's format says, ids intact (``id`` / ``finding_info.uid``)."""
     if format not in adapter.formats:

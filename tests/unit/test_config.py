@@ -261,7 +261,7 @@ secret = "hook-CANARY-8d8d"
 headers = { "X-Api-Key" = "header-CANARY-4e4e" }
 
 [[sinks]]
-type = "syslog"
+type = "carrier-pigeon"
 host = "x"
 """
 BROKEN_CANARIES = ["CANARY-SK-9f", "typo-CANARY-3c3c", "hook-CANARY-8d8d", "header-CANARY-4e4e"]
@@ -291,7 +291,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
         "tenants[2].client_secret": "is required for API 2.0",
         "sinks[0].colour": "unknown key",
         "sinks[1].url": "must use https",
-        "sinks[2]": "does not match any of the expected tags: 'jsonl', 'webhook'",
+        "sinks[2]": "does not match any of the expected tags: 'jsonl', 'webhook',",
     }
     assert sorted(path for path, _ in problems) == sorted(expected)
     for path, message in problems:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import random
+import ssl
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,17 +99,31 @@ class HttpSender:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         verify: bool | str = True,
+        peer: str = "the server",
     ) -> None:
         self.name = name
         self.retry = retry or RetryPolicy(attempts=5, deadline=120.0)
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
+        #: Why the CA file of ``verify`` cannot be used (the sink refuses to start), or None.
+        self.tls_problem: str | None = None
+        if isinstance(verify, str) and transport is None:
+            try:
+                context = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as exc:
+                self.tls_problem = (
+                    f"cannot use the CA file of `verify_tls` ({type(exc).__name__}: "
+                    f"{getattr(exc, 'strerror', None) or 'not PEM certificates'}); give a "
+                    f"readable PEM file of the CA that signed {peer}'s certificate"
+                )
+            else:
+                transport = httpx.AsyncHTTPTransport(verify=context)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout or DEFAULT_TIMEOUT,
             follow_redirects=False,
             trust_env=False,
-            verify=verify,
+            verify=verify if isinstance(verify, bool) else True,
         )
 
     async def aclose(self) -> None:
