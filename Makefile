@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/mimecast-connector demo
 
 test: $(STAMP)
+	bash scripts/ensure-rsyslog.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
