@@ -605,6 +605,16 @@ format = "native"
 type = "jsonl"
 path = "alerts.ocsf.jsonl"
 format = "ocsf"
+
+[[sinks]]
+type = "jsonl"
+path = "alerts.ecs.jsonl"
+format = "ecs"
+
+[[sinks]]
+type = "jsonl"
+path = "alerts.cef"
+format = "cef"
 """,
         "utf-8",
     )
@@ -641,8 +651,8 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
         started = datetime.now(UTC)
         _err.print(
             shown(
-                f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native) "
-                "and alerts.ocsf.jsonl (OCSF)"
+                f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native), "
+                "alerts.ocsf.jsonl (OCSF), alerts.ecs.jsonl (ECS) and alerts.cef (CEF lines)"
             )
         )
         try:

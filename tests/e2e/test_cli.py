@@ -130,7 +130,8 @@ def test_status_before_any_run_says_so(world: World) -> None:
 
 
 def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
-    """`demo --duration` starts the simulator, delivers typed alerts to demo-out, and exits 0."""
+    """`demo --duration` starts the simulator, delivers typed alerts to demo-out in every format
+    (the same alerts in each), and exits 0."""
     code, out = invoke("demo", "--out", str(tmp_path / "demo"), "--duration", "4")
     assert code == 0, out
     lines = (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()
@@ -138,3 +139,8 @@ def test_demo_runs_and_stops_by_itself(tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert first["threatId"].startswith("T")
     assert "alerts delivered" in out
+    ids = [json.loads(line)["id"] for line in lines]
+    ecs = (tmp_path / "demo" / "alerts.ecs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"]["id"] for line in ecs] == ids
+    cef = (tmp_path / "demo" / "alerts.cef").read_text().splitlines()
+    assert [line.rsplit("externalId=", 1)[1] for line in cef] == ids
