@@ -215,9 +215,12 @@ def test_kill_9_inside_batch_files_loses_and_repeats_nothing(tmp_path: Path, api
     rng = random.Random(11)
     with Simulator(seed=5) as sim:
         tenant = sim.add_tenant("acme")
+        # Files of 50,000 lines: 50 pieces each, read in a good part of a second, so a file spans
+        # many commit groups (at 6,000 lines a fast moment read whole files between two looks at
+        # the marker, and no kill landed part-way).
         events = tenant.generate_receipts(
-            40_000, start=NOW - timedelta(minutes=95), end=NOW - timedelta(minutes=35),
-            file_size=6000,
+            150_000, start=NOW - timedelta(minutes=95), end=NOW - timedelta(minutes=35),
+            file_size=50_000,
         )  # fmt: skip
         feed = Feed(sim, tenant, events, tmp_path)
         config = feed.config(api, poll_interval="1s")
