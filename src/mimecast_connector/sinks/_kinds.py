@@ -1,8 +1,9 @@
 """The sink registry: every kind of sink, found by looking, not by a list kept by hand.
 
 Every private module of this package that defines ``KIND`` (a
-:class:`~._registry.SinkKind`) is a kind of sink. This module is imported after them all and
-imports none of them by name.
+:class:`~._registry.SinkKind`) is a kind of sink. This module imports each module of the
+package to find them, naming none; the sink modules never import it (only ``_registry``), so
+there is no cycle.
 """
 
 from __future__ import annotations
