@@ -251,6 +251,27 @@ def _on_hangup(reload: Callable[[], Awaitable[None]]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
 
 
+def _on_stop_signals(runner: Runner, stop: asyncio.Event) -> None:
+    """SIGINT or SIGTERM: start no more polls, let those in flight commit what they read
+    (``Runner.drain_timeout`` at most), close the sinks, exit 0. A second one exits at once:
+    safe too, since a run killed anywhere resumes from its last commit."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            _err.print(f"{signal.Signals(signum).name} again: exiting at once")
+            os._exit(128 + signum)
+        _err.print(
+            f"{signal.Signals(signum).name}: stopping; committing the pages being read (up to "
+            f"{runner.drain_timeout:.0f} s); send it again to exit at once"
+        )
+        runner.drain()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
 def _stopped(message: str) -> None:
     _err.print(Text.assemble(("stopped:", "bold red"), " ", shown(message)), soft_wrap=True)
 
@@ -269,13 +290,11 @@ async def serve(
     restarts it.
     """
     try:
-        if once:
-            return summarize(await runner.run_once())
         if stop is None:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            _on_stop_signals(runner, stop)
+        if once:
+            return summarize(await runner.run_once())
         if reload is not None:
             _on_hangup(reload)
         if isinstance(runner.config.state, PostgresState):

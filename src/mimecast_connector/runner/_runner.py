@@ -99,6 +99,9 @@ PRUNE_MARGIN = timedelta(hours=1)
 #: How long a receipt feed's ids (its rejections') are kept: longer than Mimecast keeps SIEM
 #: files (7 days), so a page listed again from its start is recognised whole.
 FEED_KEEP = timedelta(days=8)
+#: Seconds a stopping run waits for its polls to commit the pages they are reading (SIGTERM,
+#: SIGINT); past it they are cancelled, which is safe (what was not committed is read again).
+DRAIN_TIMEOUT = 30.0
 
 
 class _Permit:
@@ -244,6 +247,11 @@ class Runner:
         self._keep = config.lookback + PRUNE_MARGIN
         #: Why the run stopped, when a stream's task died instead of stopping cleanly.
         self.died: str | None = None
+        #: Set by ``drain``: every poll ends after the page it is reading (committed), and
+        #: ``run_forever`` starts no more.
+        self.draining = False
+        #: How long ``run_forever`` waits for its polls once stopped (``DRAIN_TIMEOUT``).
+        self.drain_timeout = DRAIN_TIMEOUT
 
     @property
     def store(self) -> Store:
@@ -396,6 +404,11 @@ class Runner:
         """The tenant of that name as configured now (reloads included), or None."""
         return self._tenants.get(name)
 
+    def drain(self) -> None:
+        """Stop reading: each poll hands over the page it is reading, and ends once what it
+        handed over is committed (its window left for the next run; nothing is skipped)."""
+        self.draining = True
+
     def stop_with(self, stop: asyncio.Event) -> None:
         """Set ``stop`` if the run must end on its own (the committer died): for a loop other
         than ``run_forever`` (a fleet worker)."""
@@ -495,9 +508,11 @@ class Runner:
         # says how far it has come: thousands of streams polled live must not flood the log.
         long_window = high - low > PROGRESS_WINDOW.total_seconds()
         async with self._settling(result, pending):
-            await self._read(
+            whole = await self._read(
                 tenant, category, result, lane, pending, start, end, horizon, long_window
             )
+            if not whole:
+                return  # drained: the window's end is not reached, so the cursor stays
             pending.append(
                 await self._committer.submit(
                     lane,
@@ -608,8 +623,9 @@ class Runner:
         end: datetime,
         horizon: float,
         long_window: bool,
-    ) -> None:
-        """Read the window page by page, handing each page to the committer in order."""
+    ) -> bool:
+        """Read the window page by page, handing each page to the committer in order; False
+        if the run began to drain before the window's end."""
         low, high = start.timestamp(), end.timestamp()
         chain = self._chains[(tenant.name, category)]
         client = self._clients[tenant.name]
@@ -630,7 +646,7 @@ class Runner:
                 page = await anext(pages)
             except StopAsyncIteration:
                 permit.give_back()
-                break
+                return True
             except BaseException:
                 permit.give_back()
                 raise
@@ -647,6 +663,15 @@ class Runner:
             pending.append(done)
             while len(pending) > PAGES_IN_FLIGHT or (pending and pending[0].done()):
                 self._add(result, await pending.popleft())
+            if self.draining:
+                _log.info(
+                    "poll_drained",
+                    tenant=tenant.name,
+                    category=category.value,
+                    pages=result.pages,
+                    reason="stopping: the pages read are committed, the rest is read next run",
+                )
+                return False
             if long_window and self._clock.monotonic() - shown >= PROGRESS_EVERY and reached > low:
                 # Long windows (a first run over weeks of logs) say how far they have come.
                 shown = self._clock.monotonic()
@@ -796,6 +821,7 @@ class Runner:
                 stop.set()
 
         stopping = asyncio.ensure_future(stop.wait())
+        drained = False
         try:
             while not stop.is_set():
                 for entry in schedule.due(monotonic()):
@@ -812,9 +838,34 @@ class Runner:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 woken.cancel()
+            await self._drain(running)
+            drained = True
         finally:
             stopping.cancel()
-            for task in list(running):
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            if not drained:  # cancelled, or our own bug: nothing to wait for
+                for task in list(running):
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
             self._schedule = self._wake = self._stop = None
+
+    async def _drain(self, running: set[asyncio.Task[None]]) -> None:
+        """Let the polls in flight commit what they read (``DRAIN_TIMEOUT`` at most), then
+        cancel what is left."""
+        self.drain()
+        if running:
+            _log.info(
+                "draining",
+                polls=len(running),
+                timeout_s=self.drain_timeout,
+                reason="committing the pages being read; a second signal exits at once",
+            )
+            _, late = await asyncio.wait(set(running), timeout=self.drain_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                _log.warning(
+                    "drain_timed_out",
+                    polls=len(late),
+                    reason="cancelled: what they had not committed is read again next run",
+                )
+            await asyncio.gather(*running, return_exceptions=True)
