@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mimecast_connector._backfill_cmd import backfill
 from mimecast_connector._commands import COMMANDS
 from mimecast_connector._text import visible
 from mimecast_connector.client import is_loopback_host
@@ -28,7 +29,7 @@ def main() -> None:
     """Mimecast TTP alerts, typed and mapped to MITRE ATT&CK."""
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, backfill):
     main.add_command(_command)
 
 

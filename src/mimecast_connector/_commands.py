@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import structlog
@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from typing_extensions import override
 
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
@@ -38,6 +39,7 @@ from mimecast_connector._errors import (
     InternalError,
     StateError,
 )
+from mimecast_connector._health import NEVER_POLLED, StreamHealth, derived
 from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
@@ -50,7 +52,10 @@ from mimecast_connector.config import (
     load_config,
     reload_config,
 )
+from mimecast_connector.config._config import listen_address
+from mimecast_connector.observe import MetricsServer
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
+from mimecast_connector.runner._backfill import Backfill, is_backfill
 from mimecast_connector.state import StateStore, StreamState, WriterLock
 
 if TYPE_CHECKING:
@@ -191,11 +196,40 @@ async def _run(
     except Exception as exc:  # a local resource, or a bug: say so, never a traceback
         await runner.aclose()
         _fail(redact(f"could not start: {InternalError(exc)}", config.secrets()), status=1)
+    metrics = await _metrics_server(runner, config)
     reload = None if path is None else _reloader(runner, path, logs)
     try:
         return await serve(runner, once, reload=reload)
     finally:
+        if metrics is not None:
+            await metrics.aclose()
         await runner.aclose()
+
+
+async def _metrics_server(runner: Runner, config: Config) -> MetricsServer | None:
+    """The started runner's /metrics, /healthz and /readyz, if ``metrics`` says where."""
+    if config.metrics is None:
+        return None
+    host, port = listen_address(config.metrics)
+    token = config.metrics_token
+    server = MetricsServer(
+        host,
+        port,
+        registry=runner.metrics.registry,
+        not_ready=runner.not_ready,
+        total=lambda: len(runner.streams()),
+        refresh=runner.refresh_health,
+        token=None if token is None else token.get_secret_value(),
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        await runner.aclose()
+        _fail(
+            f"metrics: cannot listen on {config.metrics} ({exc.strerror or exc}): choose "
+            "another address, or stop the process that holds it"
+        )
+    return server
 
 
 def _reloader(
@@ -223,6 +257,7 @@ def _reloader(
                 )
         done = runner.reload(found.config, found.broken)
         configure_logging(level=logs[0], format=logs[1], secrets=runner.secrets)
+        await runner.take_backfills()  # `backfill` asks this way too
         _log.info(
             "reloaded",
             added=len(done.added),
@@ -311,6 +346,7 @@ async def serve(
             await Fleet(runner, runner.config.state.url.get_secret_value()).run(stop)
         else:
             _err.print(f"polling {len(runner.streams())} stream(s); Ctrl-C to stop")
+            await runner.take_backfills()  # any a request or a killed run left
             await runner.run_forever(stop)
     except Exception as exc:
         message = redact(str(InternalError(exc)), runner.secrets)
@@ -470,13 +506,38 @@ async def _read_postgres(url: str) -> list[StreamState]:
 
 @click.command()
 @_config_option
-def status(config_path: Path) -> None:
-    """Show each tenant and category: checkpoint, last success, last error, counts."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document (stable keys; see the README) instead of text.",
+)
+def status(config_path: Path, as_json: bool) -> None:
+    """Show each tenant and category: health, lag, checkpoint, last success and error, counts."""
     config = _load(config_path, "warning", "console")
     try:
         streams = {(s.tenant, s.category): s for s in _read_streams(config)}
     except StateError as exc:
         _fail(redact(str(exc), config.secrets()))
+    now = datetime.now(UTC)
+    if as_json:
+        document = {
+            "state": str(config.state),
+            "generated_at": _iso(now),
+            "streams": [
+                _stream_document(tenant, category, streams.get((tenant.name, category.value)), now)
+                for tenant in config.tenants
+                for category in tenant.categories
+            ],
+            "backfills": [
+                _backfill_document(s) for s in streams.values() if is_backfill(s.category)
+            ],
+        }
+        # Every text in it was redacted when stored; once more here, value by value.
+        secrets = config.secrets()
+        text = json.dumps(_redacted(document, secrets), indent=2, ensure_ascii=False)
+        click.echo(text)
+        return
     out = Console(highlight=False, soft_wrap=True)
     out.print(shown(f"state: {config.state}"))
     for tenant in config.tenants:
@@ -488,8 +549,12 @@ def status(config_path: Path) -> None:
                     shown(f"{tenant.name} / {category.value}", "bold"), f" (API {tenant.api})"
                 )
             )
+            health = _stream_health(s)
+            since = f" since {_when(_at(health.since))}" if health.since is not None else ""
+            out.print(shown(f"  health         {health.state}{since} ({health.reason})"))
+            if health.advice:
+                out.print(shown(f"  what to do     {health.advice}"))
             if s is None:
-                out.print("  never polled")
                 continue
             c = s.counters
             dropped = _prefixed(c, "dropped: ")
@@ -498,6 +563,8 @@ def status(config_path: Path) -> None:
                 out.print(f"  reached        {_when(s.cursor)} ({_feed_state(s.marker)})")
             else:
                 out.print(f"  checkpoint     {_when(s.cursor)}")
+            if s.cursor is not None:
+                out.print(f"  lag            {_duration(_lag(s.cursor, now))}")
             out.print(f"  last success   {_when(s.last_success)}")
             out.print(
                 f"  counts         fetched {c.get('fetched', 0)}, alerts {c.get('alerts', 0)}, "
@@ -525,6 +592,116 @@ def status(config_path: Path) -> None:
                 )
             if s.last_error:
                 out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
+    for s in streams.values():
+        if is_backfill(s.category):
+            b = _backfill_document(s)
+            out.print()
+            out.print(shown(f"{s.tenant} / {s.category} (backfill)", "bold"))
+            out.print(
+                shown(
+                    f"  {'done' if b['done'] else 'under way'}: {b['from']} to {b['to']}, "
+                    f"{b['covered']:.0%} covered, fetched {b['fetched']}, alerts {b['alerts']}"
+                )
+            )
+            if s.last_error:
+                out.print(shown(f"  last error     {_when(s.last_error_at)}: {s.last_error}"))
+
+
+def _backfill_document(s: StreamState) -> dict[str, Any]:
+    """One backfill stream in ``status`` (``runner._backfill``): its range and how far."""
+    parsed = Backfill.parse(s.marker)
+    job, done = parsed if parsed is not None else (None, False)
+    return {
+        "tenant": s.tenant,
+        "stream": s.category,
+        "from": _iso(job.start if job else None),
+        "to": _iso(job.end if job else None),
+        "done": done,
+        "covered": 1.0 if done else (job.covered(s.cursor) if job else 0.0),
+        "fetched": s.counters.get("fetched", 0),
+        "alerts": s.counters.get("alerts", 0),
+    }
+
+
+def _stream_health(s: StreamState | None) -> StreamHealth:
+    """What the store says of the stream's health, or what its other columns tell (a state
+    written by an earlier release), or never polled."""
+    if s is None:
+        return NEVER_POLLED
+    return s.health or derived(
+        None if s.last_success is None else s.last_success.timestamp(),
+        None if s.last_error_at is None else s.last_error_at.timestamp(),
+        s.last_error,
+    )
+
+
+def _stream_document(
+    tenant: TenantConfig, category: Category, s: StreamState | None, now: datetime
+) -> dict[str, object]:
+    """One stream in ``status --json`` (the README lists the keys)."""
+    health = _stream_health(s)
+    counters: Mapping[str, int] = s.counters if s is not None else {}
+    dropped = _prefixed(counters, "dropped: ")
+    cursor = s.cursor if s is not None else None
+    return {
+        "tenant": tenant.name,
+        "category": category.value,
+        "api": tenant.api,
+        "health": {
+            "state": health.state.value,
+            "reason": health.reason,
+            "advice": health.advice or None,
+            "since": _iso(_at(health.since)),
+        },
+        "checkpoint": _iso(cursor),
+        "lag_seconds": None if cursor is None else round(_lag(cursor, now), 3),
+        "last_success": _iso(s.last_success if s is not None else None),
+        "last_error": s.last_error if s is not None else None,
+        "last_error_at": _iso(s.last_error_at if s is not None else None),
+        "counts": {
+            "fetched": counters.get("fetched", 0),
+            "alerts": counters.get("alerts", 0),
+            "dropped": sum(dropped.values()),
+            "dead_lettered": counters.get("dead_lettered", 0),
+            "duplicates": counters.get("duplicates", 0),
+            "outside_window": counters.get("outside_window", 0),
+            "too_old": counters.get("too_old", 0),
+        },
+        "dropped": dropped,
+        "unmatched_rejections": _prefixed(counters, "unmatched: "),
+        "feed": _feed_state(s.marker if s is not None else None) if category.is_feed else None,
+    }
+
+
+def _redacted(value: object, secrets: Sequence[str]) -> object:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redacted(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _at(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lag(cursor: datetime, now: datetime) -> float:
+    """Seconds from the cursor (everything before it delivered) to now; never negative."""
+    return max(0.0, (now - cursor).total_seconds())
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def _feed_state(marker: str | None) -> str:
@@ -578,6 +755,20 @@ class SummarySink:
     async def aclose(self) -> None:
         return None
 
+    def line(self, elapsed: float, runner: DemoRunner, out: Path) -> str:
+        """One line for a log or a pipe: time, polls, records, alerts by category, where."""
+        by_category: Counter[str] = Counter()
+        for (category, *_), n in self.by_type.items():
+            by_category[category] += n
+        shown_categories = ", ".join(f"{c} {n}" for c, n in by_category.most_common())
+        failed = f" ({runner.failed} failed)" if runner.failed else ""
+        return (
+            f"demo {elapsed:.0f}s: {runner.polls} polls{failed}, {runner.fetched} records "
+            f"fetched, {self.total} alerts"
+            + (f" ({shown_categories})" if shown_categories else "")
+            + f", written to {out}/alerts.*"
+        )
+
     def table(self, started: datetime) -> Table:
         elapsed = (datetime.now(UTC) - started).total_seconds()
         table = Table(
@@ -595,6 +786,53 @@ class SummarySink:
                 f"latest: [{last.severity}] {last.alertType} -> {last.recipient}{about}"
             )
         return table
+
+
+class DemoRunner(Runner):
+    """The demo's runner: counts its polls, those that failed, and the records they fetched,
+    for the summary lines printed when the output is not a terminal."""
+
+    polls = 0
+    failed = 0
+    fetched = 0
+
+    @override
+    async def poll(
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        *,
+        lease: int | None = None,
+        position: tuple[datetime | None, float | None] | None = None,
+    ) -> StreamResult:
+        result = await super().poll(tenant, category, lease=lease, position=position)
+        self.polls += 1
+        self.failed += result.error is not None
+        self.fetched += result.counts.get("fetched", 0)
+        return result
+
+
+async def _show_live(summary: SummarySink, started: datetime, stop: asyncio.Event) -> None:
+    """A terminal: the table, redrawn twice a second until ``stop``."""
+    with Live(summary.table(started), console=_err, refresh_per_second=2) as live:
+        while not stop.is_set():
+            live.update(summary.table(started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        live.update(summary.table(started))
+
+
+async def _show_lines(
+    summary: SummarySink, runner: DemoRunner, out: Path, every: float, stop: asyncio.Event
+) -> None:
+    """Not a terminal (a pipe, a file, CI): one summary line every ``every`` seconds, and one
+    more as ``stop`` is set. A redrawn table would show nothing there until the end."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        _err.print(shown(summary.line(loop.time() - began, runner, out)), soft_wrap=True)
 
 
 def write_demo_config(out: Path, base_url: str, tenant: SimTenant) -> Path:
@@ -640,7 +878,7 @@ format = "cef"
     return path
 
 
-async def _demo(out: Path, duration: float | None, rate: float) -> int:
+async def _demo(out: Path, duration: float | None, rate: float, every: float = 5.0) -> int:
     from mimecast_connector.simulator import Simulator  # the demo's room, entered only here
 
     sim = Simulator(seed=7)
@@ -659,7 +897,7 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
         config = load_config(write_demo_config(out, sim.url, tenant), {})
         configure_logging(level="warning", format="console", secrets=config.secrets())
         summary = SummarySink()
-        runner = Runner(config, sinks=[*make_sinks(config), summary])
+        runner = DemoRunner(config, sinks=[*make_sinks(config), summary])
         await runner.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -672,17 +910,18 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
             shown(
                 f"simulator at {sim.url}; alerts go to {out}/alerts.jsonl (native), "
                 "alerts.ocsf.jsonl (OCSF), alerts.ecs.jsonl (ECS) and alerts.cef (CEF lines)"
-            )
+            ),
+            soft_wrap=True,
         )
         try:
-            with Live(summary.table(started), console=_err, refresh_per_second=2) as live:
-                task = asyncio.create_task(runner.run_forever(stop))
-                while not stop.is_set():
-                    live.update(summary.table(started))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=0.5)
+            task = asyncio.create_task(runner.run_forever(stop))
+            if _err.is_terminal:
+                await _show_live(summary, started, stop)
                 await task
-                live.update(summary.table(started))
+            else:
+                await _show_lines(summary, runner, out, every, stop)
+                await task
+                _err.print(summary.table(started))
         finally:
             await runner.aclose()
         _err.line()
@@ -690,7 +929,8 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
             shown(
                 f"stopped. `mimecast-connector status --config {out}/config.toml` "
                 "shows the checkpoints."
-            )
+            ),
+            soft_wrap=True,
         )
         return 0
     finally:
@@ -711,9 +951,17 @@ async def _demo(out: Path, duration: float | None, rate: float) -> int:
 @click.option(
     "--rate", type=float, default=2.0, show_default=True, help="New simulated events per second."
 )
-def demo(out: Path, duration: float | None, rate: float) -> None:
-    """Run the connector against the built-in simulator, with a live summary."""
-    sys.exit(asyncio.run(_demo(out, duration, rate)))
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="When the output is not a terminal: seconds between summary lines.",
+)
+def demo(out: Path, duration: float | None, rate: float, every: float) -> None:
+    """Run the connector against the built-in simulator, with a live summary (a line every
+    few seconds when the output is not a terminal)."""
+    sys.exit(asyncio.run(_demo(out, duration, rate, every)))
 
 
 def _lock_holder(note: Path) -> str | None:

@@ -59,4 +59,4 @@ def test_the_configuration_union_and_the_factory_come_from_the_registry(tmp_path
     with pytest.raises(ConfigError) as caught:
         load_config(config, environ={})
     for kind in SINK_KINDS:
-        assert f"'{kind}'" in str(caught.value)
+        assert f'"{kind}"' in str(caught.value)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mimecast_connector._health import State, StreamHealth
 from mimecast_connector.state import Commit, SqliteStore, StateStore, Store
 from mimecast_connector.state._postgres import PostgresStore
 from tests.pg import fresh_schema
@@ -598,4 +599,168 @@ async def test_the_markers_of_a_group_each_land_the_last_of_a_stream_winning(
         ("globex", "siem"): {"fetched": 5},
         ("initech", "url"): {"alerts": 1},
         ("umbrella", "url"): {"fetched": 1},
+    }
+
+
+# --- the streams' health -------------------------------------------------------------------------
+
+
+def degraded(since: float, reason: str = "Mimecast kept failing (HTTP 503)") -> StreamHealth:
+    return StreamHealth(State.DEGRADED, reason, "retried with backoff", since)
+
+
+async def healths(store: Store) -> dict[tuple[str, str], StreamHealth | None]:
+    return {(s.tenant, s.category): s.health for s in await store.streams(counters=False)}
+
+
+async def test_a_stream_has_no_health_until_one_is_stored(store: Store) -> None:
+    """Streams created by a commit or by an error note without a health have none (status derives it)."""
+    await commit(store, cursor=T0, success_at=T0.timestamp())
+    await store.record_error("acme", "attachment", "failed", T0.timestamp())
+    assert await healths(store) == {("acme", "attachment"): None, ("acme", "url"): None}
+
+
+async def test_set_health_stores_it_whole_and_it_survives_reopening(
+    store: Store, reopen: Reopen
+) -> None:
+    """set_health creates the stream if new and keeps state, reason, advice and since as given, after reopening too."""
+    health = StreamHealth(
+        State.AUTHENTICATED, "accepted \u2019\u00e9'", "nothing to do", T0.timestamp()
+    )
+    await store.set_health("acme", "url", health)
+    assert await healths(store) == {("acme", "url"): health}
+    again = await reopen(store)
+    assert await healths(again) == {("acme", "url"): health}
+    [stream] = await again.streams()
+    assert (stream.cursor, stream.last_error, dict(stream.counters)) == (None, None, {})
+
+
+async def test_since_is_kept_while_the_state_stays_and_replaced_when_it_changes(
+    store: Store,
+) -> None:
+    """A second degraded note keeps the first one's since (the run of failures began then) but takes the new reason; another state brings its own since."""
+    t0 = T0.timestamp()
+    await store.record_error("acme", "url", "first", t0, degraded(t0, "first"))
+    await store.record_error("acme", "url", "second", t0 + 60, degraded(t0 + 60, "second"))
+    assert (await healths(store))[("acme", "url")] == degraded(t0, "second")
+    failing = StreamHealth(State.FAILING, "refused", "check client_id", t0 + 120)
+    await store.record_error("acme", "url", "refused", t0 + 120, failing)
+    assert (await healths(store))[("acme", "url")] == failing
+    await store.set_health("acme", "url", degraded(t0 + 180))
+    assert (await healths(store))[("acme", "url")] == degraded(t0 + 180)
+
+
+async def test_record_error_without_a_health_leaves_the_stored_one(store: Store) -> None:
+    """An error note that brings no health (a fleet poll taken over) changes the last error only."""
+    t0 = T0.timestamp()
+    await store.record_error("acme", "url", "503", t0, degraded(t0))
+    await store.record_error("acme", "url", "taken over", t0 + 5)
+    [stream] = await store.streams()
+    assert (stream.last_error, stream.health) == ("taken over", degraded(t0))
+
+
+async def test_a_commit_brings_its_health_with_its_success(store: Store, reopen: Reopen) -> None:
+    """A poll's last commit sets collecting with the success and clears the error; later successes keep collecting's since; a commit without a health leaves it."""
+    t0 = T0.timestamp()
+    await store.record_error("acme", "url", "503", t0, degraded(t0))
+    done = StreamHealth(State.COLLECTING, "the last poll finished", "", t0 + 10)
+    await store.commit_group(
+        [Commit("acme", "url", T0, [], {}, success_at=t0 + 10, health=done)], {}
+    )
+    [stream] = await store.streams()
+    assert (stream.health, stream.last_error, stream.last_success) == (
+        done,
+        None,
+        T0 + timedelta(seconds=10),
+    )
+    later = StreamHealth(State.COLLECTING, "the last poll finished", "", t0 + 70)
+    await store.commit_group(
+        [Commit("acme", "url", T0, [], {}, success_at=t0 + 70, health=later)], {}
+    )
+    await commit(store, cursor=T0 + timedelta(seconds=80))  # a page of a poll: no health
+    again = await reopen(store)
+    assert await healths(again) == {("acme", "url"): done}
+
+
+async def test_a_commit_that_fails_keeps_the_old_health(store: Store) -> None:
+    """A group that fails midway changes no stream's health, its own or the others'."""
+    t0 = T0.timestamp()
+    await store.record_error("acme", "url", "503", t0, degraded(t0))
+    done = StreamHealth(State.COLLECTING, "the last poll finished", "", t0 + 10)
+    with pytest.raises(RuntimeError, match="halfway"):
+        await store.commit_group(
+            [
+                Commit("globex", "url", None, [], {}, success_at=t0 + 10, health=done),
+                Commit("acme", "url", None, raising_after(ids("n", 4), 2), {}, success_at=t0 + 10, health=done),
+            ],
+            {},
+        )  # fmt: skip
+    assert await healths(store) == {("acme", "url"): degraded(t0)}
+
+
+async def test_each_stream_of_a_group_gets_its_own_health(store: Store) -> None:
+    """One group carrying several streams' healths stores each with its stream, the last of a stream's winning."""
+    t0 = T0.timestamp()
+    first = StreamHealth(State.COLLECTING, "the last poll finished", "", t0)
+    other = StreamHealth(State.COLLECTING, "done", "", t0 + 1)
+    await store.commit_group(
+        [
+            Commit("acme", "url", T0, [], {}, health=first),
+            Commit("globex", "url", T0, [], {}),
+            Commit("initech", "url", T0, [], {}, health=other),
+        ],
+        {},
+    )
+    assert await healths(store) == {
+        ("acme", "url"): first,
+        ("globex", "url"): None,
+        ("initech", "url"): other,
+    }
+
+
+async def test_streams_without_counters_are_the_same_streams(store: Store) -> None:
+    """streams(counters=False) gives every stream with its cursor, errors, marker and health, and no counters."""
+    t0 = T0.timestamp()
+    await commit(store, cursor=T0, counts={"alerts": 3}, marker="m")
+    await store.record_error("acme", "url", "503", t0, degraded(t0))
+    await store.record_error("globex", "attachment", "x", t0)
+    full = await store.streams()
+    light = await store.streams(counters=False)
+    assert [dict(s.counters) for s in full] == [{"alerts": 3}, {}]
+    assert [dict(s.counters) for s in light] == [{}, {}]
+    assert [(s.tenant, s.category, s.cursor, s.last_error, s.marker, s.health) for s in light] == [
+        (s.tenant, s.category, s.cursor, s.last_error, s.marker, s.health) for s in full
+    ]
+
+
+async def test_began_is_set_once_by_the_first_commit_or_set_began(
+    store: Store, reopen: Reopen
+) -> None:
+    """A stream's ``began`` is the first one a commit or ``set_began`` brings, kept over later ones and a restart; streams of a group get their own; ``streams`` shows it."""
+    assert await store.began("acme", "url") is None
+    await store.commit_group(
+        [
+            Commit("acme", "url", T0, [("a", T0.timestamp())], {"fetched": 1}, began=T0),
+            Commit("acme", "attachment", None, [], {}, began=T0 + timedelta(hours=1)),
+        ],
+        {},
+    )
+    await store.commit_group(
+        [Commit("acme", "url", None, [], {}, began=T0 - timedelta(days=1))], {}
+    )
+    await store.set_began("acme", "url", T0 - timedelta(days=2))
+    assert await store.began("acme", "url") == T0
+    assert await store.began("acme", "attachment") == T0 + timedelta(hours=1)
+    # A stream never polled: ``set_began`` creates it (a backfill ran first).
+    await store.set_began("acme", "impersonation", T0 + timedelta(hours=2))
+    await store.commit_group(
+        [Commit("acme", "impersonation", None, [], {}, began=T0 - timedelta(hours=5))], {}
+    )
+    store = await reopen(store)
+    assert await store.began("acme", "url") == T0
+    assert await store.began("acme", "impersonation") == T0 + timedelta(hours=2)
+    assert {s.category: s.began for s in await store.streams()} == {
+        "attachment": T0 + timedelta(hours=1),
+        "impersonation": T0 + timedelta(hours=2),
+        "url": T0,
     }

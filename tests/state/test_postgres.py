@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 
 from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
+from mimecast_connector._health import State, StreamHealth
 from mimecast_connector.state import Commit
 from mimecast_connector.state._postgres import SCHEMA_VERSION, PostgresStore
 from tests.pg import admin, fresh_schema, schema_of, tables_in
@@ -216,11 +217,18 @@ async def columns_of_streams(schema: str) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-@pytest.mark.parametrize("missing", [["marker"], ["lease", "marker"]], ids=lambda m: "+".join(m))
+HEALTH_COLUMNS = ["health", "health_reason", "health_advice", "health_since", "began"]
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [HEALTH_COLUMNS, ["marker", *HEALTH_COLUMNS], ["lease", "marker", *HEALTH_COLUMNS]],
+    ids=lambda m: "+".join(c for c in m if not c.startswith("health_")),
+)
 async def test_tables_of_an_older_release_gain_the_new_columns_in_place(
     url: str, missing: list[str]
 ) -> None:
-    """Tables made before ``marker`` (and ``lease``): ``status`` (create=False) reads them as they are, markers None, adding nothing; the next worker adds the columns, keeping every stream's cursor, ids and counters, and its markers commit."""
+    """Tables made before the streams' health (and ``marker``, and ``lease``): ``status`` (create=False) reads them as they are, markers and health None, adding nothing; the next worker adds the columns, keeping every stream's cursor, ids and counters, and its markers and health commit."""
     schema = schema_of(url)
     first = await PostgresStore.open(url)
     await first.commit_group(
@@ -249,6 +257,7 @@ async def test_tables_of_an_older_release_gain_the_new_columns_in_place(
         assert await reader.marker("acme", "url") is None
         [stream] = await reader.streams()
         assert (stream.cursor, stream.marker, dict(stream.counters)) == (T0, None, {"alerts": 1})
+        assert stream.health is None
     finally:
         await reader.aclose()
     assert not set(missing) & await columns_of_streams(schema)
@@ -261,16 +270,22 @@ async def test_tables_of_an_older_release_gain_the_new_columns_in_place(
         assert await worker.marker("acme", "url") is None
         lease = await worker.take_lease("acme", "url")
         await worker.commit_group(
-            [Commit("acme", "url", None, [], {}, lease=lease, marker="m")], {}
+            [Commit("acme", "url", None, [], {}, lease=lease, marker="m", health=DONE, began=T0)],
+            {},
         )
+        # Polled before ``began`` was recorded: unknown, and no commit makes one up later.
+        assert await worker.began("acme", "url") is None
     finally:
         await worker.aclose()
     again = await PostgresStore.open(url)  # the columns there: nothing to add
     try:
         assert await again.marker("acme", "url") == "m"
-        assert [s.marker for s in await again.streams()] == ["m"]
+        assert [(s.marker, s.health, s.began) for s in await again.streams()] == [("m", DONE, None)]
     finally:
         await again.aclose()
+
+
+DONE = StreamHealth(State.COLLECTING, "the last poll finished", "", T0.timestamp())
 
 
 async def test_two_stores_opening_a_fresh_schema_together_both_succeed(url: str) -> None:

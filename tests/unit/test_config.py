@@ -275,7 +275,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
     expected = {
         "colour": "unknown key",
         "lookback": "is not a duration",
-        "page_size": "less than or equal to 500",
+        "page_size": "501 is out of range: it must be from 1 to 500",
         "tenants[0].base_url": "must use https",
         "tenants[0].client_secret": "environment variable MISSING_SECRET is not set",
         "tenants[0].start": "needs a time zone",
@@ -291,7 +291,7 @@ def test_every_problem_is_reported_at_once_with_its_path(tmp_path: Path) -> None
         "tenants[2].client_secret": "is required for API 2.0",
         "sinks[0].colour": "unknown key",
         "sinks[1].url": "must use https",
-        "sinks[2]": "does not match any of the expected tags: 'jsonl', 'webhook',",
+        "sinks[2].type": '"carrier-pigeon" is not one of the kinds there are: "jsonl", "webhook",',
     }
     assert sorted(path for path, _ in problems) == sorted(expected)
     for path, message in problems:
@@ -361,7 +361,7 @@ url = "http://{host}/hook"
         ("", "tenants: is required"),
         (
             'sinks = []\n[[tenants]]\nname = "t"\nclient_id = "c"\nclient_secret = "s"\n',
-            "sinks: List should have at least 1 item",
+            "sinks: is an empty array: it needs at least 1",
         ),
     ],
 )
@@ -427,7 +427,11 @@ def test_poll_interval_must_be_a_second_or_more(value: str, problem: str, tmp_pa
         ('categories = ["rejection", "spam"]', "tenants[0].categories[1]", "rejection"),
         ("categories = []", "tenants[0].categories", "at least one of"),
         ('categories = ["url", "url"]', "tenants[0].categories", "twice"),
-        ('keep_unmatched_rejections = "yes"', "tenants[0].keep_unmatched_rejections", "bool"),
+        (
+            'keep_unmatched_rejections = "yes"',
+            "tenants[0].keep_unmatched_rejections",
+            '"yes" is not true or false',
+        ),
     ],
 )
 def test_categories_and_keep_unmatched_rejections_are_checked(

@@ -101,21 +101,21 @@ def test_a_newer_schema_is_refused(db: Path) -> None:
     assert row == (str(SCHEMA_VERSION + 1),)
 
 
-def test_a_version_4_file_is_refused_by_a_release_that_reads_version_3(
+def test_a_version_5_file_is_refused_by_a_release_that_reads_version_4(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """This release's files (version 4: streams' markers) are refused by the check as a version 3 release ships it, writer and ``status`` alike, before anything is written."""
+    """This release's files (version 5: streams' health) are refused by the check as a version 4 release ships it, writer and ``status`` alike, before anything is written."""
     from mimecast_connector.state import _store
 
     StateStore(db).close()
     before = db.read_bytes()
-    monkeypatch.setattr(_store, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(_store, "_READABLE", {"1", "2", "3"})
+    monkeypatch.setattr(_store, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(_store, "_READABLE", {"1", "2", "3", "4"})
     for options in ({}, {"writer": True}, {"read_only": True}):
         with pytest.raises(StateError) as caught:
             StateStore(db, **options)
         assert str(caught.value) == (
-            f"the state database {str(db)!r} has schema version 4, this version of "
-            "mimecast-connector reads version 3: use the matching release"
+            f"the state database {str(db)!r} has schema version 5, this version of "
+            "mimecast-connector reads version 4: use the matching release"
         )
     assert db.read_bytes() == before

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from mimecast_connector._errors import StateError
-from mimecast_connector.state import SCHEMA_VERSION, StateStore
+from mimecast_connector._health import State, StreamHealth
+from mimecast_connector.state import SCHEMA_VERSION, Commit, StateStore
 
 T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 
@@ -470,7 +471,7 @@ def at(epoch: float) -> datetime:
 
 
 def test_a_version_3_database_is_migrated_keeping_everything(tmp_path: Path) -> None:
-    """The first writer of a version 3 file migrates it to 4: every cursor, kept_from, id, dead letter's id, counter, sink position, success and error is kept, every marker is NULL, and markers commit and survive reopening."""
+    """The first writer of a version 3 file migrates it to the current one: every cursor, kept_from, id, dead letter's id, counter, sink position, success and error is kept, every marker is NULL, and markers commit and survive reopening."""
     path = made(tmp_path / "state.db", V3_SCHEMA)
     store = StateStore(path, writer=True)
     try:
@@ -509,12 +510,17 @@ def test_a_version_3_database_is_migrated_keeping_everything(tmp_path: Path) -> 
     assert version_and_columns(path) == (
         str(SCHEMA_VERSION),
         {"tenant", "category", "cursor", "last_success", "last_error", "last_error_at"}
-        | {"kept_from", "marker"},
+        | {"kept_from", "marker"}
+        | {"health", "health_reason", "health_advice", "health_since", "began"},
     )
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     again = StateStore(path, writer=True)
     try:
         assert (again.marker("acme", "url"), again.marker("acme", "attachment")) == ("m-1", None)
+        # Polled before ``began`` was recorded: unknown, and no later commit makes one up.
+        assert again.began("acme", "url") is None
+        again.commit_group([Commit("acme", "url", None, [], {}, began=at(1764000000.0))], {})
+        assert again.began("acme", "url") is None
         assert again.position("acme", "url") == (at(1764000000.0), 1763990000.0)
     finally:
         again.close()
@@ -609,3 +615,62 @@ def test_a_migration_that_fails_midway_leaves_the_old_version(
     finally:
         store.close()
     assert version_and_columns(path)[0] == str(SCHEMA_VERSION)
+
+
+#: A version 4 file: version 3 with the streams' markers, before their health.
+V4_SCHEMA = (
+    V3_SCHEMA.replace(
+        "kept_from REAL,\n    PRIMARY KEY", "kept_from REAL, marker TEXT,\n    PRIMARY KEY"
+    )
+    .replace("'schema_version', '3'", "'schema_version', '4'")
+    .replace("1763990000.0);", "1763990000.0, 'm-4');")
+    .replace("\n    NULL);", "\n    NULL, NULL);")
+)
+
+
+def test_a_version_4_database_is_migrated_keeping_everything_with_no_health(
+    tmp_path: Path,
+) -> None:
+    """The first writer of a version 4 file migrates it to 5: markers, cursors, errors and counters kept, every health None, and a health set is read back after reopening."""
+    assert SCHEMA_VERSION == 5
+    path = made(tmp_path / "state.db", V4_SCHEMA)
+    store = StateStore(path, writer=True)
+    try:
+        attachment, url = store.streams()
+        assert (url.marker, url.cursor, dict(url.counters), url.health) == (
+            "m-4",
+            at(1764000000.0),
+            {"alerts": 3, "fetched": 5},
+            None,
+        )
+        assert (attachment.last_error, attachment.health) == ("timed out", None)
+        store.set_health("acme", "url", StreamHealth(State.COLLECTING, "done", "", 1764000300.0))
+    finally:
+        store.close()
+    version, columns = version_and_columns(path)
+    assert (version, {"marker", "health", "health_since"} <= columns) == ("5", True)
+    again = StateStore(path, writer=True)
+    try:
+        healths = {s.category: s.health for s in again.streams()}
+        assert healths == {
+            "url": StreamHealth(State.COLLECTING, "done", "", 1764000300.0),
+            "attachment": None,
+        }
+        assert again.marker("acme", "url") == "m-4"
+    finally:
+        again.close()
+
+
+def test_a_version_4_database_is_read_by_status_as_it_is(tmp_path: Path) -> None:
+    """Opened read-only (``status``), a version 4 file is read without being migrated: every health None, the file left as it was."""
+    path = made(tmp_path / "state.db", V4_SCHEMA)
+    before = fingerprint(path)
+    store = StateStore(path, read_only=True)
+    try:
+        attachment, url = store.streams()
+        assert (url.marker, url.health, attachment.health) == ("m-4", None, None)
+        assert [s.health for s in store.streams(counters=False)] == [None, None]
+    finally:
+        store.close()
+    assert fingerprint(path) == before
+    assert version_and_columns(path)[0] == "4"

@@ -16,11 +16,12 @@ import asyncio
 import ipaddress
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -50,16 +51,46 @@ from mimecast_connector.client._responses import (
     classify_failures,
     classify_status,
     classify_transport_error,
+    outcome_label,
 )
 from mimecast_connector.client._retry import RetryPolicy
 
 _log = structlog.get_logger("mimecast_connector.client")
 
 MAX_PAGE_SIZE = 500
+#: The header Mimecast names a call by; sent with every request, and read from every answer
+#: that has one (a support ticket quotes Mimecast's).
+REQUEST_ID_HEADER = "x-mc-req-id"
 _ERROR_BODY_CAP = 64 * 1024
 #: Who is asking, in every request's User-Agent.
 _USER_AGENT = b"mimecast-connector"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a password
+
+
+class CallObserver(Protocol):
+    """What a client reports about its calls (the run's metrics: ``observe.TenantCalls``).
+    ``category`` is the stream the call was for (``receipt`` for the SIEM feed's)."""
+
+    def answered(self, category: str, outcome: str, seconds: float) -> None:
+        """One request ended: ``outcome`` is ``client.outcome_label``'s."""
+        ...
+
+    def waited(self, seconds: float) -> None:
+        """One call waited ``seconds`` for the API user's quota."""
+        ...
+
+
+class _Unobserved:
+    """The observer of a client nobody watches."""
+
+    def answered(self, category: str, outcome: str, seconds: float) -> None:
+        return None
+
+    def waited(self, seconds: float) -> None:
+        return None
+
+
+UNOBSERVED: CallObserver = _Unobserved()
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +381,12 @@ class MimecastClient:
     ``http`` is the run's shared :class:`~mimecast_connector.client._http.HttpPool` (without
     one, the client makes its own and closes it); ``transport`` is the httpx seam tests may
     swap; ``limiter`` is shared by everything that uses this tenant's quota; ``secrets`` are
-    values that must never appear in a message (the auth's own secrets are always included).
+    values that must never appear in a message (the auth's own secrets are always included);
+    ``observer`` is told of every request and every wait for the quota (the run's metrics).
+
+    Every log line about a request carries the tenant, the category (``None`` for a token
+    request made outside a poll) and the request id: Mimecast's own, from the answer's
+    ``x-mc-req-id``, when the answer has one, else the one sent.
     """
 
     def __init__(
@@ -366,8 +402,10 @@ class MimecastClient:
         rng: random.Random | None = None,
         secrets: Sequence[str] = (),
         http: HttpPool | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.tenant = tenant
+        self.observer: CallObserver = observer or UNOBSERVED
         self._static_redactor = redactor_of(secrets)
         self.base_url = check_base_url(base_url)
         self.auth = auth
@@ -495,12 +533,13 @@ class MimecastClient:
             decode=lambda raw: self._decode_page(category, raw, self._redact),
             authenticated=True,
             admit=admit,
+            stream=category.value,
         )
 
     # --- one call, with the response table ---------------------------------------------
 
     async def _fetch_token(
-        self, form: Mapping[str, str], *, deadline: float | None = None
+        self, form: Mapping[str, str], *, deadline: float | None = None, stream: str | None = None
     ) -> Mapping[str, Any]:
         content = urlencode(dict(form)).encode()
         answer, _ = await self._call(
@@ -511,6 +550,7 @@ class MimecastClient:
             decode=self._decode_token,
             authenticated=False,
             deadline=deadline,
+            stream=stream,
         )
         return answer
 
@@ -528,10 +568,13 @@ class MimecastClient:
         method: str = "POST",
         query: str = "",
         role: str | None = None,
+        stream: str | None = None,
     ) -> tuple[_T, str]:
-        """Send one call until the table says stop; return the decoded answer and request id.
-        ``method`` GET sends no body and ``query`` after the path; ``role`` names what a 403
-        lacks where ``category`` does not say it.
+        """Send one call until the table says stop; return the decoded answer and request id
+        (Mimecast's, when the answer named one). ``method`` GET sends no body and ``query``
+        after the path; ``role`` names what a 403 lacks where ``category`` does not say it;
+        ``stream`` is the category the call is for, in logs and metrics (a token request is
+        counted with the call that needed it).
 
         Everything the call does ends by ``deadline`` (on the client's monotonic clock; by
         default ``retry.deadline`` seconds from now): every try and its body read, the waits
@@ -547,8 +590,12 @@ class MimecastClient:
         sent: dict[str, str] = {}
         verdict = _OUT_OF_TIME
         happened = said = ""
+        observer = self.observer
+        label = stream or "none"
         while True:
-            await self.limiter.acquire()
+            waited = await self.limiter.acquire()
+            if waited:
+                observer.waited(waited)
             if admit is not None:
                 await admit()
             request_id = new_request_id()
@@ -559,9 +606,10 @@ class MimecastClient:
             }
             sent = {}
             budget = 0.0
+            sending = 0.0
             try:
                 if authenticated:
-                    sent = await self._auth_headers(path, request_id, deadline)
+                    sent = await self._auth_headers(path, request_id, deadline, stream)
                     headers.update(sent)
                 budget = min(self.options.request_deadline, deadline - self._clock.monotonic())
                 if budget <= 0:
@@ -575,6 +623,8 @@ class MimecastClient:
                         sent=sent,
                     )
                 tries += 1
+                sending = time.perf_counter()
+                status = None
                 status, response_headers, body = await self._send(
                     path, headers, content, budget, method=method, query=query
                 )
@@ -582,12 +632,20 @@ class MimecastClient:
                 httpx.HTTPError,
                 TimeoutError,
             ) as exc:  # transport, and bodies httpx cannot decode
+                if sending:
+                    observer.answered(
+                        label, outcome_label(None, exc), time.perf_counter() - sending
+                    )
                 status, reset, said = None, 0.0, ""
                 verdict = classify_transport_error(exc)
                 happened = self._describe_transport(exc, budget)
             except _GiveUp as stop:
+                if sending:
+                    observer.answered(label, outcome_label(status), time.perf_counter() - sending)
                 raise self._unreadable(stop, path, request_id, status, sent) from None
             else:
+                observer.answered(label, outcome_label(status), time.perf_counter() - sending)
+                request_id = response_headers.get(REQUEST_ID_HEADER) or request_id
                 self.limiter.observe(response_headers)
                 verdict = classify_status(
                     status, category, token_request=not authenticated, role=role
@@ -637,6 +695,7 @@ class MimecastClient:
                 _log.info(
                     "auth_refused_refreshing",
                     tenant=self.tenant,
+                    category=stream,
                     endpoint=path,
                     request_id=request_id,
                 )
@@ -649,7 +708,14 @@ class MimecastClient:
                         path=path, request_id=request_id, status=status, sent=sent,
                     )  # fmt: skip
                 self.limiter.block(wait)
-                _log.info("rate_limited", tenant=self.tenant, endpoint=path, wait_s=round(wait, 3))
+                _log.info(
+                    "rate_limited",
+                    tenant=self.tenant,
+                    category=stream,
+                    endpoint=path,
+                    request_id=request_id,
+                    wait_s=round(wait, 3),
+                )
                 continue
             # RETRY
             failures += 1
@@ -662,6 +728,7 @@ class MimecastClient:
             _log.warning(
                 "retrying",
                 tenant=self.tenant,
+                category=stream,
                 endpoint=path,
                 status=status,
                 request_id=request_id,
@@ -699,10 +766,14 @@ class MimecastClient:
             return f"the body from {host} could not be decoded ({name})"
         return f"the connection to {host} failed ({name}: {exc})"
 
-    async def _auth_headers(self, path: str, request_id: str, deadline: float) -> dict[str, str]:
+    async def _auth_headers(
+        self, path: str, request_id: str, deadline: float, stream: str | None = None
+    ) -> dict[str, str]:
         try:
             return await self.auth.headers(
-                path, request_id, lambda form: self._fetch_token(form, deadline=deadline)
+                path,
+                request_id,
+                lambda form: self._fetch_token(form, deadline=deadline, stream=stream),
             )
         except ValueError as exc:  # the token response had no usable token
             raise _GiveUp(

@@ -71,8 +71,9 @@ class RateLimiter:
         self._next_slot = 0.0  # monotonic: when the next paced call may go
         self.waited = 0.0  # total seconds spent waiting, for metrics
 
-    async def acquire(self) -> None:
-        """Wait until the next call may go, and count it against the known remaining quota."""
+    async def acquire(self) -> float:
+        """Wait until the next call may go, and count it against the known remaining quota;
+        return the seconds waited (0.0 when the call went at once)."""
         now = self._clock.monotonic()
         start = max(now, self._blocked_until)
         if self._pacing():
@@ -86,6 +87,8 @@ class RateLimiter:
         if delay > 0:
             self.waited += delay
             await self._clock.sleep(delay)
+            return delay
+        return 0.0
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Learn the quota from the ``X-RateLimit-*`` headers of a response."""
@@ -108,6 +111,11 @@ class RateLimiter:
         until = self._clock.monotonic() + min(max(seconds, 0.0), self._max_wait)
         self._blocked_until = max(self._blocked_until, until)
         self._remaining = None if self._remaining is None else 0
+
+    def quota(self) -> tuple[int | None, int | None, float]:
+        """What the headers last said: calls remaining, the limit, and the seconds Mimecast
+        needs to put one call back (None, None while no header was seen)."""
+        return self._remaining, self._limit, self._interval
 
     def _pacing(self) -> bool:
         if self._remaining is None or self._interval <= 0:

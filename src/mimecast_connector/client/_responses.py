@@ -35,6 +35,8 @@ import enum
 import ssl
 from dataclasses import dataclass
 
+import httpx
+
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import (
     ApiError,
@@ -147,6 +149,20 @@ def classify_transport_error(exc: BaseException) -> Verdict:
             "for loopback hosts too",
         )
     return Verdict(Outcome.RETRY, UnavailableError, "Mimecast could not be reached")
+
+
+def outcome_label(status: int | None, exc: BaseException | None = None) -> str:
+    """A request's outcome as the metrics count it: ``2xx``, ``401``, ``403``, ``418``,
+    ``429``, ``5xx``, ``timeout`` or ``other`` (a redirect, another 4xx, a connection error)."""
+    if status is None:
+        return "timeout" if isinstance(exc, httpx.TimeoutException | TimeoutError) else "other"
+    if 200 <= status <= 299:
+        return "2xx"
+    if status in (401, 403, 418, 429):
+        return str(status)
+    if 500 <= status <= 599:
+        return "5xx"
+    return "other"
 
 
 def certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:

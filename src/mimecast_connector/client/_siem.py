@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -32,6 +33,7 @@ from mimecast_connector._errors import ApiFailure, UnavailableError, UpstreamFor
 from mimecast_connector.client._auth import new_request_id
 from mimecast_connector.client._client import (
     _FORMAT_VERDICT,
+    REQUEST_ID_HEADER,
     MimecastClient,
     _describe_decode_error,
     _ErrorBody,
@@ -40,8 +42,15 @@ from mimecast_connector.client._client import (
     _GiveUp,
     is_loopback_host,
 )
-from mimecast_connector.client._responses import Outcome, Verdict, classify_status
+from mimecast_connector.client._responses import (
+    Outcome,
+    Verdict,
+    classify_status,
+    outcome_label,
+)
 
+#: The stream the SIEM calls are for, in logs and metrics.
+CATEGORY = "receipt"
 BATCH_PATH = "/siem/v1/batch/events/cg"
 SIEM_LOGS_PATH = "/api/audit/get-siem-logs"
 #: The permissions each feed needs, named in a 403's message.
@@ -123,6 +132,7 @@ async def list_batches(
         method="GET",
         query="?" + urlencode(query),
         role=BATCH_ROLE,
+        stream=CATEGORY,
     )
     files = []
     for link in listing.value:
@@ -202,10 +212,12 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
     if token:
         item["token"] = token
     body = msgspec.json.encode({"data": [item]})
-    await client.limiter.acquire()
+    waited = await client.limiter.acquire()
+    if waited:
+        client.observer.waited(waited)
     request_id = new_request_id()
     deadline = client._clock.monotonic() + client.options.retry.deadline
-    sent = await client._auth_headers(SIEM_LOGS_PATH, request_id, deadline)
+    sent = await client._auth_headers(SIEM_LOGS_PATH, request_id, deadline, CATEGORY)
     headers = {
         "Content-Type": "application/json",
         "Accept": "application/octet-stream, application/json",
@@ -214,6 +226,8 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
         **sent,
     }
     spool: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the caller
+    sending = time.perf_counter()
+    status: int | None = None
     try:
         async with (
             client._slots,
@@ -223,11 +237,15 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
         ):
             client.limiter.observe(response.headers)
             status = response.status_code
+            request_id = response.headers.get(REQUEST_ID_HEADER) or request_id
             kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if status != 200 or kind == "application/json":
                 answer = await response.aread()
                 _raise_or_nothing(client, status, answer, request_id, sent)
                 spool.close()
+                client.observer.answered(
+                    CATEGORY, outcome_label(status), time.perf_counter() - sending
+                )
                 return None
             async for chunk in response.aiter_raw():
                 spool.write(chunk)
@@ -236,6 +254,9 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
             next_token = response.headers.get("mc-siem-token") or None
     except httpx.HTTPError as exc:
         spool.close()
+        client.observer.answered(
+            CATEGORY, outcome_label(status, exc), time.perf_counter() - sending
+        )
         raise UnavailableError(
             f"the get-siem-logs call failed ({type(exc).__name__})",
             tenant=client.tenant,
@@ -244,7 +265,9 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
         ) from None
     except BaseException:
         spool.close()
+        client.observer.answered(CATEGORY, outcome_label(status), time.perf_counter() - sending)
         raise
+    client.observer.answered(CATEGORY, outcome_label(status), time.perf_counter() - sending)
     spool.seek(0)
     return SiemFile(name, log_kind(name), next_token, spool)
 

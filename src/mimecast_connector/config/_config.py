@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import os
 import re
@@ -56,7 +57,8 @@ from mimecast_connector._fields import (
     visible_ascii,
 )
 from mimecast_connector._files import kind_problem, read_regular_file, size_text
-from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url
+from mimecast_connector.client import MAX_PAGE_SIZE, check_base_url, is_loopback_host
+from mimecast_connector.config._problems import problems as _problems
 from mimecast_connector.rules import load_table
 from mimecast_connector.sinks import SINK_KINDS, SinkConfig
 from mimecast_connector.state._url import shown_url
@@ -315,12 +317,42 @@ class Config(Strict):
     page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, strict=True)] = MAX_PAGE_SIZE
     mapping: Path | None = None
     tenants_dir: Path | None = None
+    #: Where ``run`` serves /metrics, /healthz and /readyz (``host:port``); None: nowhere.
+    metrics: str | None = None
+    #: The bearer token /metrics and /readyz require; required off loopback.
+    metrics_token: Annotated[SecretStr | None, Field(validate_default=True)] = None
     tenants: Annotated[list[TenantConfig], Field(min_length=1)]
     sinks: Annotated[list[SinkConfig], Field(min_length=1)]
 
     _duration = field_validator("lookback", mode="before")(_bounded_duration(*LOOKBACK_BOUNDS))
     _paths = field_validator("dead_letter", "mapping", "tenants_dir", mode="before")(path_text)
     _state_field = field_validator("state", mode="before")(_state)
+    _metrics_token = field_validator("metrics_token", mode="before")(secret_str)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            listen_address(value)  # a ValueError says what is wrong
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_guarded(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        address = info.data.get("metrics")
+        if value is None:
+            if isinstance(address, str) and not is_loopback_host(listen_address(address)[0]):
+                raise ValueError(
+                    f"is required when metrics listens on {address!r}, which is not a "
+                    'loopback address: set metrics_token ("env:NAME" or "file:PATH", '
+                    f"at least {MIN_TOKEN} characters) so that only your scraper reads it, or "
+                    'listen on loopback (metrics = "127.0.0.1:9464")'
+                )
+            return value
+        if len(value.get_secret_value()) < MIN_TOKEN:
+            raise ValueError(f"must be at least {MIN_TOKEN} characters long")
+        return value
+
     #: The file each tenant read from ``tenants_dir`` came from, by tenant name.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -338,6 +370,8 @@ class Config(Strict):
             out.extend(sink.secrets())
         if isinstance(self.state, PostgresState):
             out.extend(self.state.secrets())
+        if self.metrics_token is not None:
+            out.append(self.metrics_token.get_secret_value())
         return out
 
     @property
@@ -350,6 +384,37 @@ class Config(Strict):
         """True when the state is PostgreSQL: this process is one worker of a fleet that
         shares its tenants' streams with every other worker on the same database."""
         return isinstance(self.state, PostgresState)
+
+
+#: The shortest ``metrics_token`` accepted.
+MIN_TOKEN = 16
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``"localhost:9464"`` or ``"0.0.0.0:9464"`` as
+    (host, port); port 0 is any free port. A ValueError says what is wrong."""
+    host, colon, port = value.rpartition(":")
+    wanted = (
+        'must be host:port, the host an IP address or localhost, e.g. "127.0.0.1:9464" '
+        'or "[::1]:9464"'
+    )
+    if not colon or not port.isdigit() or not host:
+        raise ValueError(wanted)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(wanted)
+    elif ":" in host:
+        raise ValueError(f"{wanted} (an IPv6 address goes in brackets)")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(wanted) from None
+    number = int(port)
+    if number > 65535:
+        raise ValueError("has a port above 65535")
+    return host, number
 
 
 def _now(info: Any) -> datetime:
@@ -479,7 +544,7 @@ def _load(
     try:
         config = Config.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(_relabel(_problems(exc) + problems, sources)) from None
+        raise ConfigError(_relabel(_problems(exc, Config) + problems, sources)) from None
     if problems:
         raise ConfigError(_relabel(problems, sources))
     anchored = _anchor(config, base_dir)
@@ -530,7 +595,7 @@ def _tenant_file_problems(file: _TenantFile, context: dict[str, Any]) -> list[tu
     try:
         TenantConfig.model_validate(table, context=context)
     except ValidationError as exc:
-        problems = _problems(exc) + problems
+        problems = _problems(exc, TenantConfig) + problems
     return [(key.removeprefix("tenants[0]").lstrip("."), message) for key, message in problems]
 
 
@@ -622,24 +687,3 @@ def _anchor(config: Config, base_dir: Path) -> Config:
             "sinks": sinks,
         }
     )
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for error in exc.errors(include_input=False, include_url=False):
-        path = ""
-        for part in error["loc"]:
-            if isinstance(part, int):
-                path += f"[{part}]"
-            elif part in SINK_KINDS or str(part).startswith("function-"):
-                continue  # the discriminator's branch name adds nothing for the reader
-            else:
-                path += f".{part}" if path else str(part)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling)"
-        elif error["type"] == "missing":
-            message = "is required"
-        message = message.removeprefix("Value error, ")
-        out.append((path, message))
-    return out

@@ -23,6 +23,10 @@ every later page of the same lanes: no page commits after one of its stream's ea
 not, so no cursor can pass an undelivered alert. The lane's poll sees the error, and the stream
 retries on its next poll from its last committed page.
 
+Metrics (``observe.Metrics``): each sink's batches are timed and counted around its
+``deliver``, each group's state commit is timed, and each page committed adds its counters and
+cursor, all per batch or page, never per record.
+
 Memory is bounded: at most ``MAX_PAGES_HELD`` pages are read and not yet committed in the whole
 run (a poll takes a permit from ``held`` before it asks for a page), the queue holds at most
 ``MAX_QUEUED_RECORDS`` records (a page bigger than that is admitted alone), and a poll keeps at
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +48,9 @@ from datetime import datetime
 import structlog
 
 from mimecast_connector._errors import InternalError, LeaseLostError, SinkRejectedError
+from mimecast_connector._health import StreamHealth
+from mimecast_connector.alerts import Alert
+from mimecast_connector.observe import Metrics, SinkWatch, sink_label
 from mimecast_connector.runner._chain import Handled, count, select_fresh
 from mimecast_connector.sinks import AppendFile, Sink
 from mimecast_connector.state import Commit, Store
@@ -74,6 +82,14 @@ class Lane:
     failed: BaseException | None = None
     #: A fleet poll's lease (``PostgresStore.take_lease``); None in a single process.
     lease: int | None = None
+    #: A live poll's window start, committed with its pages (``Commit.began``).
+    began: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        """The category as metrics name it: a backfill's (``url@backfill:<range>``) without
+        its range, so that each backfill adds no series of its own."""
+        return self.category.partition(":")[0]
 
 
 @dataclass(eq=False, slots=True)
@@ -86,6 +102,7 @@ class _Page:
     success_at: float | None
     done: asyncio.Future[dict[str, int]] = field(repr=False)
     marker: str | None = None
+    health: StreamHealth | None = None
 
     @property
     def size(self) -> int:
@@ -102,10 +119,15 @@ class Committer:
         dead: AppendFile | None,
         *,
         max_pages_held: int = MAX_PAGES_HELD,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._sinks = list(sinks)
         self._dead = dead
+        self.metrics = metrics or Metrics()
+        self._watches = [
+            self.metrics.sink(sink_label(index, sink.name)) for index, sink in enumerate(sinks)
+        ]
         self._queue: deque[_Page] = deque()
         self._current: list[_Page] = []
         self._queued_records = 0
@@ -174,10 +196,12 @@ class Committer:
         prune_before: datetime | None,
         success_at: float | None = None,
         marker: str | None = None,
+        health: StreamHealth | None = None,
     ) -> asyncio.Future[dict[str, int]]:
         """Queue one page of ``lane`` (waiting for room first); the future gives its counts
         once committed, or the error that kept it out. ``marker`` is the stream's position
-        once this page is in (``Commit.marker``; None: unchanged), committed with the page."""
+        once this page is in (``Commit.marker``; None: unchanged), committed with the page;
+        ``health`` the stream's health once it is in (``Commit.health``; None: unchanged)."""
         if self._task is None or self._task.done():
             raise self._broken or InternalError(RuntimeError("the committer is not running"))
         size = len(handled.ids)
@@ -193,7 +217,7 @@ class Committer:
             raise self._broken
         done: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._queue.append(
-            _Page(lane, handled, cursor, horizon, prune_before, success_at, done, marker)
+            _Page(lane, handled, cursor, horizon, prune_before, success_at, done, marker, health)
         )
         self._queued_records += size
         self._work.set()
@@ -296,8 +320,13 @@ class Committer:
         if alerts:
             # Every sink's write finishes before the next group starts, even when one fails:
             # a write still running would race the next group.
+            size = sum(len(alert.raw) for alert in alerts)
             answers = await asyncio.gather(
-                *(sink.deliver(alerts) for sink in self._sinks), return_exceptions=True
+                *(
+                    _delivered(sink, watch, alerts, size)
+                    for sink, watch in zip(self._sinks, self._watches, strict=True)
+                ),
+                return_exceptions=True,
             )
             failures = [a for a in answers if isinstance(a, BaseException)]
             if failures:
@@ -329,14 +358,37 @@ class Committer:
                     page.lane.lease,
                     [(i, w) for i, w in fresh.ids if i in dead] if dead else (),
                     page.marker,
+                    page.health,
+                    page.lane.began,
                 )
             )
+        started = time.perf_counter()
         await store.commit_group(commits, positions)
+        metrics = self.metrics
+        metrics.commit_seconds.observe(time.perf_counter() - started)
+        for page, counts in zip(group, counted, strict=True):
+            # A backfill's cursor is far behind by design: it is no stream's lag.
+            backfill = page.lane.label != page.lane.category
+            cursor = None if page.cursor is None or backfill else page.cursor.timestamp()
+            metrics.committed(page.lane.tenant, page.lane.label, counts, cursor)
         for sink in self._sinks:
             sink.committed(positions.get(sink.name))
         if self._dead is not None and self._dead.name in positions:
             self._dead.committed(positions[self._dead.name])
         return [dict(counts) for counts in counted]
+
+
+async def _delivered(sink: Sink, watch: SinkWatch, alerts: list[Alert], size: int) -> str | None:
+    """``sink.deliver(alerts)``, timed and counted (``size``: the batch's raw bytes)."""
+    watch.started(size)
+    started = time.perf_counter()
+    try:
+        position = await sink.deliver(alerts)
+    except BaseException:
+        watch.failed(time.perf_counter() - started, size)
+        raise
+    watch.delivered(len(alerts), time.perf_counter() - started, size)
+    return position
 
 
 def _split(handled: Handled) -> tuple[list[tuple[str, float]], set[str]]:

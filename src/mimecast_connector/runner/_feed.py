@@ -175,7 +175,12 @@ class FeedReader:
                 marker = self._reached  # the file, and the lines of it handed over
                 relists += 1
                 if relists <= MAX_RELISTS:
-                    _log.info("batch_link_expired", tenant=self.tenant, file=self._expiring)
+                    _log.info(
+                        "batch_link_expired",
+                        tenant=self.tenant,
+                        category=CATEGORY,
+                        file=self._expiring,
+                    )
                     continue  # list the same page again: fresh links, resume where it was
                 marker = await self._stuck(marker, str(expired))
                 relists = 0
@@ -275,6 +280,7 @@ class FeedReader:
             _log.warning(
                 "siem_file_kind_unknown",
                 tenant=self.tenant,
+                category=CATEGORY,
                 file=name,
                 detail="its rows are counted, not read: the file name does not say which log",
             )
@@ -320,7 +326,13 @@ class FeedReader:
 
     async def _bad_file(self, marker: Marker, name: str, reason: str) -> Marker:
         """Dead-letter a whole file with its name and reason; the feed goes on after it."""
-        _log.warning("batch_file_dead_lettered", tenant=self.tenant, file=name, reason=reason)
+        _log.warning(
+            "batch_file_dead_lettered",
+            tenant=self.tenant,
+            category=CATEGORY,
+            file=name,
+            reason=reason,
+        )
         raw = {"file": name, "line": marker.line}
         why = (
             f"batch file {name!r} could not be read to its end ({reason}); its first "

@@ -28,7 +28,10 @@ the next poll, and what was already delivered is suppressed by id.
 
 A stream's failure is logged, recorded for ``status``, and retried on a backoff; the other
 streams go on. Configuration faults (bad key, missing role) back off longer than upstream
-ones, since only a person can fix them. A sink that refuses a batch for good (a 4xx other than
+ones, since only a person can fix them. Each stream's health (``_health``) is kept here for
+the metrics and ``/readyz``, and in the store for ``status``, written only with what is
+written anyway (the failure's record, the poll's last commit) or when it changes (Mimecast
+accepted the credentials of a stream that had none accepted). A sink that refuses a batch for good (a 4xx other than
 408/429), or a state database that cannot take a commit (deleted or replaced under the
 process), halts the whole run: every checkpoint waits for every sink and for the store, so
 retrying could only repeat the refusal; the state is left as it was, and a restart after the
@@ -43,10 +46,12 @@ import contextlib
 import hashlib
 import math
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
 
 import httpx
@@ -55,10 +60,22 @@ import structlog
 from mimecast_connector._categories import Category
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import (
+    ApiError,
+    ConfigError,
     ConnectorError,
     InternalError,
+    LeaseLostError,
     SinkRejectedError,
     StateError,
+)
+from mimecast_connector._health import (
+    NEVER_POLLED,
+    State,
+    StreamHealth,
+    accepted,
+    classify,
+    collecting,
+    derived,
 )
 from mimecast_connector._logging import redactor_of
 from mimecast_connector.client import (
@@ -72,7 +89,16 @@ from mimecast_connector.client import (
     RateLimiter,
 )
 from mimecast_connector.config import Config, TenantConfig
+from mimecast_connector.observe import Metrics, StreamRow
 from mimecast_connector.rules import AttackTable, load_table
+from mimecast_connector.runner._backfill import (
+    Backfill,
+    Gate,
+    gated,
+    is_backfill,
+    read_requests,
+    request_folder,
+)
 from mimecast_connector.runner._chain import Chain, Handled
 from mimecast_connector.runner._committer import (
     MAX_PAGES_HELD,
@@ -99,9 +125,30 @@ PRUNE_MARGIN = timedelta(hours=1)
 #: How long a receipt feed's ids (its rejections') are kept: longer than Mimecast keeps SIEM
 #: files (7 days), so a page listed again from its start is recognised whole.
 FEED_KEEP = timedelta(days=8)
+#: The categories a stream's health is kept for (a backfill's lane is none of them).
+_STREAM_CATEGORIES = frozenset(c.value for c in Category)
+#: A fleet worker reads every stream's health from the store (the other workers poll most of
+#: them) at most this often, when asked (``/metrics``, ``/readyz``).
+HEALTH_REFRESH = 5.0
 #: Seconds a stopping run waits for its polls to commit the pages they are reading (SIGTERM,
 #: SIGINT); past it they are cancelled, which is safe (what was not committed is read again).
 DRAIN_TIMEOUT = 30.0
+
+
+_SECOND = timedelta(seconds=1)
+
+
+def _horizon(stored: datetime | None, kept: float | None, start: datetime) -> float:
+    """The oldest event time whose ids the store still remembers, fixed for a whole poll (ids
+    are pruned only once a window has been read in full): a record older than that cannot be
+    told from one delivered long ago. A stream without a cursor starts at its window."""
+    if kept is not None:
+        return kept
+    if stored is not None:
+        # A store from before ``kept_from`` pruned at ``cursor - lookback - 1 h`` with the
+        # lookback of then, which may have been shorter: assume the shortest (0).
+        return (stored - PRUNE_MARGIN).timestamp()
+    return start.timestamp()
 
 
 class _Permit:
@@ -157,6 +204,8 @@ class StreamResult:
     error: ConnectorError | None = None
     message: str = ""  # the error's text, every configured secret redacted
     counts: dict[str, int] = field(default_factory=dict)
+    #: The stream's health after this poll (None: unchanged, a poll taken over).
+    health: StreamHealth | None = None
 
 
 def make_auth(tenant: TenantConfig, clock: Clock) -> Auth:
@@ -208,9 +257,19 @@ class Runner:
         transport: TransportFactory | None = None,
         client_options: ClientOptions | None = None,
         max_pages_held: int = MAX_PAGES_HELD,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self._clock: Clock = clock or SystemClock()
+        #: The run's metrics (``observe``), fed by the clients, the committer and the polls.
+        self.metrics = metrics or Metrics(clock=self._clock.time)
+        self.metrics.watch(self._health_rows)
+        #: Every stream's health as this process knows it (read from the store at start, kept
+        #: as its polls go; a fleet worker reads the store again, see ``refresh_health``).
+        self._health: dict[tuple[str, str], StreamHealth] = {}
+        self._health_read = -math.inf
+        #: Seconds between a fleet worker's reads of every stream's health (``refresh_health``).
+        self.health_refresh = HEALTH_REFRESH
         self._table = table or load_table(config.mapping)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
         self._transport = transport or (lambda tenant: None)
@@ -250,6 +309,8 @@ class Runner:
         #: Set by ``drain``: every poll ends after the page it is reading (committed), and
         #: ``run_forever`` starts no more.
         self.draining = False
+        #: The backfills this run reads beside its live polls (``take_backfills``), by stream.
+        self._backfills: dict[str, asyncio.Task[None]] = {}
         #: How long ``run_forever`` waits for its polls once stopped (``DRAIN_TIMEOUT``).
         self.drain_timeout = DRAIN_TIMEOUT
 
@@ -282,7 +343,10 @@ class Runner:
             if baseline is not None:
                 baselines[sink.name] = baseline
         await store.set_sink_positions(baselines)
-        self._committer_ = Committer(store, self.sinks, dead, max_pages_held=self._max_pages_held)
+        await self._read_health()
+        self._committer_ = Committer(
+            store, self.sinks, dead, max_pages_held=self._max_pages_held, metrics=self.metrics
+        )
         self._committer_.on_death = self._committer_died
         self._committer_.start()
         self._http = HttpPool(timeout=self._options.timeout)
@@ -313,6 +377,7 @@ class Runner:
             limiter=limiter,
             secrets=self._secrets,
             http=self._http,
+            observer=self.metrics.calls(tenant.name),
         )
         if Category.RECEIPT in tenant.categories:
             self._receipt_chains[tenant.name] = ReceiptChain(
@@ -356,7 +421,16 @@ class Runner:
         changed = [n for n in after if n in before and after[n] != before[n]]
         restart_for = [
             key
-            for key in ("state", "dead_letter", "lookback", "page_size", "mapping", "sinks")
+            for key in (
+                "state",
+                "dead_letter",
+                "lookback",
+                "page_size",
+                "mapping",
+                "sinks",
+                "metrics",
+                "metrics_token",
+            )
             if getattr(new, key) != getattr(self.config, key)
         ]
         # Old secrets stay redacted too: polls of a removed tenant may still be running.
@@ -388,6 +462,10 @@ class Runner:
         return Reload(added, removed, changed, restart_for)
 
     async def aclose(self) -> None:
+        backfills = list(self._backfills.values())
+        for task in backfills:  # left by a run that ended without draining: resumed next time
+            task.cancel()
+        await asyncio.gather(*backfills, return_exceptions=True)
         if self._committer_ is not None:
             await self._committer_.aclose()
         for client in self._clients.values():
@@ -420,6 +498,87 @@ class Runner:
 
     def streams(self) -> list[tuple[TenantConfig, Category]]:
         return [(t, c) for t in self.config.tenants for c in t.categories]
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self, tenant: str, category: str) -> StreamHealth:
+        """The stream's health as this process knows it."""
+        return self._health.get((tenant, category), NEVER_POLLED)
+
+    def not_ready(self) -> list[str]:
+        """Every configured stream that is neither collecting nor degraded for less than
+        three of its poll intervals (``/readyz``), as ``tenant/category: state (reason)``."""
+        now = self._clock.time()
+        out = []
+        for tenant, category in self.streams():
+            health = self.health(tenant.name, category.value)
+            if not health.ready(tenant.poll_interval, now):
+                out.append(f"{tenant.name}/{category.value}: {health.state} ({health.reason})")
+        return out
+
+    async def refresh_health(self) -> None:
+        """A fleet worker: read every stream's health from the store again (at most every
+        ``health_refresh`` seconds), since the other workers poll most streams. A single
+        process knows its own and does nothing here."""
+        if not self.config.fleet or self._store is None:
+            return
+        if time.monotonic() - self._health_read < self.health_refresh:
+            return
+        try:
+            await self._read_health()
+        except ConnectorError as exc:  # the next refresh tries again
+            _log.warning("health_refresh_failed", error=self._redact(str(exc)))
+
+    async def _read_health(self) -> None:
+        self._health_read = time.monotonic()
+        try:
+            states = await self.store.streams(counters=False)
+        except Exception as exc:  # a malformed value: its stream's poll reports it
+            _log.warning(
+                "health_unreadable",
+                error=self._redact(str(InternalError(exc))),
+                reason="every stream counts as never polled until its next poll",
+            )
+            return
+        for s in states:
+            key = (s.tenant, s.category)
+            self._health[key] = s.health or derived(
+                None if s.last_success is None else s.last_success.timestamp(),
+                None if s.last_error_at is None else s.last_error_at.timestamp(),
+                s.last_error,
+            )
+            if s.cursor is not None:
+                self.metrics.committed(s.tenant, s.category, {}, s.cursor.timestamp())
+
+    def _health_rows(self) -> list[StreamRow]:
+        return [(t.name, c.value, self.health(t.name, c.value).state) for t, c in self.streams()]
+
+    def _became(self, key: tuple[str, str], health: StreamHealth) -> None:
+        """Remember ``health``, its ``since`` kept while the state is (as the store does)."""
+        before = self._health.get(key)
+        if before is not None and before.state is health.state and before.since is not None:
+            health = StreamHealth(health.state, health.reason, health.advice, before.since)
+        self._health[key] = health
+
+    def _finished(self, result: StreamResult) -> StreamHealth:
+        """The health a poll's last commit brings (kept in ``result`` for ``poll``)."""
+        result.health = collecting(self._clock.time())
+        return result.health
+
+    async def _accepted(self, tenant: str, category: str) -> None:
+        """Mimecast answered a poll of the stream: ``authenticated``, if it had no answer
+        accepted yet (never polled, or failing). Written at once: it changes rarely."""
+        key = (tenant, category)
+        if category not in _STREAM_CATEGORIES:
+            return  # a lane that is not a stream of its own (a backfill's)
+        if self.health(tenant, category).state not in (State.CONFIGURED, State.FAILING):
+            return
+        health = accepted(self._clock.time())
+        self._became(key, health)
+        try:
+            await self.store.set_health(tenant, category, health)
+        except Exception as store_error:  # the poll goes on; its commit will say more
+            _log.error("recording_health_failed", error=self._redact(str(store_error)))
 
     @property
     def secrets(self) -> list[str]:
@@ -469,7 +628,10 @@ class Runner:
         try:
             await self._poll(tenant, category, result, lease, position)
         except Exception as caught:
-            await self._failed(result, caught)
+            await self._failed(result, caught, tenant.api)
+        else:
+            if result.health is not None:  # as its last commit stored it (``Commit.health``)
+                self._became((tenant.name, category.value), result.health)
         return result
 
     async def _poll(
@@ -488,28 +650,43 @@ class Runner:
             return
         stored, kept = position or await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
-        low, high = start.timestamp(), end.timestamp()
-        # The oldest event time whose ids the store still remembers, fixed for the whole poll
-        # (ids are pruned only once a window has been read in full): a record older than that
-        # cannot be told from one delivered long ago. A stream without a cursor starts at its
-        # window.
-        if kept is not None:
-            horizon = kept
-        elif stored is not None:
-            # A store from before ``kept_from`` pruned at ``cursor - lookback - 1 h`` with the
-            # lookback of then, which may have been shorter: assume the shortest (0).
-            horizon = (stored - PRUNE_MARGIN).timestamp()
-        else:
-            horizon = low
-        lane = Lane(tenant.name, category.value, lease=lease)
+        began = await self.store.began(tenant.name, category.value)
+        if began is not None and began > start:  # a backfill read what is before
+            start = min(began, end)
+        await self._read_window(
+            tenant,
+            category,
+            result,
+            Lane(tenant.name, category.value, lease=lease, began=start),
+            (start, end),
+            _horizon(stored, kept, start),
+            health=self._finished(result),
+        )
+
+    async def _read_window(
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        result: StreamResult,
+        lane: Lane,
+        window: tuple[datetime, datetime],
+        horizon: float,
+        *,
+        health: StreamHealth | None = None,
+        marker: str | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        """Read ``window`` for ``lane``, page by page; once it is read whole, commit its end as
+        the cursor, with ``health`` and ``marker``. ``gate``: a backfill's share of the quota."""
+        start, end = window
         # Pages handed to the committer and not yet known to be in: at most PAGES_IN_FLIGHT.
         pending: deque[asyncio.Future[dict[str, int]]] = deque()
         # Only a window far longer than a live poll's (a first run, a backfill, a long outage)
         # says how far it has come: thousands of streams polled live must not flood the log.
-        long_window = high - low > PROGRESS_WINDOW.total_seconds()
+        long_window = (end - start) > PROGRESS_WINDOW
         async with self._settling(result, pending):
             whole = await self._read(
-                tenant, category, result, lane, pending, start, end, horizon, long_window
+                tenant, category, result, lane, pending, start, end, horizon, long_window, gate
             )
             if not whole:
                 return  # drained: the window's end is not reached, so the cursor stays
@@ -521,8 +698,105 @@ class Runner:
                     horizon=horizon,
                     prune_before=end - self._keep,
                     success_at=self._clock.time(),
+                    health=health,
+                    marker=marker,
                 )
             )
+
+    async def take_backfills(self) -> None:
+        """Start the backfills waiting for this run (SQLite state only): requests left by
+        ``backfill`` beside the state, and those of the store not done (a run killed during
+        one); each once. A request file is removed when its backfill is done."""
+        state = self.config.state
+        if not isinstance(state, Path):
+            return  # PostgreSQL: `backfill` reads in its own process, beside the workers
+        jobs: dict[str, tuple[Backfill, Path | None]] = {}
+        done: set[str] = set()
+        for row in await self.store.streams(counters=False):
+            parsed = Backfill.parse(row.marker) if is_backfill(row.category) else None
+            if parsed is not None:
+                if parsed[1]:
+                    done.add(parsed[0].lane)
+                else:
+                    jobs[parsed[0].lane] = (parsed[0], None)
+        folder = request_folder(state)
+        requests, broken = await asyncio.to_thread(read_requests, folder)
+        for job in requests:
+            request = folder / f"{job.tenant}.{job.category.value}.json"
+            if job.lane in done:  # read whole before a crash took the file's removal
+                await asyncio.to_thread(request.unlink, missing_ok=True)
+            else:
+                jobs[job.lane] = (job, request)
+        for path, why in broken:
+            _log.error("backfill_request_broken", file=str(path), problem=why)
+        for lane, (job, file) in jobs.items():
+            if lane not in self._backfills:
+                self._backfills[lane] = asyncio.create_task(self._backfill_until_done(job, file))
+
+    async def _backfill_until_done(self, job: Backfill, request: Path | None) -> None:
+        _log.info(
+            "backfill_started",
+            tenant=job.tenant,
+            category=job.category.value,
+            start=job.start.isoformat(),
+            end=job.end.isoformat(),
+        )
+        try:
+            result = await self.backfill(job)
+        finally:
+            self._backfills.pop(job.lane, None)
+        if result.error is None and not self.draining:
+            if request is not None:
+                await asyncio.to_thread(request.unlink, missing_ok=True)
+            _log.info(
+                "backfill_done",
+                tenant=job.tenant,
+                category=job.category.value,
+                records=result.counts.get("fetched", 0),
+                alerts=result.alerts,
+            )
+
+    async def backfill(self, job: Backfill) -> StreamResult:
+        """Read ``job``'s range into its own stream of the state (``runner._backfill``), from
+        where that stream's cursor stands; like ``poll``, nothing here raises."""
+        result = StreamResult(job.tenant, job.category)
+        try:
+            tenant = self._tenants.get(job.tenant)
+            if tenant is None or job.category not in tenant.categories:
+                raise ConfigError(
+                    [("backfill", f"{job.tenant}/{job.category.value} is not configured")]
+                )
+            await self.store.set_began(job.tenant, job.category.value, job.end + _SECOND)
+            stored, kept = await self.store.position(job.tenant, job.lane)
+            lane = Lane(job.tenant, job.lane)
+            if stored is None:  # recorded first: a later command knows this range is under way
+                first = await self._committer.submit(
+                    lane, Handled(), cursor=None, horizon=-math.inf, prune_before=None,
+                    marker=job.marker(),
+                )  # fmt: skip
+                await first
+            start = job.start if stored is None else max(job.start, stored)
+            limiter = self._limiters[api_user(tenant)]
+            await self._read_window(
+                tenant,
+                job.category,
+                result,
+                lane,
+                (start, job.end),
+                _horizon(stored, kept, job.start),
+                marker=job.marker(done=True),
+                gate=Gate(job.share, limiter.quota, self._clock),
+            )
+        except Exception as caught:
+            result.message = self._redact(str(caught))
+            result.error = caught if isinstance(caught, ConnectorError) else InternalError(caught)
+            _log.error(
+                "backfill_failed",
+                tenant=job.tenant,
+                category=job.category.value,
+                error=result.message,
+            )
+        return result
 
     @contextlib.asynccontextmanager
     async def _settling(
@@ -559,6 +833,8 @@ class Runner:
         async def submit(
             handled: Handled, reached: Marker, cursor: datetime | None
         ) -> asyncio.Future[dict[str, int]]:
+            if not result.pages:  # Mimecast answered: the credentials are accepted
+                await self._accepted(lane.tenant, lane.category)
             # A piece waiting for its commit holds one of the run's page permits, as a page does.
             await held.acquire()
             try:
@@ -603,6 +879,7 @@ class Runner:
                     prune_before=now - FEED_KEEP,
                     success_at=self._clock.time(),
                     marker=reached.text(),
+                    health=self._finished(result),
                 )
             )
 
@@ -623,6 +900,7 @@ class Runner:
         end: datetime,
         horizon: float,
         long_window: bool,
+        gate: Gate | None = None,
     ) -> bool:
         """Read the window page by page, handing each page to the committer in order; False
         if the run began to drain before the window's end."""
@@ -640,7 +918,8 @@ class Runner:
         # once, and however slow a sink is, only so many pages wait in memory, and a stream
         # waiting on its quota holds none.
         permit = _Permit(self._committer.held)
-        pages = aiter(client.pages(category, start, end, admit=permit.take))
+        admit = permit.take if gate is None else gated(gate, permit.take)
+        pages = aiter(client.pages(category, start, end, admit=admit))
         while True:
             try:
                 page = await anext(pages)
@@ -652,6 +931,8 @@ class Runner:
                 raise
             owned = permit.hand_over()
             try:
+                if not result.pages:  # Mimecast answered: the credentials are accepted
+                    await self._accepted(lane.tenant, lane.category)
                 handed = await self._hand_over(
                     page, chain, lane, result, (low, high), horizon, ordered, reached
                 )
@@ -729,8 +1010,9 @@ class Runner:
         )
         return ordered, reached, done
 
-    async def _failed(self, result: StreamResult, caught: Exception) -> None:
-        """Record a failed poll: in the result, in the store for ``status``, in the log."""
+    async def _failed(self, result: StreamResult, caught: Exception, api: str) -> None:
+        """Record a failed poll: in the result, in the store for ``status`` (with the stream's
+        health, in the same statement), in the log."""
         exc = caught if isinstance(caught, ConnectorError) else InternalError(caught)
         result.error = exc
         if isinstance(exc, SinkRejectedError) or (
@@ -739,18 +1021,29 @@ class Runner:
             # No checkpoint can advance until a person acts: stop instead of retrying forever.
             self.halted = exc
         result.message = self._redact(str(exc))
+        now = self._clock.time()
+        category = result.category.value
+        # A poll taken over by another worker says nothing of the stream's health.
+        health = (
+            None
+            if isinstance(exc, LeaseLostError)
+            else classify(exc, result.message, tenant=result.tenant, api=api, at=now)
+        )
+        result.health = health
+        if health is not None:
+            self._became((result.tenant, category), health)
         try:
-            await self.store.record_error(
-                result.tenant, result.category.value, result.message, self._clock.time()
-            )
+            await self.store.record_error(result.tenant, category, result.message, now, health)
         except Exception as store_error:
             _log.error("recording_error_failed", error=self._redact(str(store_error)))
         _log.error(
             "poll_failed",
             tenant=result.tenant,
-            category=result.category.value,
+            category=category,
+            request_id=exc.request_id if isinstance(exc, ApiError) else None,
             fault=exc.fault,
             retryable=exc.retryable,
+            health=None if health is None else health.state.value,
             error=result.message,
         )
 
@@ -843,6 +1136,7 @@ class Runner:
         finally:
             stopping.cancel()
             if not drained:  # cancelled, or our own bug: nothing to wait for
+                running |= set(self._backfills.values())
                 for task in list(running):
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
@@ -852,6 +1146,7 @@ class Runner:
         """Let the polls in flight commit what they read (``DRAIN_TIMEOUT`` at most), then
         cancel what is left."""
         self.drain()
+        running = running | set(self._backfills.values())
         if running:
             _log.info(
                 "draining",

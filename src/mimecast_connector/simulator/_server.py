@@ -14,6 +14,7 @@ import itertools
 import socket
 import sys
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing_extensions import override
 
 from mimecast_connector._categories import Category
 from mimecast_connector.simulator._api import Api
+from mimecast_connector.simulator._siemapi import FILES_PREFIX
 from mimecast_connector.simulator._wire import Outcome, Request
 
 _IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may sit idle before the server drops it
@@ -38,7 +40,8 @@ class LoggedRequest:
     ``headers`` has lower-case names; ``json`` is the parsed body or None; ``status`` is None when
     the connection was dropped without an answer (the ``Disconnect`` fault); ``tenant`` and
     ``category`` are None when unknown (and for SIEM requests); ``time`` is the arrival time in
-    seconds on the simulator's monotonic clock; ``query`` the undecoded query string.
+    seconds on the simulator's monotonic clock; ``query`` the undecoded query string;
+    ``request_id`` the ``x-mc-req-id`` the answer carried (None: no answer, or a file download).
     """
 
     method: str
@@ -51,6 +54,7 @@ class LoggedRequest:
     category: Category | None
     time: float
     query: str = ""
+    request_id: str | None = None
 
 
 class RequestLog:
@@ -181,6 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             request = Request.build(self.command, path, headers, body, target.query)
             outcome = server.api.handle(request)
+        request_id = None
+        if not outcome.disconnect and not path.startswith(FILES_PREFIX):
+            # Mimecast names each call it answers by its own id, which a support ticket quotes
+            # (a presigned file download is the storage service's answer, without one).
+            request_id = outcome.headers.setdefault("x-mc-req-id", str(uuid.uuid4()).upper())
         # Logged before answering (and before any delay): a client that has its answer, or has
         # given up waiting for it, can already see its request.
         server.log.add(
@@ -196,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
                 category=outcome.category,
                 time=arrived,
                 query=request.query,
+                request_id=request_id,
             ),
         )
         if outcome.delay > 0:

@@ -32,10 +32,12 @@ from datetime import UTC, datetime
 import psycopg
 
 from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
+from mimecast_connector._health import State, StreamHealth
 from mimecast_connector.state._protocol import Commit, StreamState
 from mimecast_connector.state._url import shown_url
 
-#: The version of these tables. A column added since (``lease``, ``marker``) is added in place
+#: The version of these tables. A column added since (``lease``, ``marker``, the ``health_*``
+#: columns) is added in place
 #: by the first worker of a release that uses it (releases before it ignore the column), so
 #: the version stays.
 SCHEMA_VERSION = 2
@@ -52,6 +54,11 @@ CREATE TABLE IF NOT EXISTS mimecast_streams (
     kept_from DOUBLE PRECISION,
     lease BIGINT NOT NULL DEFAULT 0,
     marker TEXT,
+    health TEXT,
+    health_reason TEXT,
+    health_advice TEXT,
+    health_since DOUBLE PRECISION,
+    began DOUBLE PRECISION,
     PRIMARY KEY (tenant, category)
 );
 CREATE TABLE IF NOT EXISTS mimecast_delivered (
@@ -84,6 +91,32 @@ CREATE TABLE IF NOT EXISTS mimecast_dead_letters (
 _ADD_LEASE = "ALTER TABLE mimecast_streams ADD COLUMN lease BIGINT NOT NULL DEFAULT 0"
 #: A stream's opaque position (``Commit.marker``), for tables made before it existed.
 _ADD_MARKER = "ALTER TABLE mimecast_streams ADD COLUMN IF NOT EXISTS marker TEXT"
+#: A stream's health (``_health``), for tables made before it existed.
+_ADD_HEALTH = (
+    "ALTER TABLE mimecast_streams ADD COLUMN IF NOT EXISTS health TEXT, "
+    "ADD COLUMN IF NOT EXISTS health_reason TEXT, "
+    "ADD COLUMN IF NOT EXISTS health_advice TEXT, "
+    "ADD COLUMN IF NOT EXISTS health_since DOUBLE PRECISION"
+)
+#: A stream's health replaced by the ``excluded`` row's, unless it has none; ``since`` kept
+#: while the state stays the same.
+_UPSERT_HEALTH = (
+    "health_since = CASE WHEN excluded.health IS NULL THEN s.health_since "
+    "WHEN s.health IS NOT DISTINCT FROM excluded.health AND s.health_since IS NOT NULL "
+    "THEN s.health_since ELSE excluded.health_since END, "
+    "health_reason = CASE WHEN excluded.health IS NULL THEN s.health_reason "
+    "ELSE excluded.health_reason END, "
+    "health_advice = CASE WHEN excluded.health IS NULL THEN s.health_advice "
+    "ELSE excluded.health_advice END, "
+    "health = coalesce(excluded.health, s.health)"
+)
+
+#: Where a stream's first window began (``Commit.began``), for tables made before it existed:
+#: a stream polled before then began at a time nobody wrote down (0).
+_ADD_BEGAN = (
+    "ALTER TABLE mimecast_streams ADD COLUMN IF NOT EXISTS began DOUBLE PRECISION",
+    "UPDATE mimecast_streams SET began = 0 WHERE began IS NULL AND cursor IS NOT NULL",
+)
 
 #: Whether the tables exist, and which of the columns added since are there.
 _FOUND = (
@@ -91,7 +124,11 @@ _FOUND = (
     "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
     "AND table_name = 'mimecast_streams' AND column_name = 'lease'), "
     "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-    "AND table_name = 'mimecast_streams' AND column_name = 'marker')"
+    "AND table_name = 'mimecast_streams' AND column_name = 'marker'), "
+    "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'mimecast_streams' AND column_name = 'health'), "
+    "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'mimecast_streams' AND column_name = 'began')"
 )
 
 #: Key of the advisory lock that serialises schema set-up among workers starting together.
@@ -100,6 +137,21 @@ _SCHEMA_LOCK = 0x6D696D65  # "mime"
 
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _health_of(state: object, reason: object, advice: object, since: object) -> StreamHealth | None:
+    """A stored health, or None (none stored, or a state this release does not know)."""
+    if not isinstance(state, str) or state not in State.__members__.values():
+        return None
+    assert since is None or isinstance(since, float)
+    return StreamHealth(State(state), str(reason or ""), str(advice or ""), since)
+
+
+def _health_columns(health: StreamHealth | None) -> tuple[object, ...]:
+    """A health as its four columns: state, reason, advice, since (all None for none)."""
+    if health is None:
+        return (None, None, None, None)
+    return (health.state.value, health.reason[:2000], health.advice[:2000], health.since)
 
 
 class PostgresStore:
@@ -117,6 +169,10 @@ class PostgresStore:
         #: Whether ``mimecast_streams`` has its ``marker`` column: always once opened with
         #: ``create``; tables of an older release read by ``status`` may have none.
         self._marker_column = True
+        #: Whether ``mimecast_streams`` has its ``health_*`` columns, likewise.
+        self._health_columns = True
+        #: Whether ``mimecast_streams`` has its ``began`` column, likewise.
+        self._began_column = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r})"
@@ -141,6 +197,8 @@ class PostgresStore:
                             "yet: run the connector first"
                         )
                     store._marker_column = bool(found[2])
+                    store._health_columns = bool(found[3])
+                    store._began_column = bool(found[4])
                 else:
                     # Tables are made once (the user needs CREATE then); later starts only
                     # read and write them. A column added since is added here too, once (an
@@ -155,6 +213,11 @@ class PostgresStore:
                             await writer.execute(_ADD_LEASE)
                         if not found[2]:
                             await writer.execute(_ADD_MARKER)
+                        if not found[3]:
+                            await writer.execute(_ADD_HEALTH)
+                        if not found[4]:
+                            for statement in _ADD_BEGAN:
+                                await writer.execute(statement)
                 row = await (
                     await writer.execute(
                         "SELECT value FROM mimecast_meta WHERE key = 'schema_version'"
@@ -322,24 +385,34 @@ class PostgresStore:
         row = await self._one("SELECT position FROM mimecast_sinks WHERE name = %s", (name,))
         return None if row is None else str(row[0])
 
-    async def streams(self) -> list[StreamState]:
+    async def streams(self, *, counters: bool = True) -> list[StreamState]:
         async with self._use("reader") as conn:
-            counted = await (
-                await conn.execute(
-                    "SELECT tenant, category, name, value FROM mimecast_counters "
-                    "ORDER BY tenant, category, name"
-                )
-            ).fetchall()
+            counted = (
+                await (
+                    await conn.execute(
+                        "SELECT tenant, category, name, value FROM mimecast_counters "
+                        "ORDER BY tenant, category, name"
+                    )
+                ).fetchall()
+                if counters
+                else []
+            )
             marker = "marker" if self._marker_column else "NULL"  # NULL: an older release's
+            health = (  # NULLs: an older release's
+                "health, health_reason, health_advice, health_since"
+                if self._health_columns
+                else "NULL, NULL, NULL, NULL"
+            )
+            began = "began" if self._began_column else "NULL"
             rows = await (
                 await conn.execute(
-                    "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - a column name or NULL
-                    f"{marker} FROM mimecast_streams ORDER BY tenant, category"
+                    "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - column names or NULLs
+                    f"{marker}, {health}, {began} FROM mimecast_streams ORDER BY tenant, category"
                 )
             ).fetchall()
-        counters: dict[tuple[str, str], dict[str, int]] = {}
+        by_stream: dict[tuple[str, str], dict[str, int]] = {}
         for tenant, category, name, value in counted:
-            counters.setdefault((str(tenant), str(category)), {})[str(name)] = int(value)  # type: ignore[call-overload]
+            by_stream.setdefault((str(tenant), str(category)), {})[str(name)] = int(value)  # type: ignore[call-overload]
         return [
             StreamState(
                 str(tenant),
@@ -348,10 +421,25 @@ class PostgresStore:
                 _dt(success),  # type: ignore[arg-type]
                 None if error is None else str(error),
                 _dt(error_at),  # type: ignore[arg-type]
-                counters.get((str(tenant), str(category)), {}),
+                by_stream.get((str(tenant), str(category)), {}),
                 None if mark is None else str(mark),
+                _health_of(state, reason, advice, since),
+                _dt(first) if first else None,  # type: ignore[arg-type]
             )
-            for tenant, category, cursor, success, error, error_at, mark in rows
+            for (
+                tenant,
+                category,
+                cursor,
+                success,
+                error,
+                error_at,
+                mark,
+                state,
+                reason,
+                advice,
+                since,
+                first,
+            ) in rows
         ]
 
     async def dead_letters(self) -> list[tuple[str, str, bytes]]:
@@ -381,6 +469,8 @@ class PostgresStore:
         leases: dict[tuple[str, str], int] = {}
         streams: dict[tuple[str, str], list[float | None]] = {}  # cursor, success, prune
         markers: dict[tuple[str, str], str] = {}
+        healths: dict[tuple[str, str], StreamHealth] = {}
+        began: dict[tuple[str, str], float] = {}
         delivered: list[tuple[str, str, str, float]] = []
         counted: dict[tuple[str, str, str], int] = {}
         dead: list[tuple[str, str, bytes]] = []
@@ -397,6 +487,10 @@ class PostgresStore:
                 row[2] = _newest(row[2], c.prune_before.timestamp())
             if c.marker is not None:
                 markers[key] = c.marker
+            if c.health is not None:
+                healths[key] = c.health
+            if c.began is not None:
+                began.setdefault(key, c.began.timestamp())
             delivered.extend((*key, id_, when) for id_, when in c.delivered)
             delivered.extend((*key, id_, when) for id_, when in c.dead_ids)
             for name, n in c.counts.items():
@@ -418,11 +512,14 @@ class PostgresStore:
                         raise LeaseLostError(*key)
             if streams:
                 # A stream's row, created if new; the cursor and kept_from only move forward;
-                # a success clears the last error; a marker replaces the one before.
+                # a success clears the last error; a marker replaces the one before, and so
+                # does a health (its since kept while the state is).
                 await cur.execute(
-                    "INSERT INTO mimecast_streams AS s (tenant, category, cursor, last_success, "
-                    "kept_from, marker) SELECT * FROM unnest(%s::text[], %s::text[], "
-                    "%s::float8[], %s::float8[], %s::float8[], %s::text[]) "
+                    "INSERT INTO mimecast_streams AS s (tenant, category, cursor, last_success, "  # noqa: S608 - fixed texts
+                    "kept_from, marker, health, health_reason, health_advice, health_since, began) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], "
+                    "%s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                    "%s::float8[], %s::float8[]) "
                     "ON CONFLICT (tenant, category) DO UPDATE SET "
                     "cursor = greatest(s.cursor, excluded.cursor), "
                     "last_success = coalesce(excluded.last_success, s.last_success), "
@@ -431,8 +528,21 @@ class PostgresStore:
                     "last_error_at = CASE WHEN excluded.last_success IS NULL "
                     "THEN s.last_error_at END, "
                     "kept_from = greatest(s.kept_from, excluded.kept_from), "
-                    "marker = coalesce(excluded.marker, s.marker)",
-                    _columns([(*key, *row, markers.get(key)) for key, row in streams.items()], 6),
+                    "marker = coalesce(excluded.marker, s.marker), "
+                    f"began = coalesce(s.began, excluded.began), {_UPSERT_HEALTH}",
+                    _columns(
+                        [
+                            (
+                                *key,
+                                *row,
+                                markers.get(key),
+                                *_health_columns(healths.get(key)),
+                                began.get(key),
+                            )
+                            for key, row in streams.items()
+                        ],
+                        11,
+                    ),
                 )
             if delivered:
                 await cur.execute(
@@ -472,13 +582,53 @@ class PostgresStore:
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         await self.commit_group([], positions)
 
-    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
+    async def record_error(
+        self,
+        tenant: str,
+        category: str,
+        message: str,
+        at: float,
+        health: StreamHealth | None = None,
+    ) -> None:
         async with self._use("reader") as conn:
             await conn.execute(
-                "INSERT INTO mimecast_streams (tenant, category, last_error, last_error_at) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, category) DO UPDATE SET "
-                "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-                (tenant, category, message[:2000], at),
+                "INSERT INTO mimecast_streams AS s (tenant, category, last_error, last_error_at, "  # noqa: S608 - fixed texts
+                "health, health_reason, health_advice, health_since) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, category) DO UPDATE "
+                "SET last_error = excluded.last_error, last_error_at = excluded.last_error_at, "
+                f"{_UPSERT_HEALTH}",
+                (tenant, category, message[:2000], at, *_health_columns(health)),
+            )
+
+    async def began(self, tenant: str, category: str) -> datetime | None:
+        if not self._began_column:
+            return None
+        async with self._use("reader") as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT began FROM mimecast_streams WHERE tenant = %s AND category = %s",
+                    (tenant, category),
+                )
+            ).fetchone()
+        value = None if row is None else row[0]
+        return _dt(float(value)) if value else None  # type: ignore[arg-type]
+
+    async def set_began(self, tenant: str, category: str, began: datetime) -> None:
+        async with self._use("writer") as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO mimecast_streams AS s (tenant, category, began) "
+                "VALUES (%s, %s, %s) ON CONFLICT (tenant, category) DO UPDATE SET "
+                "began = coalesce(s.began, excluded.began)",
+                (tenant, category, began.timestamp()),
+            )
+
+    async def set_health(self, tenant: str, category: str, health: StreamHealth) -> None:
+        async with self._use("reader") as conn:
+            await conn.execute(
+                "INSERT INTO mimecast_streams AS s (tenant, category, health, health_reason, "  # noqa: S608 - fixed texts
+                "health_advice, health_since) VALUES (%s, %s, %s, %s, %s, %s) "
+                f"ON CONFLICT (tenant, category) DO UPDATE SET {_UPSERT_HEALTH}",
+                (tenant, category, *_health_columns(health)),
             )
 
     async def aclose(self) -> None:

@@ -12,6 +12,12 @@ semantics, checked by one conformance suite (``tests/state/test_conformance.py``
   time (the id is made from the record's whole second, so the two go together), a dead
   letter's id by its id alone (a malformed record has no time to trust);
 * ``record_error`` remembers a stream's last failure and a later success clears it;
+* a stream's health (``_health.StreamHealth``) is replaced by ``set_health``, by
+  ``record_error`` and by a commit that carries one, each in its own statement or transaction;
+  its ``since`` is kept while the state stays the same (a degraded stream's first failure of
+  the run), and is the new one's otherwise;
+* a stream's ``began`` is set once, by the first commit or ``set_began`` that brings one, and
+  never changed after (a stream of an earlier release has none: unknown);
 * a stream's ``marker`` (an opaque text: where a stream that has no time cursor stands, such as
   a SIEM feed's page token and the file and line reached in it) is replaced by each commit
   that carries one, in that commit's transaction, and left as it was by one that does not;
@@ -29,6 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from mimecast_connector._health import StreamHealth
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,13 @@ class Commit:
     #: given, replacing the one before; the last of a group's commits of one stream that has
     #: one wins. None: the stream's marker is left as it is.
     marker: str | None = None
+    #: The stream's health from this commit on (a poll's last commit: ``collecting``), in the
+    #: same statement as ``success_at``; None: left as it is.
+    health: StreamHealth | None = None
+    #: The start of the window of the poll this page is of: kept as the stream's ``began`` if
+    #: it has none (its first window's start; a backfill reads only before it). None: a
+    #: backfill's page, or a feed's.
+    began: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +85,12 @@ class StreamState:
     counters: Mapping[str, int]
     #: The stream's marker as committed (``Commit.marker``); None if it never had one.
     marker: str | None = None
+    #: The stream's health as stored; None if none was stored yet (a state written by an
+    #: earlier release: ``_health.derived`` tells it from the rest).
+    health: StreamHealth | None = None
+    #: Where the stream's first window began (``Commit.began``, ``Store.set_began``); None if
+    #: unknown (never polled, or polled by a release that did not record it).
+    began: datetime | None = None
 
 
 class Store(Protocol):
@@ -108,8 +129,9 @@ class Store(Protocol):
         dead and taken over meanwhile): their pages must not be delivered."""
         ...
 
-    async def streams(self) -> list[StreamState]:
-        """Every stream the store knows, ordered by tenant and category."""
+    async def streams(self, *, counters: bool = True) -> list[StreamState]:
+        """Every stream the store knows, ordered by tenant and category (``counters=False``:
+        without their counters, which are most of the rows)."""
         ...
 
     async def commit_group(
@@ -120,8 +142,30 @@ class Store(Protocol):
 
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None: ...
 
-    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
-        """Remember the last failure of a stream, for ``status``."""
+    async def record_error(
+        self,
+        tenant: str,
+        category: str,
+        message: str,
+        at: float,
+        health: StreamHealth | None = None,
+    ) -> None:
+        """Remember the last failure of a stream, for ``status``, and its new ``health`` in
+        the same statement (None: left as it is)."""
+        ...
+
+    async def set_health(self, tenant: str, category: str, health: StreamHealth) -> None:
+        """Replace the stream's health (created if new): for a change that comes with no
+        commit or error of its own (Mimecast accepted the credentials)."""
+        ...
+
+    async def began(self, tenant: str, category: str) -> datetime | None:
+        """Where the stream's first window began (``Commit.began``); None if unknown."""
+        ...
+
+    async def set_began(self, tenant: str, category: str, began: datetime) -> None:
+        """Record where the stream begins (created if new), unless it has a ``began`` already:
+        a backfill of a stream never polled sets where its first window will start."""
         ...
 
     async def aclose(self) -> None: ...

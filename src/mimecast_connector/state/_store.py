@@ -42,14 +42,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mimecast_connector._errors import StateError
+from mimecast_connector._health import State, StreamHealth
 from mimecast_connector.state._protocol import Commit, StreamState
 
-SCHEMA_VERSION = 4
-#: Versions this release opens: 1 (before ``kept_from``), 2 (ids keyed by id alone) and 3
-#: (before ``marker``) are migrated by the first writer, and read as they are read-only. A
-#: release reading an older version refuses this one's files (``_check``: "use the matching
-#: release"), before writing anything.
-_READABLE = {"1", "2", "3", str(SCHEMA_VERSION)}
+SCHEMA_VERSION = 5
+#: Versions this release opens: 1 (before ``kept_from``), 2 (ids keyed by id alone), 3
+#: (before ``marker``) and 4 (before the streams' health) are migrated by the first writer,
+#: and read as they are read-only. A release reading an older version refuses this one's
+#: files (``_check``: "use the matching release"), before writing anything.
+_READABLE = {"1", "2", "3", "4", str(SCHEMA_VERSION)}
 
 _SCHEMA_DELIVERED = """CREATE TABLE IF NOT EXISTS delivered (
     tenant TEXT NOT NULL,
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS streams (
     last_error_at REAL,
     kept_from REAL,
     marker TEXT,
+    health TEXT,
+    health_reason TEXT,
+    health_advice TEXT,
+    health_since REAL,
+    began REAL,
     PRIMARY KEY (tenant, category)
 );
 {delivered};
@@ -107,6 +113,44 @@ _MIGRATE_IDS = (
 # Version 4 keeps, per stream, an opaque marker (``Commit.marker``: where a SIEM feed stands),
 # NULL for every stream until a commit brings one.
 _ADD_MARKER = "ALTER TABLE streams ADD COLUMN marker TEXT"
+
+# Version 5 keeps, per stream, its health (``_health``): NULL until a poll sets it, and read
+# from the other columns meanwhile (``_health.derived``).
+_ADD_HEALTH = (
+    "ALTER TABLE streams ADD COLUMN health TEXT",
+    "ALTER TABLE streams ADD COLUMN health_reason TEXT",
+    "ALTER TABLE streams ADD COLUMN health_advice TEXT",
+    "ALTER TABLE streams ADD COLUMN health_since REAL",
+)
+# Version 5 also keeps where a stream's first window began (``Commit.began``; a backfill reads
+# only before it). A stream polled by an earlier release began at a time nobody wrote down: 0.
+_ADD_BEGAN = (
+    "ALTER TABLE streams ADD COLUMN began REAL",
+    "UPDATE streams SET began = 0 WHERE cursor IS NOT NULL",
+)
+
+#: A stream's health replaced (parameters: state, reason, advice, state again, since); its
+#: ``since`` kept while the state stays the same.
+_SET_HEALTH = (
+    "health_since = CASE WHEN health IS ? AND health_since IS NOT NULL THEN health_since "
+    "ELSE ? END, health = ?, health_reason = ?, health_advice = ?"
+)
+
+
+def _health_params(health: StreamHealth) -> tuple[object, ...]:
+    """The parameters of :data:`_SET_HEALTH`."""
+    state = health.state.value
+    return (state, health.since, state, health.reason[:2000], health.advice[:2000])
+
+
+def _health_of(
+    state: str | None, reason: str | None, advice: str | None, since: float | None
+) -> StreamHealth | None:
+    """A stored health, or None (none stored, or a state this release does not know)."""
+    if state is None or state not in State.__members__.values():
+        return None
+    return StreamHealth(State(state), reason or "", advice or "", since)
+
 
 _RECOVERY = (
     "stop every connector using it, move the file aside and restore it from a backup; or, "
@@ -271,6 +315,12 @@ class StateStore:
         #: Whether ``streams`` has its ``marker`` column: always once a writer opened the file;
         #: a file of version 3 or older opened read-only (``status``) has none.
         self._marker_column = True
+        #: Whether ``streams`` has its health columns (version 5), likewise.
+        self._health_columns = True
+        #: Whether ``streams`` has its ``began`` column (version 5), likewise.
+        self._began_column = True
+        #: (The one writer) every stream's ``began`` as committed, read once, like the others.
+        self._began: dict[tuple[str, str], float | None] | None = None
         if read_only:
             self._open_read_only(path, timeout)
             return
@@ -350,9 +400,10 @@ class StateStore:
             raise self._explain(exc, writing=False) from None
         try:
             self._check()
-            self._marker_column = any(
-                row[1] == "marker" for row in self._db.execute("PRAGMA table_info(streams)")
-            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(streams)")}
+            self._marker_column = "marker" in columns
+            self._health_columns = "health" in columns
+            self._began_column = "began" in columns
         except StateError:
             self.close()
             raise
@@ -436,7 +487,10 @@ class StateStore:
                 if version[0] in ("1", "2"):
                     for statement in _MIGRATE_IDS:
                         db.execute(statement)
-                db.execute(_ADD_MARKER)
+                if version[0] in ("1", "2", "3"):
+                    db.execute(_ADD_MARKER)
+                for statement in (*_ADD_HEALTH, *_ADD_BEGAN):
+                    db.execute(statement)
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
@@ -552,6 +606,38 @@ class StateStore:
             }
         return self._markers.get((tenant, category))
 
+    def began(self, tenant: str, category: str) -> datetime | None:
+        """Where the stream's first window began (``Commit.began``); None if unknown: never
+        polled, or polled by a release that did not record it."""
+        if self._lock is None:
+            if not self._began_column:
+                return None
+            row = self._db.execute(
+                "SELECT began FROM streams WHERE tenant = ? AND category = ?", (tenant, category)
+            ).fetchone()
+            value = None if row is None else row[0]
+        else:
+            value = self._began_map().get((tenant, category))
+        return _dt(value) if value else None  # 0: polled before it was recorded
+
+    def _began_map(self) -> dict[tuple[str, str], float | None]:
+        if self._began is None:
+            self._began = {
+                (t, c): began
+                for t, c, began in self._db.execute("SELECT tenant, category, began FROM streams")
+            }
+        return self._began
+
+    def set_began(self, tenant: str, category: str, began: datetime) -> None:
+        """Record where the stream begins (created if new), unless it has a ``began`` already."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO streams (tenant, category, began) VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET began = coalesce(began, excluded.began)",
+                (tenant, category, began.timestamp()),
+            )
+        self._began = None  # read again when next asked
+
     def already_delivered(
         self,
         tenant: str,
@@ -600,17 +686,37 @@ class StateStore:
         row = self._db.execute("SELECT position FROM sinks WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def streams(self) -> list[StreamState]:
-        counters: dict[tuple[str, str], dict[str, int]] = {}
-        for tenant, category, name, value in self._db.execute(
-            "SELECT tenant, category, name, value FROM counters ORDER BY tenant, category, name"
-        ):
-            counters.setdefault((tenant, category), {})[name] = value
+    def streams(self, *, counters: bool = True) -> list[StreamState]:
+        counted: dict[tuple[str, str], dict[str, int]] = {}
+        if counters:
+            for tenant, category, name, value in self._db.execute(
+                "SELECT tenant, category, name, value FROM counters ORDER BY tenant, category, name"
+            ):
+                counted.setdefault((tenant, category), {})[name] = value
         out = []
         marker = "marker" if self._marker_column else "NULL"  # NULL: read-only, version <= 3
-        for tenant, category, cursor, success, error, error_at, mark in self._db.execute(
-            "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - a column name or NULL
-            f"{marker} FROM streams ORDER BY tenant, category"
+        health = (  # NULLs: read-only, version <= 4
+            "health, health_reason, health_advice, health_since"
+            if self._health_columns
+            else "NULL, NULL, NULL, NULL"
+        )
+        began = "began" if self._began_column else "NULL"
+        for (
+            tenant,
+            category,
+            cursor,
+            success,
+            error,
+            error_at,
+            mark,
+            state,
+            reason,
+            advice,
+            since,
+            first,
+        ) in self._db.execute(
+            "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - column names or NULLs
+            f"{marker}, {health}, {began} FROM streams ORDER BY tenant, category"
         ):
             out.append(
                 StreamState(
@@ -620,8 +726,10 @@ class StateStore:
                     _dt(success),
                     error,
                     _dt(error_at),
-                    counters.get((tenant, category), {}),
+                    counted.get((tenant, category), {}),
                     mark,
+                    _health_of(state, reason, advice, since),
+                    _dt(first) if first else None,
                 )
             )
         return out
@@ -655,6 +763,7 @@ class StateStore:
         commit that brings one (the last of the group's, for one stream).
         """
         db = self._db
+        began = self._began_map()
         with self._transaction():
             for c in commits:
                 tenant, category = c.tenant, c.category
@@ -669,16 +778,29 @@ class StateStore:
                         "ON CONFLICT DO UPDATE SET marker = excluded.marker",
                         (tenant, category, c.marker),
                     )
+                if c.began is not None and began.get((tenant, category)) is None:
+                    db.execute(
+                        "UPDATE streams SET began = coalesce(began, ?) WHERE tenant = ? AND category = ?",
+                        (c.began.timestamp(), tenant, category),
+                    )
                 if c.cursor is not None:
                     db.execute(
                         "UPDATE streams SET cursor = max(coalesce(cursor, ?), ?) WHERE tenant = ? AND category = ?",
                         (c.cursor.timestamp(), c.cursor.timestamp(), tenant, category),
                     )
-                if c.success_at is not None:
+                if c.success_at is not None or c.health is not None:
+                    # One statement for the success and the health it brings.
+                    sets: list[str] = []
+                    params: list[object] = []
+                    if c.success_at is not None:
+                        sets.append("last_success = ?, last_error = NULL, last_error_at = NULL")
+                        params.append(c.success_at)
+                    if c.health is not None:
+                        sets.append(_SET_HEALTH)
+                        params.extend(_health_params(c.health))
                     db.execute(
-                        "UPDATE streams SET last_success = ?, last_error = NULL, last_error_at = NULL "
-                        "WHERE tenant = ? AND category = ?",
-                        (c.success_at, tenant, category),
+                        f"UPDATE streams SET {', '.join(sets)} WHERE tenant = ? AND category = ?",  # noqa: S608 - fixed texts
+                        (*params, tenant, category),
                     )
                 db.executemany(
                     "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
@@ -725,7 +847,10 @@ class StateStore:
                     prune = c.prune_before.timestamp()
                     kept = prune if kept is None else max(kept, prune)
                 positions[key] = (cursor, kept)
-        if self._markers is not None:  # only now: a commit that failed changed none of them
+        for c in commits:  # only now: a commit that failed changed none of them
+            if c.began is not None and began.get((c.tenant, c.category)) is None:
+                began[(c.tenant, c.category)] = c.began.timestamp()
+        if self._markers is not None:
             for c in commits:
                 if c.marker is not None:
                     self._markers[(c.tenant, c.category)] = c.marker
@@ -754,13 +879,46 @@ class StateStore:
                     self._db.execute("ROLLBACK")
             raise
 
-    def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
-        """Remember the last failure of a stream, for ``status``."""
+    def record_error(
+        self,
+        tenant: str,
+        category: str,
+        message: str,
+        at: float,
+        health: StreamHealth | None = None,
+    ) -> None:
+        """Remember the last failure of a stream, for ``status``, and its ``health`` (None:
+        left as it was), in one statement."""
+        with self._transaction():
+            if health is None:
+                self._db.execute(
+                    "INSERT INTO streams (tenant, category, last_error, last_error_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                    (tenant, category, message[:2000], at),
+                )
+                return
+            state, since, _, reason, advice = _health_params(health)
+            self._db.execute(
+                "INSERT INTO streams (tenant, category, last_error, last_error_at, health, "  # noqa: S608 - fixed texts
+                "health_reason, health_advice, health_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET last_error = excluded.last_error, "
+                f"last_error_at = excluded.last_error_at, {_SET_HEALTH}",
+                (
+                    *(tenant, category, message[:2000], at, state, reason, advice, since),
+                    *_health_params(health),
+                ),
+            )
+
+    def set_health(self, tenant: str, category: str, health: StreamHealth) -> None:
+        """Replace the stream's health (created if new); ``since`` kept while its state is."""
         with self._transaction():
             self._db.execute(
-                "INSERT INTO streams (tenant, category, last_error, last_error_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-                (tenant, category, message[:2000], at),
+                "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (tenant, category),
+            )
+            self._db.execute(
+                f"UPDATE streams SET {_SET_HEALTH} WHERE tenant = ? AND category = ?",  # noqa: S608 - a fixed text
+                (*_health_params(health), tenant, category),
             )
 
 
@@ -801,8 +959,8 @@ class SqliteStore:
     async def sink_position(self, name: str) -> str | None:
         return self.store.sink_position(name)
 
-    async def streams(self) -> list[StreamState]:
-        return self.store.streams()
+    async def streams(self, *, counters: bool = True) -> list[StreamState]:
+        return self.store.streams(counters=counters)
 
     async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
         assert not leases, "leases are a fleet's, and a fleet's state is PostgreSQL"
@@ -819,8 +977,24 @@ class SqliteStore:
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         self.store.set_sink_positions(positions)
 
-    async def record_error(self, tenant: str, category: str, message: str, at: float) -> None:
-        self.store.record_error(tenant, category, message, at)
+    async def record_error(
+        self,
+        tenant: str,
+        category: str,
+        message: str,
+        at: float,
+        health: StreamHealth | None = None,
+    ) -> None:
+        self.store.record_error(tenant, category, message, at, health)
+
+    async def set_health(self, tenant: str, category: str, health: StreamHealth) -> None:
+        self.store.set_health(tenant, category, health)
+
+    async def began(self, tenant: str, category: str) -> datetime | None:
+        return self.store.began(tenant, category)
+
+    async def set_began(self, tenant: str, category: str, began: datetime) -> None:
+        self.store.set_began(tenant, category, began)
 
     async def aclose(self) -> None:
         self.store.close()

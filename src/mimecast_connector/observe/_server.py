@@ -1,0 +1,271 @@
+"""The run's HTTP face: ``/metrics``, ``/healthz`` and ``/readyz``, on the run's event loop.
+
+A small HTTP/1.1 server of our own on ``asyncio.start_server``: one request per connection
+(answered with ``Connection: close``), ``GET`` and ``HEAD`` only, no request body read. It
+cannot be wedged by a slow or hostile client, because everything is bounded:
+
+* a request head of at most :data:`MAX_HEAD` bytes (else 431), read within :data:`HEAD_TIMEOUT`
+  seconds (else the connection is closed: a client trickling bytes holds nothing for long);
+* an answer written within :data:`WRITE_TIMEOUT` seconds (a client that does not read it is
+  dropped);
+* at most :data:`MAX_CONNECTIONS` connections at once; one more is closed at once.
+
+``/healthz`` answers 200 while the process is alive; ``/readyz`` 200 when every stream is
+collecting, or degraded for less than three of its poll intervals, else 503 with a short
+plain-text list of what is not ready; ``/metrics`` the registry in Prometheus' text format.
+With a token, every path but ``/healthz`` requires ``Authorization: Bearer <token>``,
+compared in constant time; a request without it gets 401, and nothing of the token is ever
+logged or echoed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+_log = structlog.get_logger("mimecast_connector.observe")
+
+#: The largest request head read (request line and headers).
+MAX_HEAD = 8 * 1024
+#: Seconds a client has to send its whole request head.
+HEAD_TIMEOUT = 5.0
+#: Seconds a client has to take the whole answer.
+WRITE_TIMEOUT = 10.0
+#: Connections served at once; one more is closed without an answer.
+MAX_CONNECTIONS = 32
+#: Streams listed by a 503 from ``/readyz`` at most (then how many more).
+NOT_READY_SHOWN = 50
+
+_REASONS = {
+    200: "OK",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    400: "Bad Request",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a route sees: the method, the path and the query (undecoded), the headers (names
+    in lower case)."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = _TEXT
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: A route: a request in, an answer out.
+Route = Callable[[Request], Awaitable[Response]]
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` (and any ``routes`` added) on ``host:port``.
+
+    ``not_ready`` lists the streams that are not ready (empty: ready) and ``total`` how many
+    there are; ``refresh`` is awaited before ``/metrics`` and ``/readyz`` answer (a fleet
+    worker reads the other workers' health); ``token`` guards every path but ``/healthz``.
+    ``head_timeout`` and ``max_connections`` are the bounds above (tests shorten them).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        registry: CollectorRegistry,
+        not_ready: Callable[[], list[str]],
+        total: Callable[[], int],
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        token: str | None = None,
+        routes: Mapping[str, Route] | None = None,
+        head_timeout: float = HEAD_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self._host, self._port = host, port
+        self._registry = registry
+        self._not_ready = not_ready
+        self._total = total
+        self._refresh = refresh
+        self._token = None if token is None else token.encode()
+        self._routes: dict[str, Route] = {
+            "/metrics": self._metrics,
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            **(routes or {}),
+        }
+        self._head_timeout = head_timeout
+        self._max_connections = max_connections
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.Task[None]] = set()
+        self.address: tuple[str, int] | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; return the address bound (the port chosen, for port 0). OSError if the
+        address cannot be had (in use, not this machine's)."""
+        self._server = await asyncio.start_server(
+            self._connected, self._host, self._port, limit=MAX_HEAD, reuse_address=True
+        )
+        bound = self._server.sockets[0].getsockname()
+        self.address = (str(bound[0]), int(bound[1]))
+        _log.info(
+            "metrics_serving",
+            host=self.address[0],
+            port=self.address[1],
+            paths=sorted(self._routes),
+            token_required=self._token is not None,
+        )
+        return self.address
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._open):
+                task.cancel()
+            await asyncio.gather(*self._open, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
+            self._server = None
+
+    # --- one connection ----------------------------------------------------------------------
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is None or len(self._open) >= self._max_connections:
+            writer.transport.abort()
+            return
+        self._open.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client went away or was too slow: nothing to tell it
+        finally:
+            self._open.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self._head_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            await self._answer(writer, "GET", Response(431, b"request head too large\n"))
+            return
+        except TimeoutError:
+            await self._answer(writer, "GET", Response(408, b"request head too slow\n"))
+            return
+        request = _parse(head)
+        if request is None:
+            await self._answer(writer, "GET", Response(400, b"malformed request\n"))
+            return
+        await self._answer(writer, request.method, await self._route(request))
+
+    async def _route(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"only GET and HEAD\n", headers={"Allow": "GET, HEAD"})
+        route = self._routes.get(request.path)
+        if route is None:
+            return Response(404, b"not found: /metrics, /healthz, /readyz\n")
+        if request.path != "/healthz" and not self._authorized(request):
+            return Response(
+                401,
+                b"this endpoint needs Authorization: Bearer <metrics_token>\n",
+                headers={"WWW-Authenticate": 'Bearer realm="mimecast-connector"'},
+            )
+        try:
+            return await route(request)
+        except Exception as exc:  # a bug: answer it, never take the run down
+            _log.error("metrics_route_failed", path=request.path, error=type(exc).__name__)
+            return Response(500, b"internal error; see the connector's log\n")
+
+    def _authorized(self, request: Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Compared in constant time, and always compared (no early exit on a wrong scheme).
+        matches = hmac.compare_digest(given.strip().encode(), self._token)
+        return matches and scheme.lower() == "bearer"
+
+    async def _answer(self, writer: asyncio.StreamWriter, method: str, response: Response) -> None:
+        head = [
+            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "Connection: close",
+            "Cache-Control: no-store",
+            *(f"{name}: {value}" for name, value in response.headers.items()),
+        ]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if method != "HEAD":
+            writer.write(response.body)
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
+
+    # --- the routes --------------------------------------------------------------------------
+
+    async def _metrics(self, request: Request) -> Response:
+        if self._refresh is not None:
+            await self._refresh()
+        # Text format 0.0.4, which every Prometheus reads (the names need no escaping).
+        return Response(200, generate_latest(self._registry), CONTENT_TYPE_PLAIN_0_0_4)
+
+    async def _healthz(self, request: Request) -> Response:
+        return Response(200, b"ok\n")
+
+    async def _readyz(self, request: Request) -> Response:
+        if self._refresh is not None:
+            await self._refresh()
+        waiting = self._not_ready()
+        if not waiting:
+            return Response(200, f"ready: {self._total()} streams\n".encode())
+        lines = [
+            f"not ready: {len(waiting)} of {self._total()} streams",
+            *waiting[:NOT_READY_SHOWN],
+        ]
+        if len(waiting) > NOT_READY_SHOWN:
+            lines.append(f"... and {len(waiting) - NOT_READY_SHOWN} more")
+        return Response(503, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+
+
+def _parse(head: bytes) -> Request | None:
+    """The request line and headers, or None if they are not HTTP/1.x."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
+        return None
+    method, target, _ = parts
+    path, _, query = target.partition("?")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            return None
+        headers[name.lower()] = value.strip()
+    return Request(method, path, query, headers)
