@@ -197,7 +197,8 @@ def test_status_json_gives_every_stream_its_health_lag_and_counts(world: World) 
     shown = CliRunner().invoke(main, ["status", "--config", str(config), "--json"])
     assert shown.exit_code == 0, shown.output
     document = json.loads(shown.output)
-    assert set(document) == {"state", "generated_at", "streams"}
+    assert set(document) == {"state", "generated_at", "streams", "backfills"}
+    assert document["backfills"] == []
     streams = {(s["tenant"], s["category"]): s for s in document["streams"]}
     assert list(streams) == [("acme", c) for c in STREAMS] + [("broken", "url")]
     delivered = Counter(alert["category"] for alert in world.alerts())
