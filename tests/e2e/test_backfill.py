@@ -323,3 +323,50 @@ def _live(body: Any) -> bool:
     """Whether a log request asked for a live window (one that ends after the tenant's start)."""
     window = body["data"][0]
     return datetime.fromisoformat(window["to"].replace("+0000", "+00:00")) >= BEGAN
+
+
+async def test_with_a_postgresql_state_the_backfill_reads_in_its_own_process(
+    history: History,
+) -> None:
+    """A PostgreSQL state (a fleet's): `backfill` reads the range itself (the one-writer rule there is per stream); the webhook receives each alert of the range once, and the same command again says it is done."""
+    from tests.e2e.receiver import Receiver
+    from tests.pg import fresh_schema
+
+    receiver = Receiver()
+    receiver.start()
+    try:
+        async with fresh_schema() as url:
+            t = history.tenant
+            config = history.tmp / "fleet.toml"
+            config.write_text(
+                f'state = "{url}"\nlookback = "30m"\npage_size = 200\n\n'
+                f'[[tenants]]\nname = "acme"\nbase_url = "{history.sim.url}"\n'
+                f'client_id = "{t.client_id}"\nclient_secret = "{t.client_secret}"\n'
+                f'start = "{BEGAN.isoformat()}"\n'
+                f"categories = [{', '.join(repr(c.value) for c in CATEGORIES)}]\n\n"
+                f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url()}"\n',
+                "utf-8",
+            )
+            done = connector(*backfill_args(config))
+            assert done.returncode == 0, done.stderr
+            again = connector(*backfill_args(config))
+            assert again.returncode == 0, again.stderr
+            assert "backfilled already" in again.stderr
+    finally:
+        receiver.stop()
+    got = Counter(
+        canonical(alert["raw"]) for r in receiver.requests for alert in json.loads(r.body)
+    )
+    old = {
+        canonical(record)
+        for category, records in history.made.items()
+        for record in records
+        if expected_kept(category, record) and _dated(category, record) < BEGAN
+    }
+    assert [k for k, n in got.items() if n > 1] == []
+    assert set(got) == old
+
+
+def _dated(category: Category, record: dict[str, Any]) -> datetime:
+    text = str(record[category.time_field])
+    return datetime.fromisoformat(text.replace("+0000", "+00:00"))

@@ -614,7 +614,9 @@ class PostgresStore:
         return _dt(float(value)) if value else None  # type: ignore[arg-type]
 
     async def set_began(self, tenant: str, category: str, began: datetime) -> None:
-        async with self._use("writer") as conn, conn.transaction():
+        # One statement, on the reader's (autocommit) connection: the writer's is the
+        # committer's, whose transactions must not interleave with anything else.
+        async with self._use("reader") as conn:
             await conn.execute(
                 "INSERT INTO mimecast_streams AS s (tenant, category, began) "
                 "VALUES (%s, %s, %s) ON CONFLICT (tenant, category) DO UPDATE SET "
