@@ -280,18 +280,28 @@ class SinkWatch:
 class TenantCalls:
     """One tenant's requests and waits, as its client reports them."""
 
-    __slots__ = ("_metrics", "_tenant", "_waited", "_waits")
+    __slots__ = ("_metrics", "_requests", "_tenant", "_waited", "_waits")
 
     def __init__(self, metrics: Metrics, tenant: str) -> None:
         self._metrics = metrics
         self._tenant = tenant
         self._waits = metrics.rate_limit_waits.labels(tenant)
         self._waited = metrics.rate_limit_wait_seconds.labels(tenant)
+        #: The request counters and latency histograms used so far, by (category, outcome):
+        #: ``labels()`` costs microseconds a call, and every request reports.
+        self._requests: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def answered(self, category: str, outcome: str, seconds: float) -> None:
         """One request ended with ``outcome`` after ``seconds``."""
-        self._metrics.requests.labels(self._tenant, category, outcome).inc()
-        self._metrics.request_seconds.labels(category).observe(seconds)
+        mine = self._requests.get((category, outcome))
+        if mine is None:
+            metrics = self._metrics
+            mine = self._requests[(category, outcome)] = (
+                metrics.requests.labels(self._tenant, category, outcome),
+                metrics.request_seconds.labels(category),
+            )
+        mine[0].inc()
+        mine[1].observe(seconds)
 
     def waited(self, seconds: float) -> None:
         """One call waited ``seconds`` for the quota."""
