@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,7 +32,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mimecast_connector._health import State
 
@@ -61,12 +60,19 @@ def sink_label(index: int, name: str) -> str:
     return f"{name.split(':', 1)[0]}[{index}]"
 
 
-@dataclass(slots=True)
-class _StreamCounters:
-    fetched: Counter
-    alerts: Counter
-    dead: Counter
-    duplicates: Counter
+#: The per-stream counters, in the order ``Metrics._stream_counts`` keeps them: the name of
+#: the state's counter, the metric's name and its help.
+STREAM_COUNTERS = (
+    ("fetched", "records_fetched", "Records read from Mimecast, committed (every row of a page)."),
+    ("alerts", "alerts", "Alerts delivered to every sink and committed."),
+    ("dead_lettered", "records_dead_lettered", "Malformed records written to the dead letters."),
+    (
+        "duplicates",
+        "duplicates_suppressed",
+        "Records handled before (the lookback's overlap, a page served twice), not delivered again.",
+    ),
+)
+_COUNTER_INDEX = {name: i for i, (name, _, _) in enumerate(STREAM_COUNTERS)}
 
 
 class Metrics:
@@ -79,44 +85,6 @@ class Metrics:
         self.registry = CollectorRegistry()
         registry = self.registry
         self._clock = clock
-        stream = ["tenant", "category"]
-        self.fetched = Counter(
-            f"{NAMESPACE}_records_fetched",
-            "Records read from Mimecast, committed (every row of a page).",
-            stream,
-            registry=registry,
-        )
-        self.alerts = Counter(
-            f"{NAMESPACE}_alerts",
-            "Alerts delivered to every sink and committed.",
-            stream,
-            registry=registry,
-        )
-        self.dropped = Counter(
-            f"{NAMESPACE}_records_dropped",
-            "Records that became no alert, by reason (a safe verdict, an unmatched rejection, "
-            "too old to tell from one delivered long ago, ...).",
-            [*stream, "reason"],
-            registry=registry,
-        )
-        self.dead_lettered = Counter(
-            f"{NAMESPACE}_records_dead_lettered",
-            "Malformed records written to the dead letters.",
-            stream,
-            registry=registry,
-        )
-        self.duplicates = Counter(
-            f"{NAMESPACE}_duplicates_suppressed",
-            "Records handled before (the lookback's overlap, a page served twice), not delivered again.",
-            stream,
-            registry=registry,
-        )
-        self.requests = Counter(
-            f"{NAMESPACE}_api_requests",
-            "Requests to Mimecast's API by outcome: 2xx, 401, 403, 418, 429, 5xx, timeout, other.",
-            [*stream, "outcome"],
-            registry=registry,
-        )
         self.request_seconds = Histogram(
             f"{NAMESPACE}_api_request_duration_seconds",
             "Seconds from sending a request to Mimecast to its last byte (or its failure).",
@@ -176,7 +144,16 @@ class Metrics:
         ProcessCollector(namespace=NAMESPACE, registry=registry)
         #: Each stream's cursor (epoch s) as committed: the lag is measured from it.
         self.cursors: dict[tuple[str, str], float] = {}
-        self._streams: dict[tuple[str, str], _StreamCounters] = {}
+        # The per-stream counters are plain numbers, made series when scraped
+        # (``_StreamCollector``): 12,000 streams would otherwise be ~70,000 labelled children,
+        # each with a lock of its own, made in the first seconds of a run (~1.5 CPU-s).
+        #: (tenant, category) -> the numbers of ``STREAM_COUNTERS``, in order.
+        self.stream_counts: dict[tuple[str, str], list[float]] = {}
+        #: (tenant, category, reason) -> records dropped.
+        self.dropped: dict[tuple[str, str, str], float] = {}
+        #: (tenant, category, outcome) -> requests.
+        self.requests: dict[tuple[str, str, str], float] = {}
+        self._request_seconds: dict[str, Histogram] = {}
         self._reasons: set[str] = set()
         self._source: Callable[[], Iterable[StreamRow]] = list
         registry.register(_StreamCollector(self))
@@ -195,29 +172,22 @@ class Metrics:
     ) -> None:
         """One page (or piece) committed: its counters, and the stream's cursor if it moved."""
         key = (tenant, category)
-        mine = self._streams.get(key)
+        mine = self.stream_counts.get(key)
         if mine is None:
-            mine = self._streams[key] = _StreamCounters(
-                self.fetched.labels(tenant, category),
-                self.alerts.labels(tenant, category),
-                self.dead_lettered.labels(tenant, category),
-                self.duplicates.labels(tenant, category),
-            )
+            mine = self.stream_counts[key] = [0.0] * len(STREAM_COUNTERS)
+        dropped = self.dropped
         for name, n in counts.items():
             if not n:
                 continue
-            if name == "fetched":
-                mine.fetched.inc(n)
-            elif name == "alerts":
-                mine.alerts.inc(n)
-            elif name == "dead_lettered":
-                mine.dead.inc(n)
-            elif name == "duplicates":
-                mine.duplicates.inc(n)
+            index = _COUNTER_INDEX.get(name)
+            if index is not None:
+                mine[index] += n
             elif name == "too_old":
-                self.dropped.labels(tenant, category, "too old").inc(n)
+                reason = (tenant, category, "too old")
+                dropped[reason] = dropped.get(reason, 0.0) + n
             elif name.startswith("dropped: "):
-                self.dropped.labels(tenant, category, self._reason(name[9:])).inc(n)
+                reason = (tenant, category, self._reason(name[9:]))
+                dropped[reason] = dropped.get(reason, 0.0) + n
         if cursor is not None and cursor > self.cursors.get(key, -1.0):
             self.cursors[key] = cursor
 
@@ -244,6 +214,15 @@ class Metrics:
     def calls(self, tenant: str) -> TenantCalls:
         """What one tenant's client reports (``client.CallObserver``)."""
         return TenantCalls(self, tenant)
+
+    def answered(self, tenant: str, category: str, outcome: str, seconds: float) -> None:
+        """One request of ``tenant`` ended with ``outcome`` after ``seconds``."""
+        key = (tenant, category, outcome)
+        self.requests[key] = self.requests.get(key, 0.0) + 1
+        histogram = self._request_seconds.get(category)
+        if histogram is None:
+            histogram = self._request_seconds[category] = self.request_seconds.labels(category)
+        histogram.observe(seconds)
 
 
 class SinkWatch:
@@ -280,28 +259,17 @@ class SinkWatch:
 class TenantCalls:
     """One tenant's requests and waits, as its client reports them."""
 
-    __slots__ = ("_metrics", "_requests", "_tenant", "_waited", "_waits")
+    __slots__ = ("_metrics", "_tenant", "_waited", "_waits")
 
     def __init__(self, metrics: Metrics, tenant: str) -> None:
         self._metrics = metrics
         self._tenant = tenant
         self._waits = metrics.rate_limit_waits.labels(tenant)
         self._waited = metrics.rate_limit_wait_seconds.labels(tenant)
-        #: The request counters and latency histograms used so far, by (category, outcome):
-        #: ``labels()`` costs microseconds a call, and every request reports.
-        self._requests: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def answered(self, category: str, outcome: str, seconds: float) -> None:
         """One request ended with ``outcome`` after ``seconds``."""
-        mine = self._requests.get((category, outcome))
-        if mine is None:
-            metrics = self._metrics
-            mine = self._requests[(category, outcome)] = (
-                metrics.requests.labels(self._tenant, category, outcome),
-                metrics.request_seconds.labels(category),
-            )
-        mine[0].inc()
-        mine[1].observe(seconds)
+        self._metrics.answered(self._tenant, category, outcome, seconds)
 
     def waited(self, seconds: float) -> None:
         """One call waited ``seconds`` for the quota."""
@@ -329,6 +297,31 @@ class _StreamCollector:
             "failing), 0 for the others.",
             labels=["tenant", "category", "state"],
         )
+        counters = [
+            CounterMetricFamily(f"{NAMESPACE}_{name}", help_, labels=["tenant", "category"])
+            for _, name, help_ in STREAM_COUNTERS
+        ]
+        for (tenant, category), values in metrics.stream_counts.items():
+            for family, value in zip(counters, values, strict=True):
+                family.add_metric([tenant, category], value)
+        dropped = CounterMetricFamily(
+            f"{NAMESPACE}_records_dropped",
+            "Records that became no alert, by reason (a safe verdict, an unmatched rejection, "
+            "too old to tell from one delivered long ago, ...).",
+            labels=["tenant", "category", "reason"],
+        )
+        for labels, value in metrics.dropped.items():
+            dropped.add_metric(list(labels), value)
+        requests = CounterMetricFamily(
+            f"{NAMESPACE}_api_requests",
+            "Requests to Mimecast's API by outcome: 2xx, 401, 403, 418, 429, 5xx, timeout, other.",
+            labels=["tenant", "category", "outcome"],
+        )
+        for labels, value in metrics.requests.items():
+            requests.add_metric(list(labels), value)
+        yield from counters
+        yield dropped
+        yield requests
         cursors = metrics.cursors
         for tenant, category, state in metrics._source():
             cursor = cursors.get((tenant, category))
