@@ -264,8 +264,9 @@ class TenantCalls:
     def __init__(self, metrics: Metrics, tenant: str) -> None:
         self._metrics = metrics
         self._tenant = tenant
-        self._waits = metrics.rate_limit_waits.labels(tenant)
-        self._waited = metrics.rate_limit_wait_seconds.labels(tenant)
+        # Made at the first wait (most tenants never wait): not 6,000 children at start.
+        self._waits: Counter | None = None
+        self._waited: Counter | None = None
 
     def answered(self, category: str, outcome: str, seconds: float) -> None:
         """One request ended with ``outcome`` after ``seconds``."""
@@ -273,6 +274,9 @@ class TenantCalls:
 
     def waited(self, seconds: float) -> None:
         """One call waited ``seconds`` for the quota."""
+        if self._waits is None or self._waited is None:
+            self._waits = self._metrics.rate_limit_waits.labels(self._tenant)
+            self._waited = self._metrics.rate_limit_wait_seconds.labels(self._tenant)
         self._waits.inc()
         self._waited.inc(seconds)
 
