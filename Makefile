@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-rsyslog.sh
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -18,6 +18,7 @@ from mimecast_connector._backfill_cmd import backfill
 from mimecast_connector._commands import COMMANDS
 from mimecast_connector._text import visible
 from mimecast_connector.client import is_loopback_host
+from mimecast_connector.dashboard._command import dashboard
 
 if TYPE_CHECKING:
     from mimecast_connector.simulator import Simulator
@@ -29,7 +30,7 @@ def main() -> None:
     """Mimecast TTP alerts, typed and mapped to MITRE ATT&CK."""
 
 
-for _command in (*COMMANDS, backfill):
+for _command in (*COMMANDS, backfill, dashboard):
     main.add_command(_command)
 
 

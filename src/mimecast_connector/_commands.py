@@ -53,6 +53,7 @@ from mimecast_connector.config import (
     reload_config,
 )
 from mimecast_connector.config._config import listen_address
+from mimecast_connector.dashboard import Dashboard
 from mimecast_connector.observe import MetricsServer
 from mimecast_connector.runner import Runner, StreamResult, make_auth, make_sinks
 from mimecast_connector.runner._backfill import Backfill, is_backfill
@@ -220,6 +221,7 @@ async def _metrics_server(runner: Runner, config: Config) -> MetricsServer | Non
         total=lambda: len(runner.streams()),
         refresh=runner.refresh_health,
         token=None if token is None else token.get_secret_value(),
+        dashboard=Dashboard(config),  # the dashboard's page at / (``dashboard``)
     )
     try:
         await server.start()

@@ -177,6 +177,14 @@ def test_a_running_connector_serves_metrics_that_match_what_it_delivered(
         assert {name for name, _ in labels} <= {
             "tenant", "category", "sink", "outcome", "reason", "state", "le"
         }, (sample, labels)  # fmt: skip
+    # The dashboard, on the same port, behind the same token.
+    assert fetch(f"{base}/api/streams")[0] == 401
+    status, page = fetch(f"{base}/", TOKEN)
+    assert status == 200, page
+    assert "<html" in page.lower()
+    status, listed = fetch(f"{base}/api/streams", TOKEN)
+    assert status == 200, listed
+    assert "acme" in listed
     assert child.poll() is None
     child.send_signal(signal.SIGTERM)
     child.wait(timeout=30)

@@ -20,7 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mimecast_connector._health import State, StreamHealth
-from mimecast_connector.state import Commit, SqliteStore, StateStore, Store
+from mimecast_connector.state import (
+    HOURS_KEPT,
+    PARTY_HOURS_KEPT,
+    Commit,
+    SqliteStore,
+    StateStore,
+    Store,
+    Tallies,
+)
 from mimecast_connector.state._postgres import PostgresStore
 from tests.pg import fresh_schema
 
@@ -764,3 +772,161 @@ async def test_began_is_set_once_by_the_first_commit_or_set_began(
         "impersonation": T0 + timedelta(hours=2),
         "url": T0,
     }
+
+
+# --- the dashboard's counts (``Commit.tallies``) --------------------------------------------------
+
+H0 = int(T0.timestamp()) // 3600
+
+
+def tallies(
+    hours: dict[tuple[int, str, str], int],
+    parties: dict[tuple[int, str], dict[str, int]] | None = None,
+    *,
+    category: str = "url",
+    hour_now: int = H0 + 1,
+) -> Tallies:
+    return Tallies(category, hours, parties or {}, hour_now)
+
+
+async def test_tallies_are_added_up_and_read_back_by_hour_type_technique_and_party(
+    store: Store, reopen: Reopen
+) -> None:
+    """Counts of two commits (one a group of two tenants) add up; each read sums what it names, in its order, filtered by tenant and hour; they survive reopening."""
+    await store.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                None,
+                [],
+                {},
+                tallies=tallies(
+                    {(H0, "URL Protection", "T1598.003"): 3, (H0 - 1, "Malicious", "T1566"): 1},
+                    {(H0, "sender"): {"bad@evil.example": 3}, (H0, "recipient"): {"bob@acme": 2}},
+                ),
+            ),
+            Commit(
+                "globex",
+                "attachment",
+                None,
+                [],
+                {},
+                tallies=tallies(
+                    {(H0, "Unsafe Email Attachment", "T1598.002"): 2},
+                    {(H0, "sender"): {"bad@evil.example": 2, "x@y": 1}},
+                    category="attachment",
+                ),
+            ),
+        ],
+        {},
+    )
+    await store.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                None,
+                [],
+                {},
+                tallies=tallies(
+                    {(H0, "URL Protection", "T1598.003"): 4},
+                    {(H0, "recipient"): {"bob@acme": 1, "amy@acme": 4}},
+                ),
+            )
+        ],
+        {},
+    )
+    store = await reopen(store)
+    assert await store.alert_series(H0 - 5) == [
+        (H0 - 1, "url", 1),
+        (H0, "attachment", 2),
+        (H0, "url", 7),
+    ]
+    assert await store.alert_series(H0) == [(H0, "attachment", 2), (H0, "url", 7)]
+    assert await store.alert_series(H0 - 5, "globex") == [(H0, "attachment", 2)]
+    assert await store.technique_counts(H0 - 5) == [
+        ("T1598.003", 7),
+        ("T1598.002", 2),
+        ("T1566", 1),
+    ]
+    assert await store.technique_counts(H0 - 5, "acme") == [("T1598.003", 7), ("T1566", 1)]
+    assert await store.top_alert_types(H0 - 5, 2) == [
+        ("URL Protection", 7),
+        ("Unsafe Email Attachment", 2),
+    ]
+    assert await store.top_parties(H0 - 5, "sender", 10) == [("bad@evil.example", 5), ("x@y", 1)]
+    assert await store.top_parties(H0 - 5, "sender", 10, "acme") == [("bad@evil.example", 3)]
+    # A tie is ordered by address.
+    assert await store.top_parties(H0, "recipient", 1) == [("amy@acme", 4)]
+    assert await store.top_parties(H0, "recipient", 5) == [("amy@acme", 4), ("bob@acme", 3)]
+    assert await store.top_parties(H0 + 1, "recipient", 5) == []
+
+
+async def test_tallies_commit_or_fail_with_their_group(store: Store) -> None:
+    """A group that breaks midway adds none of its counts; a store with none answers empty lists."""
+    assert await store.alert_series(0) == []
+    assert await store.technique_counts(0) == []
+    assert await store.top_alert_types(0, 5) == []
+    assert await store.top_parties(0, "sender", 5) == []
+    with pytest.raises(RuntimeError):
+        await store.commit_group(
+            [
+                Commit("acme", "url", None, [], {}, tallies=tallies({(H0, "A", "T1"): 1})),
+                Commit("acme", "attachment", T0, raising_after(ids("x", 3), 1), {}),
+            ],
+            {},
+        )
+    assert await store.alert_series(0) == []
+
+
+async def test_old_hours_are_not_kept(store: Store) -> None:
+    """Type counts older than 35 days and party counts older than 48 hours before ``hour_now`` are dropped at commit, and never added."""
+    await store.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                None,
+                [],
+                {},
+                tallies=tallies(
+                    {(H0 - 10, "Old", "T1"): 1, (H0, "New", "T2"): 1},
+                    {(H0 - 10, "sender"): {"old@x": 1}, (H0, "sender"): {"new@x": 1}},
+                    hour_now=H0,
+                ),
+            )
+        ],
+        {},
+    )
+    assert [t for t, _ in await store.top_parties(0, "sender", 5)] == ["new@x", "old@x"]
+    # 40 hours later: the parties of H0 - 10 are 50 hours old (gone), those of H0 are 40.
+    later = H0 + 40
+    await store.commit_group(
+        [
+            Commit(
+                "acme",
+                "url",
+                None,
+                [],
+                {},
+                tallies=tallies(
+                    {(later - HOURS_KEPT - 1, "Too old", "T3"): 5},
+                    {(later - PARTY_HOURS_KEPT - 1, "sender"): {"too-old@x": 5}},
+                    hour_now=later,
+                ),
+            )
+        ],
+        {},
+    )
+    assert await store.top_parties(0, "sender", 5) == [("new@x", 1)]
+    assert await store.top_alert_types(0, 5) == [("New", 1), ("Old", 1)]
+    # 35 days and more after H0 - 10: that hour's type counts are gone too.
+    much_later = H0 - 10 + HOURS_KEPT + 1
+    await store.commit_group(
+        [Commit("acme", "url", None, [], {}, tallies=tallies({}, hour_now=much_later))], {}
+    )
+    assert await store.top_alert_types(0, 5) == [("New", 1)]
+    assert await store.top_alert_types(0, 5, "acme") == [("New", 1)]
+    assert await store.alert_series(0) == [(H0, "url", 1)]
+    assert await store.alert_series(0, "acme") == [(H0, "url", 1)]

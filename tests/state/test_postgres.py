@@ -25,6 +25,9 @@ TABLES = {
     "mimecast_counters",
     "mimecast_sinks",
     "mimecast_dead_letters",
+    "mimecast_alert_hours",
+    "mimecast_alert_parties",
+    "mimecast_alert_totals",
 }
 PASSWORD = "s3cr3t-pw"
 

@@ -16,15 +16,24 @@ plain-text list of what is not ready; ``/metrics`` the registry in Prometheus' t
 With a token, every path but ``/healthz`` requires ``Authorization: Bearer <token>``,
 compared in constant time; a request without it gets 401, and nothing of the token is ever
 logged or echoed.
+
+The dashboard (``dashboard``, given as ``dashboard=``) adds its routes: ``/`` and its JSON and
+static files, under the same token rule. A browser has no way to send a header on its own,
+so ``/login`` (open to anyone, with the stylesheet and script it loads: a form, no data) asks
+for the token and sends it once as a header to ``/session``, which answers with an HttpOnly,
+SameSite=Strict cookie holding an HMAC of the token (never the token); the cookie is then
+accepted as the header is. A browser asking for a page without either is sent to ``/login``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -43,8 +52,16 @@ MAX_CONNECTIONS = 32
 #: Streams listed by a 503 from ``/readyz`` at most (then how many more).
 NOT_READY_SHOWN = 50
 
+#: The dashboard's session cookie: an HMAC of the token under this label (``/session``).
+SESSION_COOKIE = "mc_dashboard"
+_SESSION_LABEL = b"mimecast-connector dashboard session"
+#: Seconds a session cookie lasts.
+SESSION_SECONDS = 12 * 3600
+
 _REASONS = {
     200: "OK",
+    204: "No Content",
+    303: "See Other",
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -80,6 +97,19 @@ class Response:
 Route = Callable[[Request], Awaitable[Response]]
 
 
+class Pages(Protocol):
+    """More routes, with something to close when the server closes (the dashboard)."""
+
+    @property
+    def routes(self) -> Mapping[str, Route]: ...
+
+    #: Paths answered to anyone, token or not (a login form).
+    @property
+    def public(self) -> frozenset[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` (and any ``routes`` added) on ``host:port``.
 
@@ -94,27 +124,38 @@ class MetricsServer:
         host: str,
         port: int,
         *,
-        registry: CollectorRegistry,
-        not_ready: Callable[[], list[str]],
-        total: Callable[[], int],
+        registry: CollectorRegistry | None,
+        not_ready: Callable[[], list[str]] = list,
+        total: Callable[[], int] = int,
         refresh: Callable[[], Awaitable[None]] | None = None,
         token: str | None = None,
         routes: Mapping[str, Route] | None = None,
+        dashboard: Pages | None = None,
         head_timeout: float = HEAD_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        """``registry=None``: no ``/metrics`` and ``/readyz`` (the ``dashboard`` command's
+        server, which has no run to tell about)."""
         self._host, self._port = host, port
         self._registry = registry
         self._not_ready = not_ready
         self._total = total
         self._refresh = refresh
         self._token = None if token is None else token.encode()
-        self._routes: dict[str, Route] = {
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
-            "/readyz": self._readyz,
-            **(routes or {}),
-        }
+        self._session = (
+            None
+            if token is None
+            else hmac.new(token.encode(), _SESSION_LABEL, hashlib.sha256).hexdigest().encode()
+        )
+        self._dashboard = dashboard
+        self._public = {"/healthz"} | (set(dashboard.public) if dashboard is not None else set())
+        self._routes: dict[str, Route] = {"/healthz": self._healthz}
+        if registry is not None:
+            self._routes.update({"/metrics": self._metrics, "/readyz": self._readyz})
+        if dashboard is not None:
+            self._routes.update(dashboard.routes)
+            self._routes["/session"] = self._start_session
+        self._routes.update(routes or {})
         self._head_timeout = head_timeout
         self._max_connections = max_connections
         self._server: asyncio.Server | None = None
@@ -139,6 +180,8 @@ class MetricsServer:
         return self.address
 
     async def aclose(self) -> None:
+        if self._dashboard is not None:
+            await self._dashboard.aclose()
         if self._server is not None:
             self._server.close()
             for task in list(self._open):
@@ -186,8 +229,15 @@ class MetricsServer:
             return Response(405, b"only GET and HEAD\n", headers={"Allow": "GET, HEAD"})
         route = self._routes.get(request.path)
         if route is None:
-            return Response(404, b"not found: /metrics, /healthz, /readyz\n")
-        if request.path != "/healthz" and not self._authorized(request):
+            paths = (
+                "/, /metrics, /healthz, /readyz"
+                if self._dashboard
+                else "/metrics, /healthz, /readyz"
+            )
+            return Response(404, f"not found: {paths}\n".encode())
+        if request.path not in self._public and not self._authorized(request):
+            if self._dashboard is not None and "text/html" in request.headers.get("accept", ""):
+                return Response(303, b"log in first: /login\n", headers={"Location": "/login"})
             return Response(
                 401,
                 b"this endpoint needs Authorization: Bearer <metrics_token>\n",
@@ -202,10 +252,25 @@ class MetricsServer:
     def _authorized(self, request: Request) -> bool:
         if self._token is None:
             return True
+        return self._bearer(request) or self._has_session(request)
+
+    def _bearer(self, request: Request) -> bool:
+        assert self._token is not None
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         # Compared in constant time, and always compared (no early exit on a wrong scheme).
         matches = hmac.compare_digest(given.strip().encode(), self._token)
         return matches and scheme.lower() == "bearer"
+
+    def _has_session(self, request: Request) -> bool:
+        """The dashboard's cookie, compared in constant time (only where there is a dashboard)."""
+        if self._dashboard is None or self._session is None:
+            return False
+        given = b""
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE:
+                given = value.encode("latin-1", "replace")
+        return hmac.compare_digest(given, self._session)
 
     async def _answer(self, writer: asyncio.StreamWriter, method: str, response: Response) -> None:
         head = [
@@ -225,10 +290,24 @@ class MetricsServer:
     # --- the routes --------------------------------------------------------------------------
 
     async def _metrics(self, request: Request) -> Response:
+        assert self._registry is not None
         if self._refresh is not None:
             await self._refresh()
         # Text format 0.0.4, which every Prometheus reads (the names need no escaping).
         return Response(200, generate_latest(self._registry), CONTENT_TYPE_PLAIN_0_0_4)
+
+    async def _start_session(self, request: Request) -> Response:
+        """The dashboard's cookie, for a browser that sent the token as a header once (the
+        login form's script); with no token configured there is nothing to remember."""
+        if self._session is None:
+            return Response(204)
+        if not self._bearer(request):  # a cookie alone does not make a new one
+            return Response(401, b"send Authorization: Bearer <token>\n")
+        cookie = (
+            f"{SESSION_COOKIE}={self._session.decode()}; HttpOnly; SameSite=Strict; Path=/; "
+            f"Max-Age={SESSION_SECONDS}"
+        )
+        return Response(204, headers={"Set-Cookie": cookie})
 
     async def _healthz(self, request: Request) -> Response:
         return Response(200, b"ok\n")

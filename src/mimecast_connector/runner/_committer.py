@@ -23,6 +23,10 @@ every later page of the same lanes: no page commits after one of its stream's ea
 not, so no cursor can pass an undelivered alert. The lane's poll sees the error, and the stream
 retries on its next poll from its last committed page.
 
+For the dashboard, each page's delivered alerts are counted (:func:`tally`: by hour of their
+event time, alertType and technique, and by sender and recipient) and the counts go into the
+same transaction (``Commit.tallies``): one pass of dictionary counting per page.
+
 Metrics (``observe.Metrics``): each sink's batches are timed and counted around its
 ``deliver``, each group's state commit is timed, and each page committed adds its counters and
 cursor, all per batch or page, never per record.
@@ -38,12 +42,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
+import operator
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import cast
 
 import structlog
 
@@ -53,7 +60,7 @@ from mimecast_connector.alerts import Alert
 from mimecast_connector.observe import Metrics, SinkWatch, sink_label
 from mimecast_connector.runner._chain import Handled, count, select_fresh
 from mimecast_connector.sinks import AppendFile, Sink
-from mimecast_connector.state import Commit, Store
+from mimecast_connector.state import PARTY_CHARS, Commit, Store, Tallies
 
 _log = structlog.get_logger("mimecast_connector.runner")
 
@@ -90,6 +97,11 @@ class Lane:
         """The category as metrics name it: a backfill's (``url@backfill:<range>``) without
         its range, so that each backfill adds no series of its own."""
         return self.category.partition(":")[0]
+
+    @property
+    def plain(self) -> str:
+        """The category itself, a backfill's (``url@backfill:<range>``) too: ``url``."""
+        return self.category.partition("@")[0]
 
 
 @dataclass(eq=False, slots=True)
@@ -343,6 +355,7 @@ class Committer:
             for page, fresh in zip(group, fresh_pages, strict=True)
         ]
         commits = []
+        hour_now = int(time.time() // 3600)
         for page, fresh, counts in zip(group, fresh_pages, counted, strict=True):
             records, dead = _split(fresh)
             commits.append(
@@ -360,6 +373,7 @@ class Committer:
                     page.marker,
                     page.health,
                     page.lane.began,
+                    tally(page.lane.plain, fresh.alerts, hour_now) if fresh.alerts else None,
                 )
             )
         started = time.perf_counter()
@@ -389,6 +403,61 @@ async def _delivered(sink: Sink, watch: SinkWatch, alerts: list[Alert], size: in
         raise
     watch.delivered(len(alerts), time.perf_counter() - started, size)
     return position
+
+
+def tally(category: str, alerts: Sequence[Alert], hour_now: int) -> Tallies:
+    """``alerts`` counted for the dashboard (``state.Tallies``): by the hour of their event
+    time, alertType and threatId, and by hour, role and address (cut to ``PARTY_CHARS``).
+
+    The hot path's share, so C-level passes only (``Counter`` over ``map``), keyed by the
+    text of the event time's hour (an alert's ``time`` is RFC 3339 UTC, ``2026-10-01T12:…Z``),
+    turned into an epoch hour once for each distinct one."""
+    times = list(map(_HOUR, map(_TIME, alerts)))
+    by_hour: dict[str, Sequence[Alert]] = {}
+    if len(set(times)) == 1:  # a page is mostly of one hour: then no alert is looked at again
+        by_hour[times[0]] = alerts
+    else:
+        lists: dict[str, list[Alert]] = {}
+        for alert, hour in zip(alerts, times, strict=True):
+            lists.setdefault(hour, []).append(alert)
+        by_hour.update(lists)
+    hours: dict[tuple[int, str, str], int] = {}
+    parties: dict[tuple[int, str], dict[str, int]] = {}
+    for text, of_hour in by_hour.items():
+        hour = _epoch_hour(text)
+        for (alert_type, technique), n in Counter(map(_TYPE_TECHNIQUE, of_hour)).items():
+            hours[(hour, alert_type, technique)] = n
+        for role, field_ in (("sender", _SENDER), ("recipient", _RECIPIENT)):
+            counted: Counter[str | None] = Counter(map(field_, of_hour))
+            counted.pop(None, None)
+            counted.pop("", None)
+            if counted:
+                kept = cast("dict[str, int]", dict(counted))
+                parties[(hour, role)] = _cut(kept) if max(map(len, kept)) > PARTY_CHARS else kept
+    return Tallies(category, hours, parties, hour_now)
+
+
+_TIME = operator.attrgetter("time")
+_HOUR = operator.itemgetter(slice(13))
+_TYPE_TECHNIQUE = operator.attrgetter("alertType", "threatId")
+_SENDER = operator.attrgetter("sender")
+_RECIPIENT = operator.attrgetter("recipient")
+
+
+def _cut(counted: dict[str, int]) -> dict[str, int]:
+    """Counts of addresses cut to ``PARTY_CHARS`` (a hostile record's): those cut alike add."""
+    out: dict[str, int] = {}
+    for address, n in counted.items():
+        short = address[:PARTY_CHARS]
+        out[short] = out.get(short, 0) + n
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _epoch_hour(text: str) -> int:
+    """``2026-10-01T12`` (an alert time's first 13 characters) as an epoch hour."""
+    moment = datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+    return int(moment.timestamp()) // 3600
 
 
 def _split(handled: Handled) -> tuple[list[tuple[str, float]], set[str]]:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mimecast_connector.state._protocol import Commit, Store, StreamState
+from mimecast_connector.state._protocol import (
+    HOURS_KEPT,
+    PARTY_CHARS,
+    PARTY_HOURS_KEPT,
+    AlertStats,
+    Commit,
+    Store,
+    StreamState,
+    Tallies,
+)
 from mimecast_connector.state._store import (
     SCHEMA_VERSION,
     SqliteStore,
@@ -32,12 +41,17 @@ async def open_store(state: Path | str) -> Store:
 
 
 __all__ = [
+    "HOURS_KEPT",
+    "PARTY_CHARS",
+    "PARTY_HOURS_KEPT",
     "SCHEMA_VERSION",
+    "AlertStats",
     "Commit",
     "SqliteStore",
     "StateStore",
     "Store",
     "StreamState",
+    "Tallies",
     "WriterLock",
     "open_store",
     "shown_url",

@@ -33,7 +33,13 @@ import psycopg
 
 from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
 from mimecast_connector._health import State, StreamHealth
-from mimecast_connector.state._protocol import Commit, StreamState
+from mimecast_connector.state._protocol import (
+    HOURS_KEPT,
+    PARTY_HOURS_KEPT,
+    Commit,
+    StreamState,
+)
+from mimecast_connector.state._tallies import encode_parties, ranked_parties
 from mimecast_connector.state._url import shown_url
 
 #: The version of these tables. A column added since (``lease``, ``marker``, the ``health_*``
@@ -41,6 +47,37 @@ from mimecast_connector.state._url import shown_url
 #: by the first worker of a release that uses it (releases before it ignore the column), so
 #: the version stays.
 SCHEMA_VERSION = 2
+
+#: The dashboard's counts of delivered alerts (``Commit.tallies``), keyed hour first; made at
+#: open when missing (tables of an earlier release have none). Senders and recipients: one
+#: row of ``{address: n}`` for each commit, hour and role (``state._tallies``). The totals
+#: are the hours' counts summed over the tenants, for the all-tenants charts.
+_SCHEMA_TALLIES = """CREATE TABLE IF NOT EXISTS mimecast_alert_hours (
+    hour BIGINT NOT NULL,
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    alert_type TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (hour, tenant, category, alert_type, technique)
+);
+CREATE INDEX IF NOT EXISTS mimecast_alert_hours_tenant ON mimecast_alert_hours (tenant, hour);
+CREATE TABLE IF NOT EXISTS mimecast_alert_totals (
+    hour BIGINT NOT NULL,
+    category TEXT NOT NULL,
+    alert_type TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (hour, category, alert_type, technique)
+);
+CREATE TABLE IF NOT EXISTS mimecast_alert_parties (
+    hour BIGINT NOT NULL,
+    role TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    counts BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mimecast_alert_parties_hour ON mimecast_alert_parties (hour, role);
+CREATE INDEX IF NOT EXISTS mimecast_alert_parties_tenant ON mimecast_alert_parties (tenant, hour)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mimecast_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,8 +121,9 @@ CREATE TABLE IF NOT EXISTS mimecast_dead_letters (
     category TEXT NOT NULL,
     stored_at DOUBLE PRECISION NOT NULL,
     line BYTEA NOT NULL
-)
-"""
+);
+{tallies}
+""".replace("{tallies}", _SCHEMA_TALLIES)
 
 #: The fence of a stream's polls (see ``take_lease``), for tables made before it existed.
 _ADD_LEASE = "ALTER TABLE mimecast_streams ADD COLUMN lease BIGINT NOT NULL DEFAULT 0"
@@ -128,7 +166,8 @@ _FOUND = (
     "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
     "AND table_name = 'mimecast_streams' AND column_name = 'health'), "
     "EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-    "AND table_name = 'mimecast_streams' AND column_name = 'began')"
+    "AND table_name = 'mimecast_streams' AND column_name = 'began'), "
+    "to_regclass('mimecast_alert_parties') IS NOT NULL"
 )
 
 #: Key of the advisory lock that serialises schema set-up among workers starting together.
@@ -173,6 +212,10 @@ class PostgresStore:
         self._health_columns = True
         #: Whether ``mimecast_streams`` has its ``began`` column, likewise.
         self._began_column = True
+        #: Whether the dashboard's tables are there, likewise.
+        self._tally_tables = True
+        #: The ``hour_now`` of this process's last prune of those tables (one an hour at most).
+        self._tallies_pruned: int | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r})"
@@ -199,6 +242,7 @@ class PostgresStore:
                     store._marker_column = bool(found[2])
                     store._health_columns = bool(found[3])
                     store._began_column = bool(found[4])
+                    store._tally_tables = bool(found[5])
                 else:
                     # Tables are made once (the user needs CREATE then); later starts only
                     # read and write them. A column added since is added here too, once (an
@@ -217,6 +261,9 @@ class PostgresStore:
                             await writer.execute(_ADD_HEALTH)
                         if not found[4]:
                             for statement in _ADD_BEGAN:
+                                await writer.execute(statement)
+                        if not found[5]:
+                            for statement in _SCHEMA_TALLIES.split(";"):
                                 await writer.execute(statement)
                 row = await (
                     await writer.execute(
@@ -474,6 +521,12 @@ class PostgresStore:
         delivered: list[tuple[str, str, str, float]] = []
         counted: dict[tuple[str, str, str], int] = {}
         dead: list[tuple[str, str, bytes]] = []
+        # The dashboard's counts, summed over the group (one key twice in an INSERT ... ON
+        # CONFLICT DO UPDATE is an error), those of hours still kept.
+        hours: dict[tuple[int, str, str, str, str], int] = {}
+        totals: dict[tuple[int, str, str, str], int] = {}
+        parties: list[tuple[int, str, str, bytes]] = []
+        hour_now: int | None = None
         for c in commits:
             key = (c.tenant, c.category)
             if c.lease is not None:
@@ -497,6 +550,20 @@ class PostgresStore:
                 if n:
                     counted[(*key, name)] = counted.get((*key, name), 0) + n
             dead.extend((*key, line) for line in c.dead)
+            if c.tallies is not None:
+                now_ = c.tallies.hour_now
+                hour_now = now_ if hour_now is None else max(hour_now, now_)
+                for (hour, alert_type, technique), n in c.tallies.hours.items():
+                    if hour >= now_ - HOURS_KEPT:
+                        k = (hour, c.tenant, c.tallies.category, alert_type, technique)
+                        hours[k] = hours.get(k, 0) + n
+                        t = (hour, c.tallies.category, alert_type, technique)
+                        totals[t] = totals.get(t, 0) + n
+                parties.extend(
+                    (hour, role, c.tenant, encode_parties(counts))
+                    for (hour, role), counts in c.tallies.parties.items()
+                    if hour >= now_ - PARTY_HOURS_KEPT and counts
+                )
         async with self._use("writer") as conn, conn.transaction(), conn.cursor() as cur:
             if leases:
                 await cur.execute(
@@ -578,9 +645,114 @@ class PostgresStore:
                     "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                     _columns(list(sink_positions.items()), 2),
                 )
+            if hours:
+                await cur.execute(
+                    "INSERT INTO mimecast_alert_hours AS h SELECT * FROM unnest(%s::int8[], "
+                    "%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[]) "
+                    "ON CONFLICT (hour, tenant, category, alert_type, technique) "
+                    "DO UPDATE SET n = h.n + excluded.n",
+                    _columns([(*k, n) for k, n in hours.items()], 6),
+                )
+            if totals:
+                await cur.execute(
+                    "INSERT INTO mimecast_alert_totals AS h SELECT * FROM unnest(%s::int8[], "
+                    "%s::text[], %s::text[], %s::text[], %s::int8[]) "
+                    "ON CONFLICT (hour, category, alert_type, technique) "
+                    "DO UPDATE SET n = h.n + excluded.n",
+                    _columns([(*k, n) for k, n in totals.items()], 5),
+                )
+            if parties:
+                await cur.execute(
+                    "INSERT INTO mimecast_alert_parties SELECT * FROM unnest(%s::int8[], "
+                    "%s::text[], %s::text[], %s::bytea[])",
+                    _columns(parties, 4),
+                )
+            if hour_now is not None and hour_now != self._tallies_pruned:
+                # The hours no longer kept, dropped by this process's first commit of each hour.
+                for table in ("mimecast_alert_hours", "mimecast_alert_totals"):
+                    await cur.execute(
+                        f"DELETE FROM {table} WHERE hour < %s",  # noqa: S608 - fixed names
+                        (hour_now - HOURS_KEPT,),
+                    )
+                await cur.execute(
+                    "DELETE FROM mimecast_alert_parties WHERE hour < %s",
+                    (hour_now - PARTY_HOURS_KEPT,),
+                )
+        if hour_now is not None:
+            self._tallies_pruned = hour_now
 
     async def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         await self.commit_group([], positions)
+
+    # --- the dashboard's reads (``AlertStats``) ----------------------------------------------
+
+    async def alert_series(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[int, str, int]]:
+        rows = await self._tally_rows(
+            f"SELECT hour, category, sum(n) FROM {_hours_table(tenant)} WHERE {{where}} "  # noqa: S608 - fixed texts
+            "GROUP BY hour, category ORDER BY hour, category",
+            since_hour,
+            tenant,
+        )
+        return [(int(h), str(c), int(n)) for h, c, n in rows]  # type: ignore[call-overload]
+
+    async def technique_counts(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        return await self._ranked("technique", _hours_table(tenant), since_hour, None, tenant)
+
+    async def top_alert_types(
+        self, since_hour: int, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        return await self._ranked("alert_type", _hours_table(tenant), since_hour, limit, tenant)
+
+    async def top_parties(
+        self, since_hour: int, role: str, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        rows = await self._tally_rows(
+            "SELECT counts FROM mimecast_alert_parties WHERE {where} AND role = %s",
+            since_hour,
+            tenant,
+            (role,),
+        )
+        return ranked_parties((bytes(row[0]) for row in rows), limit)  # type: ignore[call-overload]
+
+    async def _ranked(
+        self,
+        column: str,
+        table: str,
+        since_hour: int,
+        limit: int | None,
+        tenant: str | None,
+    ) -> list[tuple[str, int]]:
+        rows = await self._tally_rows(
+            f"SELECT {column}, sum(n) AS total FROM {table} WHERE {{where}} "  # noqa: S608 - fixed texts
+            f'GROUP BY {column} ORDER BY total DESC, {column} COLLATE "C" LIMIT %s',
+            since_hour,
+            tenant,
+            (limit,),
+        )
+        return [(str(name), int(n)) for name, n in rows]  # type: ignore[call-overload]
+
+    async def _tally_rows(
+        self,
+        query: str,
+        since_hour: int,
+        tenant: str | None,
+        extra: tuple[object, ...] = (),
+    ) -> list[tuple[object, ...]]:
+        """``query`` with its ``{where}`` the hours from ``since_hour`` (of ``tenant``)."""
+        if not self._tally_tables:
+            return []
+        params: tuple[object, ...] = (since_hour,)
+        where = "hour >= %s"
+        if tenant is not None:
+            where, params = "hour >= %s AND tenant = %s", (since_hour, tenant)
+        async with self._use("reader") as conn:
+            return await (
+                await conn.execute(query.replace("{where}", where), (*params, *extra))
+            ).fetchall()
 
     async def record_error(
         self,
@@ -644,6 +816,11 @@ class PostgresStore:
 #: Errors no retry can mend: SQLSTATE class 42 (an undefined table, a missing privilege)
 #: and a read-only transaction or server.
 _REFUSED = (psycopg.errors.ProgrammingError, psycopg.errors.ReadOnlySqlTransaction)
+
+
+def _hours_table(tenant: str | None) -> str:
+    """Where the counts by hour are read: one tenant's rows, or the totals of all."""
+    return "mimecast_alert_totals" if tenant is None else "mimecast_alert_hours"
 
 
 def _reason(exc: psycopg.Error) -> str:

@@ -22,6 +22,10 @@ semantics, checked by one conformance suite (``tests/state/test_conformance.py``
   a SIEM feed's page token and the file and line reached in it) is replaced by each commit
   that carries one, in that commit's transaction, and left as it was by one that does not;
 * (PostgreSQL) a commit whose lease is no longer its stream's newest is refused whole.
+* a commit's ``tallies`` (its delivered alerts counted by hour, for the dashboard) are added
+  in the commit's own transaction; rows of an hour older than :data:`HOURS_KEPT` (alert
+  types and techniques) or :data:`PARTY_HOURS_KEPT` (senders and recipients) before the
+  tallies' ``hour_now`` are not kept (pruned by the first commit of each new hour).
 
 Dead letters: SQLite keeps them in the dead-letter file beside it (a file sink with its
 position in the store); PostgreSQL keeps them in a table, written in the commit's own
@@ -37,6 +41,27 @@ from datetime import datetime
 from typing import Protocol
 
 from mimecast_connector._health import StreamHealth
+
+#: Hours of alert counts by type and technique kept (``Tallies.hours``): 35 days.
+HOURS_KEPT = 35 * 24
+#: Hours of alert counts by sender and recipient kept (``Tallies.parties``): 48 hours.
+PARTY_HOURS_KEPT = 48
+#: The longest address kept in ``Tallies.parties`` (longer ones are cut: hostile input).
+PARTY_CHARS = 320
+
+
+@dataclass(frozen=True, slots=True)
+class Tallies:
+    """One commit's delivered alerts, counted for the dashboard (``dashboard``): ``hours``
+    by (epoch hour of the alert's event time, alertType, threatId), ``parties`` by (epoch
+    hour, ``"sender"`` or ``"recipient"``) then address, counted under ``category`` (the commit's
+    own, less a backfill's suffix: a backfill's alerts count with their category's).
+    ``hour_now`` is the current epoch hour: what the store keeps is counted back from it."""
+
+    category: str
+    hours: Mapping[tuple[int, str, str], int]
+    parties: Mapping[tuple[int, str], Mapping[str, int]]
+    hour_now: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +95,9 @@ class Commit:
     #: it has none (its first window's start; a backfill reads only before it). None: a
     #: backfill's page, or a feed's.
     began: datetime | None = None
+    #: The page's delivered alerts counted (its stream's category without a backfill's
+    #: range); None: none.
+    tallies: Tallies | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +121,43 @@ class StreamState:
     began: datetime | None = None
 
 
-class Store(Protocol):
-    """What a run needs of its state. Implementations: ``SqliteStore``, ``PostgresStore``."""
+class AlertStats(Protocol):
+    """What the dashboard reads of the alerts delivered (``Commit.tallies``), both stores.
+
+    Hours are epoch hours (``int(epoch_seconds // 3600)``); each answer counts the rows of
+    ``since_hour`` and later, of every tenant or only of ``tenant``. A store that has no
+    such rows yet (a file of an earlier release read read-only) answers empty lists.
+    """
+
+    async def alert_series(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[int, str, int]]:
+        """Alerts by hour and category: ``(hour, category, n)``, oldest first."""
+        ...
+
+    async def technique_counts(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        """Alerts by threatId, most first (then by threatId)."""
+        ...
+
+    async def top_alert_types(
+        self, since_hour: int, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        """The ``limit`` alertTypes with the most alerts, most first (then by name)."""
+        ...
+
+    async def top_parties(
+        self, since_hour: int, role: str, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        """The ``limit`` addresses of ``role`` (``"sender"`` or ``"recipient"``) with the
+        most alerts, most first (then by address)."""
+        ...
+
+
+class Store(AlertStats, Protocol):
+    """What a run needs of its state (and the dashboard reads). Implementations:
+    ``SqliteStore``, ``PostgresStore``."""
 
     #: True: dead letters go into the store with their commit (``Commit.dead``); False: the
     #: run writes them to its dead-letter file and records that file's position.

@@ -43,7 +43,14 @@ from pathlib import Path
 
 from mimecast_connector._errors import StateError
 from mimecast_connector._health import State, StreamHealth
-from mimecast_connector.state._protocol import Commit, StreamState
+from mimecast_connector.state._protocol import (
+    HOURS_KEPT,
+    PARTY_HOURS_KEPT,
+    Commit,
+    StreamState,
+    Tallies,
+)
+from mimecast_connector.state._tallies import encode_parties, ranked_parties
 
 SCHEMA_VERSION = 5
 #: Versions this release opens: 1 (before ``kept_from``), 2 (ids keyed by id alone), 3
@@ -59,6 +66,38 @@ _SCHEMA_DELIVERED = """CREATE TABLE IF NOT EXISTS delivered (
     id TEXT NOT NULL,
     PRIMARY KEY (tenant, category, second, id)
 ) WITHOUT ROWID"""
+
+# The dashboard's counts of delivered alerts (``Commit.tallies``), keyed hour first: a range
+# of hours (the dashboard's reads, the prune) is one walk of the b-tree. Senders and
+# recipients: one row of ``{address: n}`` for each commit, hour and role (``state._tallies``).
+# ``alert_totals`` is ``alert_hours`` summed over the tenants, kept beside it (the same few
+# rows a commit) so that the all-tenants charts read hundreds of rows, not millions.
+_SCHEMA_TALLIES = """CREATE TABLE IF NOT EXISTS alert_hours (
+    hour INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    category TEXT NOT NULL,
+    alert_type TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, tenant, category, alert_type, technique)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_hours_tenant ON alert_hours (tenant, hour);
+CREATE TABLE IF NOT EXISTS alert_totals (
+    hour INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    alert_type TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (hour, category, alert_type, technique)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_parties (
+    hour INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    counts BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_parties_hour ON alert_parties (hour, role);
+CREATE INDEX IF NOT EXISTS alert_parties_tenant ON alert_parties (tenant, hour)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -94,7 +133,8 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (tenant, category, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sinks (name TEXT PRIMARY KEY, position TEXT NOT NULL);
-""".replace("{delivered}", _SCHEMA_DELIVERED)
+{tallies}
+""".replace("{delivered}", _SCHEMA_DELIVERED).replace("{tallies}", _SCHEMA_TALLIES)
 
 # Version 3 keys a record's id by its stream, its whole second and the id: a run's ids arrive
 # in time order, so inserting and pruning them walk the end of one b-tree instead of random
@@ -297,11 +337,14 @@ class StateStore:
         writer: bool = False,
         read_only: bool = False,
         timeout: float = 5.0,
+        integrity: bool = True,
     ) -> None:
         """Open ``path``. ``writer=True`` takes the one-writer lock first (see :class:`WriterLock`).
         ``read_only=True`` (``status``) writes nothing at all, not even the schema: it opens the
         file with SQLite's ``mode=ro``, waits for no writer, and reads a database on a read-only
-        folder or mount too. ``timeout`` is how long to wait for a lock another process holds."""
+        folder or mount too. ``timeout`` is how long to wait for a lock another process holds.
+        ``integrity=False`` (read-only only: the dashboard, a long-lived reader) skips SQLite's
+        ``quick_check``, which reads the whole file: a damaged page fails the read that meets it."""
         self.path = path
         self._lock: WriterLock | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -321,6 +364,13 @@ class StateStore:
         self._began_column = True
         #: (The one writer) every stream's ``began`` as committed, read once, like the others.
         self._began: dict[tuple[str, str], float | None] | None = None
+        #: Whether the dashboard's tables (``alert_hours``, ``alert_parties``) are there:
+        #: always once a writer opened the file; a file of an earlier release read read-only
+        #: has none.
+        self._tally_tables = True
+        #: The ``hour_now`` of the last prune of those tables (one prune an hour at most).
+        self._tallies_pruned: int | None = None
+        self._integrity = integrity or not read_only
         if read_only:
             self._open_read_only(path, timeout)
             return
@@ -404,6 +454,12 @@ class StateStore:
             self._marker_column = "marker" in columns
             self._health_columns = "health" in columns
             self._began_column = "began" in columns
+            self._tally_tables = (
+                self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alert_parties'"
+                ).fetchone()
+                is not None
+            )
         except StateError:
             self.close()
             raise
@@ -453,9 +509,10 @@ class StateStore:
     def _check(self) -> None:
         """Integrity and version, before anything is written: a newer file is left untouched."""
         db = self._db
-        check = db.execute("PRAGMA quick_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise _Damaged(f"integrity check failed: {check[0] if check else 'no answer'}")
+        if self._integrity:
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise _Damaged(f"integrity check failed: {check[0] if check else 'no answer'}")
         if db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone():
@@ -814,6 +871,8 @@ class StateStore:
                     "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
                     ((tenant, category, name, n) for name, n in c.counts.items() if n),
                 )
+                if c.tallies is not None:
+                    self._add_tallies(tenant, c.tallies)
                 if c.prune_before is not None:
                     prune = c.prune_before.timestamp()
                     # Whole seconds: every id of a record at or after ``prune`` is kept (and
@@ -835,6 +894,16 @@ class StateStore:
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
                 sink_positions.items(),
             )
+            hour_now = max((c.tallies.hour_now for c in commits if c.tallies), default=None)
+            if hour_now is not None and hour_now != self._tallies_pruned:
+                # The hours no longer kept, dropped by the first commit of each new hour.
+                db.execute("DELETE FROM alert_hours WHERE hour < ?", (hour_now - HOURS_KEPT,))
+                db.execute("DELETE FROM alert_totals WHERE hour < ?", (hour_now - HOURS_KEPT,))
+                db.execute(
+                    "DELETE FROM alert_parties WHERE hour < ?", (hour_now - PARTY_HOURS_KEPT,)
+                )
+        if hour_now is not None:
+            self._tallies_pruned = hour_now
         if self._positions is not None:
             positions = self._positions
             for c in commits:
@@ -854,6 +923,96 @@ class StateStore:
             for c in commits:
                 if c.marker is not None:
                     self._markers[(c.tenant, c.category)] = c.marker
+
+    def _add_tallies(self, tenant: str, tallies: Tallies) -> None:
+        """Add one commit's alert counts (inside its transaction), those of hours still kept."""
+        db = self._db
+        kept, parties_kept = tallies.hour_now - HOURS_KEPT, tallies.hour_now - PARTY_HOURS_KEPT
+        db.executemany(
+            "INSERT INTO alert_hours VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            (
+                (hour, tenant, tallies.category, alert_type, technique, n)
+                for (hour, alert_type, technique), n in tallies.hours.items()
+                if hour >= kept
+            ),
+        )
+        db.executemany(
+            "INSERT INTO alert_totals VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            (
+                (hour, tallies.category, alert_type, technique, n)
+                for (hour, alert_type, technique), n in tallies.hours.items()
+                if hour >= kept
+            ),
+        )
+        db.executemany(
+            "INSERT INTO alert_parties VALUES (?, ?, ?, ?)",
+            (
+                (hour, role, tenant, encode_parties(counts))
+                for (hour, role), counts in tallies.parties.items()
+                if hour >= parties_kept and counts
+            ),
+        )
+
+    # --- the dashboard's reads (``AlertStats``) ----------------------------------------------
+
+    def alert_series(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[int, str, int]]:
+        """Alerts by hour and category since ``since_hour``: ``(hour, category, n)``."""
+        if not self._tally_tables:
+            return []
+        where, params = _tenant_filter(since_hour, tenant)
+        return [
+            (int(hour), str(category), int(n))
+            for hour, category, n in self._db.execute(
+                f"SELECT hour, category, sum(n) FROM {_hours_table(tenant)} WHERE {where} "  # noqa: S608 - fixed texts
+                "GROUP BY hour, category ORDER BY hour, category",
+                params,
+            )
+        ]
+
+    def technique_counts(self, since_hour: int, tenant: str | None = None) -> list[tuple[str, int]]:
+        """Alerts by threatId since ``since_hour``, most first."""
+        return self._ranked("technique", _hours_table(tenant), since_hour, None, tenant)
+
+    def top_alert_types(
+        self, since_hour: int, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        """The ``limit`` alertTypes with the most alerts since ``since_hour``."""
+        return self._ranked("alert_type", _hours_table(tenant), since_hour, limit, tenant)
+
+    def top_parties(
+        self, since_hour: int, role: str, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        """The ``limit`` senders or recipients (``role``) with the most alerts."""
+        if not self._tally_tables:
+            return []
+        where, params = _tenant_filter(since_hour, tenant)
+        rows = self._db.execute(
+            f"SELECT counts FROM alert_parties WHERE {where} AND role = ?",  # noqa: S608 - fixed texts
+            (*params, role),
+        )
+        return ranked_parties((row[0] for row in rows), limit)
+
+    def _ranked(
+        self,
+        column: str,
+        table: str,
+        since_hour: int,
+        limit: int | None,
+        tenant: str | None,
+    ) -> list[tuple[str, int]]:
+        if not self._tally_tables:
+            return []
+        where, params = _tenant_filter(since_hour, tenant)
+        rows = self._db.execute(
+            f"SELECT {column}, sum(n) AS total FROM {table} WHERE {where} "  # noqa: S608 - fixed texts
+            f"GROUP BY {column} ORDER BY total DESC, {column} LIMIT ?",
+            (*params, -1 if limit is None else limit),
+        )
+        return [(str(name), int(n)) for name, n in rows]
 
     def set_sink_positions(self, positions: Mapping[str, str]) -> None:
         """Record sinks' positions on their own (the baselines taken at start)."""
@@ -920,6 +1079,18 @@ class StateStore:
                 f"UPDATE streams SET {_SET_HEALTH} WHERE tenant = ? AND category = ?",  # noqa: S608 - a fixed text
                 (*_health_params(health), tenant, category),
             )
+
+
+def _hours_table(tenant: str | None) -> str:
+    """Where the counts by hour are read: one tenant's rows, or the totals of all."""
+    return "alert_totals" if tenant is None else "alert_hours"
+
+
+def _tenant_filter(since_hour: int, tenant: str | None) -> tuple[str, tuple[object, ...]]:
+    """The WHERE of a dashboard read: the hours from ``since_hour``, of one tenant or all."""
+    if tenant is None:
+        return "hour >= ?", (since_hour,)
+    return "hour >= ? AND tenant = ?", (since_hour, tenant)
 
 
 class SqliteStore:
@@ -995,6 +1166,26 @@ class SqliteStore:
 
     async def set_began(self, tenant: str, category: str, began: datetime) -> None:
         self.store.set_began(tenant, category, began)
+
+    async def alert_series(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[int, str, int]]:
+        return self.store.alert_series(since_hour, tenant)
+
+    async def technique_counts(
+        self, since_hour: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        return self.store.technique_counts(since_hour, tenant)
+
+    async def top_alert_types(
+        self, since_hour: int, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        return self.store.top_alert_types(since_hour, limit, tenant)
+
+    async def top_parties(
+        self, since_hour: int, role: str, limit: int, tenant: str | None = None
+    ) -> list[tuple[str, int]]:
+        return self.store.top_parties(since_hour, role, limit, tenant)
 
     async def aclose(self) -> None:
         self.store.close()
