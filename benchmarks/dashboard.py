@@ -111,7 +111,7 @@ def fill(path: Path, tenants: int, hours: int, addresses: int) -> float:
 
 async def measure(config_path: Path) -> list[tuple[str, float, float]]:
     config = load_config(config_path, {})
-    server = MetricsServer("127.0.0.1", 0, registry=None, token=TOKEN, dashboard=Dashboard(config))
+    server = MetricsServer("127.0.0.1", 0, metrics=None, token=TOKEN, dashboard=Dashboard(config))
     host, port = await server.start()
     out = []
     headers = {"Authorization": f"Bearer {TOKEN}"}

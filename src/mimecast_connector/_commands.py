@@ -216,7 +216,7 @@ async def _metrics_server(runner: Runner, config: Config) -> MetricsServer | Non
     server = MetricsServer(
         host,
         port,
-        registry=runner.metrics.registry,
+        metrics=runner.metrics.snapshot,
         not_ready=runner.not_ready,
         total=lambda: len(runner.streams()),
         refresh=runner.refresh_health,

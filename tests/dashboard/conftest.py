@@ -116,7 +116,7 @@ def config(tmp_path: Path) -> Config:
 @pytest.fixture
 async def server(config: Config) -> AsyncIterator[MetricsServer]:
     """The dashboard on a loopback port, with the token."""
-    served = MetricsServer("127.0.0.1", 0, registry=None, token=TOKEN, dashboard=Dashboard(config))
+    served = MetricsServer("127.0.0.1", 0, metrics=None, token=TOKEN, dashboard=Dashboard(config))
     await served.start()
     try:
         yield served

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from mimecast_connector.config import Config
 from mimecast_connector.dashboard import Dashboard
-from mimecast_connector.observe import MetricsServer
+from mimecast_connector.observe import MetricsServer, registry_text
 from tests.dashboard.conftest import HOSTILE, HOUR, SECRET, TOKEN
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,7 +172,7 @@ async def test_on_the_runs_metrics_port_the_metrics_and_the_page_share_the_token
     served = MetricsServer(
         "127.0.0.1",
         0,
-        registry=registry,
+        metrics=registry_text(registry),
         not_ready=list,
         total=lambda: 8,
         token=TOKEN,

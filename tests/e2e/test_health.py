@@ -13,7 +13,6 @@ from typing import Any
 
 import structlog
 from click.testing import CliRunner
-from prometheus_client import generate_latest
 
 from mimecast_connector import Category
 from mimecast_connector._cli import main
@@ -58,7 +57,7 @@ def stored(config: Config) -> dict[tuple[str, str], Any]:
 def health_gauge(runner: Runner) -> dict[tuple[str, str], str]:
     """The state each stream's ``mimecast_connector_stream_health`` gauge has at 1."""
     out: dict[tuple[str, str], str] = {}
-    for line in generate_latest(runner.metrics.registry).decode().splitlines():
+    for line in runner.metrics.text().splitlines():
         if line.startswith("mimecast_connector_stream_health{") and line.endswith(" 1.0"):
             labels = dict(
                 part.split("=", 1)
@@ -86,7 +85,7 @@ async def test_refused_credentials_make_the_stream_failing_naming_the_keys(world
         assert stored(config) == {("acme", "url"): health}
         assert health_gauge(runner) == {("acme", "url"): "failing"}
         assert runner.not_ready() == [f"acme/url: failing ({health.reason})"]
-        scraped = generate_latest(runner.metrics.registry).decode()
+        scraped = runner.metrics.text()
         assert (
             'mimecast_connector_api_requests_total{category="url",outcome="401",tenant="acme"}'
             in scraped
@@ -162,7 +161,7 @@ async def test_an_expired_api_1_binding_is_failing_with_what_to_regenerate(world
         assert health.state is State.FAILING
         assert "generate new access_key and secret_key for tenant 'acme'" in health.advice
         assert stored(config)[("acme", "attachment")] == health
-        scraped = generate_latest(runner.metrics.registry).decode()
+        scraped = runner.metrics.text()
         assert (
             'mimecast_connector_api_requests_total{category="attachment",outcome="418",'
             'tenant="acme"} 1.0' in scraped

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mimecast_connector import Category
@@ -318,7 +317,7 @@ async def test_waits_refusals_and_sink_failures_are_counted(world: World) -> Non
         assert second.error is None
     finally:
         await runner.aclose()
-    scraped = samples(generate_latest(runner.metrics.registry).decode())
+    scraped = samples(runner.metrics.text())
     outcomes = {
         dict(labels)["outcome"]: value
         for (sample, labels), value in scraped.items()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from mimecast_connector.observe import MetricsServer
+from mimecast_connector.observe import MetricsServer, registry_text
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -36,7 +36,7 @@ async def server(ready: Ready) -> AsyncIterator[MetricsServer]:
     served = MetricsServer(
         "127.0.0.1",
         0,
-        registry=registry,
+        metrics=registry_text(registry),
         not_ready=ready,
         total=lambda: 4,
         token=TOKEN,

@@ -79,7 +79,7 @@ async def _serve(config: Config, host: str, port: int, token: str | None) -> Non
     except ConfigError as exc:
         await source.aclose()
         _fail("; ".join(f"{key}: {message}" for key, message in exc.problems))
-    server = MetricsServer(host, port, registry=None, token=token, dashboard=pages)
+    server = MetricsServer(host, port, metrics=None, token=token, dashboard=pages)
     try:
         bound = await server.start()
     except OSError as exc:

@@ -16,7 +16,13 @@ from mimecast_connector.observe._metrics import (
     TenantCalls,
     sink_label,
 )
-from mimecast_connector.observe._server import MetricsServer, Request, Response, Route
+from mimecast_connector.observe._server import (
+    MetricsServer,
+    Request,
+    Response,
+    Route,
+    registry_text,
+)
 
 __all__ = [
     "NAMESPACE",
@@ -28,5 +34,6 @@ __all__ = [
     "SinkWatch",
     "StreamRow",
     "TenantCalls",
+    "registry_text",
     "sink_label",
 ]
