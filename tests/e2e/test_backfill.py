@@ -259,7 +259,7 @@ def test_beside_a_running_run_the_backfill_is_handed_to_it(history: History) -> 
 
 
 #: The live streams' poll interval in the throttle test, seconds.
-LIVE_EVERY = 2.0
+LIVE_EVERY = 3.0
 
 
 def test_live_polls_keep_their_schedule_during_a_backfill_of_500000_records(
