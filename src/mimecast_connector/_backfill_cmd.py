@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,14 @@ from rich.progress import (
 from rich.text import Text
 
 from mimecast_connector._categories import Category
-from mimecast_connector._commands import _config_option, _fail, _load, _lock_holder, _with_logs
+from mimecast_connector._commands import (
+    _config_option,
+    _fail,
+    _load,
+    _with_logs,
+    on_stop_signals,
+    writer_of,
+)
 from mimecast_connector._errors import ConnectorError, StateError
 from mimecast_connector._logging import LogFormat, redact
 from mimecast_connector._text import shown
@@ -54,7 +61,7 @@ from mimecast_connector.runner._backfill import (
     plan,
     request_folder,
 )
-from mimecast_connector.state import StateStore, StreamState, WriterLock
+from mimecast_connector.state import StateStore, StreamState
 
 _err = Console(stderr=True, highlight=False)
 
@@ -279,20 +286,7 @@ async def read_here(config: Config, tenant: TenantConfig, decision: Decision, sh
         await runner.aclose()
         raise click.ClickException(redact(str(exc), config.secrets())) from None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)
-        _err.print(
-            f"{signal.Signals(signum).name}: stopping after the pages being read; the same "
-            "command goes on from there"
-        )
-        runner.drain()
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+    on_stop_signals(runner, stop)  # as `run`: commit the pages being read, then stop
     try:
         polls = [asyncio.ensure_future(runner.backfill(job)) for job in decision.jobs]
         with shown_:
@@ -353,19 +347,17 @@ def hand_over(config: Config, holder_pid: int, decision: Decision, shown_: Shown
     return 0
 
 
-def holder_of(config: Config, lock_holder: Callable[[Path], str | None]) -> int | None:
+def holder_of(config: Config) -> int | None:
     """The pid of the ``run`` on this machine holding the SQLite state, if one does."""
-    if not isinstance(config.state, Path):
+    holder = writer_of(config.state) if isinstance(config.state, Path) else None
+    if holder is None:
         return None
-    note = lock_holder(WriterLock(config.state).path)
-    match = re.match(r"process (\d+) on (\S+) ", note or "")
-    if match is None:
-        return None
-    if match.group(2) != socket.gethostname():
+    pid, host = holder
+    if host != socket.gethostname():
         raise click.ClickException(
-            f"the connector on this state runs on {match.group(2)}: run the backfill there"
+            f"the connector on this state runs on {host}: run the backfill there"
         )
-    return int(match.group(1))
+    return pid
 
 
 def read_known(config: Config, tenant: str) -> dict[str, StreamState]:
@@ -437,7 +429,7 @@ def backfill(
     if not chosen:
         _fail(f"tenant {tenant_name!r} reads no log that can be backfilled")
     try:
-        holder = holder_of(config, _lock_holder)
+        holder = holder_of(config)
         known = read_known(config, tenant.name)
     except StateError as exc:
         _fail(redact(str(exc), config.secrets()))

@@ -288,7 +288,7 @@ def _on_hangup(reload: Callable[[], Awaitable[None]]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
 
 
-def _on_stop_signals(runner: Runner, stop: asyncio.Event) -> None:
+def on_stop_signals(runner: Runner, stop: asyncio.Event) -> None:
     """SIGINT or SIGTERM: start no more polls, let those in flight commit what they read
     (``Runner.drain_timeout`` at most), close the sinks, exit 0. A second one exits at once:
     safe too, since a run killed anywhere resumes from its last commit."""
@@ -329,7 +329,7 @@ async def serve(
     try:
         if stop is None:
             stop = asyncio.Event()
-            _on_stop_signals(runner, stop)
+            on_stop_signals(runner, stop)
         if once:
             return summarize(await runner.run_once())
         if reload is not None:
@@ -399,21 +399,19 @@ def reload(config_path: Path) -> None:
             "(`kill -HUP <pid>`, or your service manager's reload)",
             1,
         )
-    note = WriterLock(config.state).path
-    holder = _lock_holder(note)
-    match = re.match(r"process (\d+) on (\S+) ", holder or "")
-    if holder is None or match is None:
+    holder = writer_of(config.state)
+    if holder is None:
+        note = WriterLock(config.state).path
         _fail(f"no connector is running on {str(config.state)!r} (nothing holds {str(note)!r})", 1)
-    if match.group(2) != socket.gethostname():
-        _fail(
-            f"the connector on {str(config.state)!r} runs on {match.group(2)}: reload it there", 1
-        )
+    pid, host = holder
+    if host != socket.gethostname():
+        _fail(f"the connector on {str(config.state)!r} runs on {host}: reload it there", 1)
     try:
-        os.kill(int(match.group(1)), signal.SIGHUP)
+        os.kill(pid, signal.SIGHUP)
     except OSError as exc:
-        _fail(f"could not signal process {match.group(1)}: {exc.strerror}", 1)
+        _fail(f"could not signal process {pid}: {exc.strerror}", 1)
     _err.print(
-        f"asked process {match.group(1)} to reload; its log says what changed "
+        f"asked process {pid} to reload; its log says what changed "
         "(`reloaded`, `tenant_file_broken`, `reload_refused`)"
     )
 
@@ -964,6 +962,13 @@ def demo(out: Path, duration: float | None, rate: float, every: float) -> None:
     """Run the connector against the built-in simulator, with a live summary (a line every
     few seconds when the output is not a terminal)."""
     sys.exit(asyncio.run(_demo(out, duration, rate, every)))
+
+
+def writer_of(state: Path) -> tuple[int, str] | None:
+    """The pid and host of the process that holds the one-writer lock of the SQLite state
+    ``state`` now, from the note it wrote; None if none does."""
+    match = re.match(r"process (\d+) on (\S+) ", _lock_holder(WriterLock(state).path) or "")
+    return None if match is None else (int(match.group(1)), match.group(2))
 
 
 def _lock_holder(note: Path) -> str | None:

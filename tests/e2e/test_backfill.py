@@ -370,3 +370,57 @@ async def test_with_a_postgresql_state_the_backfill_reads_in_its_own_process(
 def _dated(category: Category, record: dict[str, Any]) -> datetime:
     text = str(record[category.time_field])
     return datetime.fromisoformat(text.replace("+0000", "+00:00"))
+
+
+def _backfill_done(state: Path) -> bool:
+    """Whether every backfill stream of the state says it is done (read-only)."""
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        markers = [
+            m for (m,) in db.execute("SELECT marker FROM streams WHERE category LIKE '%@backfill%'")
+        ]
+    finally:
+        db.close()
+    return bool(markers) and all(json.loads(m)["done"] for m in markers)
+
+
+def test_a_run_killed_during_a_handed_over_backfill_resumes_it_when_it_starts_again(
+    tmp_path: Path,
+) -> None:
+    """`backfill` hands its range to a running `run`; the run is SIGKILLed once the backfill's cursor moved; started again, it finds the unfinished backfill in the state and reads it to the end by itself: every alert once, the request file gone."""
+    for history in make_history(tmp_path, old=6000, recent=50):
+        config = history.config()
+        state = tmp_path / "state/connector.db"
+        lock = tmp_path / "state/connector.db.lock"
+        with (tmp_path / "run.log").open("wb") as log:
+            child = start(["run", "--config", str(config)], log)
+            deadline = time.monotonic() + 120
+            while not (lock.exists() and lock.read_text().startswith("process ")):
+                assert child.poll() is None, (tmp_path / "run.log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            watcher = start(backfill_args(config), log)
+            try:
+                while _backfill_cursor(state) == 0:
+                    assert child.poll() is None, (tmp_path / "run.log").read_text()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+                watcher.send_signal(signal.SIGKILL)
+                watcher.wait()
+                assert not _backfill_done(state), "the kill came after the end"
+                child = start(["run", "--config", str(config)], log)
+                while not _backfill_done(state):
+                    assert child.poll() is None, (tmp_path / "run.log").read_text()
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            finally:
+                for process in (child, watcher):
+                    if process.poll() is None:
+                        process.send_signal(signal.SIGTERM)
+                        process.wait(timeout=60)
+        assert child.returncode == 0, (tmp_path / "run.log").read_text()
+        assert "handed to the running connector" in (tmp_path / "run.log").read_text()
+        assert not list((tmp_path / "state/connector.db.backfill").glob("*.json"))
+        assert_exact(history)
