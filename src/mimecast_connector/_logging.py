@@ -139,10 +139,22 @@ def _cached(secrets: tuple[str, ...]) -> Redactor:
     return Redactor(secrets)
 
 
+#: The last tuple asked for and its redactor: a run hands one tuple of every secret to each of
+#: its thousands of clients, and hashing it for the cache costs as much as a client.
+_last: tuple[tuple[str, ...], Redactor] | None = None
+
+
 def redactor_of(secrets: Iterable[str]) -> Redactor:
     """The :class:`Redactor` for ``secrets``, built once and shared (the last 16 sets are kept):
     every client of a fleet holds the configuration's secrets, and builds them only once."""
-    return _cached(tuple(secrets))
+    global _last
+    last = _last
+    if last is not None and secrets is last[0]:  # a tuple, which cannot have changed
+        return last[1]
+    key = tuple(secrets)
+    found = _cached(key)
+    _last = (key, found)
+    return found
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

@@ -360,3 +360,15 @@ def test_a_fleets_clients_share_one_redactor_for_the_configured_secrets() -> Non
     first = clients[0]._static_redactor
     assert all(c._static_redactor is first for c in clients)
     assert redactor_of(fleet) is first
+
+
+def test_a_list_of_secrets_changed_in_place_is_read_again() -> None:
+    """The redactor of the tuple asked for last is handed back without hashing it again (a
+    run asks once per client); a list is always read afresh, since it can change in place."""
+    secrets = ("first-secret-1234", "second-secret-5678")
+    assert redactor_of(secrets) is redactor_of(secrets)
+    assert redactor_of(secrets)("a second-secret-5678 b") == "a *** b"
+    changing = ["first-secret-1234"]
+    assert redactor_of(changing)("x third-secret-9012") == "x third-secret-9012"
+    changing.append("third-secret-9012")
+    assert redactor_of(changing)("x third-secret-9012") == "x ***"

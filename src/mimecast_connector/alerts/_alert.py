@@ -88,8 +88,10 @@ IDENTITY_FIELDS: dict[Category, tuple[str, ...]] = {
 }
 
 
+@functools.cache
 def identity_getter(category: Category) -> Callable[[Record], bytes]:
-    """Built once per category: a record's identity fields, encoded (JSON array) as bytes."""
+    """Built once per category and shared: a record's identity fields, encoded (JSON array)
+    as bytes."""
     fields = IDENTITY_FIELDS[category]
     getter = attrgetter(*fields)
     encode = _key_encoder.encode

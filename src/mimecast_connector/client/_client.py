@@ -13,6 +13,7 @@ in one window, or more than ``max_pages`` pages, is a PaginationError.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import random
@@ -169,6 +170,7 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)  # tenants share a few hosts
 def check_base_url(url: str, *, key: str = "base_url") -> str:
     """``url`` without a trailing slash, or a ConfigError saying what is wrong with it.
 
@@ -375,6 +377,22 @@ class _GiveUp(Exception):
 _T = TypeVar("_T")
 
 
+@functools.lru_cache(maxsize=1024)
+def _endpoint(
+    base_url: str,
+) -> tuple[tuple[bytes, str, int], list[tuple[bytes, bytes]], bytes]:
+    """A base URL's origin (scheme, host, port), fixed request headers and path prefix:
+    parsed once per host, not per tenant. The headers are shared: never changed in place."""
+    url = httpx.URL(base_url)
+    origin = (url.raw_scheme, url.host, url.port or (443 if url.raw_scheme == b"https" else 80))
+    headers = [
+        (b"Host", url.netloc),
+        (b"User-Agent", _USER_AGENT),
+        (b"Accept-Encoding", b"identity"),
+    ]
+    return origin, headers, url.raw_path.rstrip(b"/")
+
+
 class MimecastClient:
     """A client for one tenant. Use it as an async context manager, or call :meth:`aclose`.
 
@@ -420,18 +438,7 @@ class MimecastClient:
         self._slots = pool.slots
         # The hot path: pages POSTed straight through our transport (no test transport given).
         self._direct = pool.direct(self.base_url, transport)
-        url = httpx.URL(self.base_url)
-        self._origin = (
-            url.raw_scheme,
-            url.host,
-            url.port or (443 if url.raw_scheme == b"https" else 80),
-        )
-        self._fixed_headers = [
-            (b"Host", url.netloc),
-            (b"User-Agent", _USER_AGENT),
-            (b"Accept-Encoding", b"identity"),
-        ]
-        self._prefix = url.raw_path.rstrip(b"/")
+        self._origin, self._fixed_headers, self._prefix = _endpoint(self.base_url)
         self._timeouts = self.options.timeout.as_dict()
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ when present and not null, must have its documented type.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,8 +212,10 @@ Checker = Callable[["bytes | msgspec.Raw"], "tuple[Record, Stamp] | str"]
 """A category's format check: the record and its event time, or the reason it failed."""
 
 
+@functools.cache
 def make_checker(category: Category) -> Checker:
-    """The format check of ``category``, built once (the hot path calls it per record)."""
+    """The format check of ``category``, built once and shared (the hot path calls it per
+    record; thousands of streams hold one each)."""
     decode = DECODERS[category].decode
     field = category.time_field
     time_of = attrgetter(field)

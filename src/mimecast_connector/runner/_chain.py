@@ -25,7 +25,7 @@ from mimecast_connector.alerts import (
     identity_getter,
 )
 from mimecast_connector.records import check_utf8, make_checker
-from mimecast_connector.rules import AttackTable, build_rules, split_reason
+from mimecast_connector.rules import AttackTable, Rules, build_rules, split_reason
 
 _encoder = msgspec.json.Encoder()
 
@@ -74,13 +74,18 @@ class Chain:
         table: AttackTable,
         *,
         keep_unmatched_rejections: bool = False,
+        rules: Rules | None = None,
     ) -> None:
+        """``rules``: the category's, built from ``table`` by the caller once for many chains
+        (a run's thousands of streams); built here when not given."""
         self.tenant = tenant
         self.category = category
         self._check = make_checker(category)
-        self._rules = build_rules(
-            category, table, keep_unmatched_rejections=keep_unmatched_rejections
-        )
+        if rules is None:
+            rules = build_rules(
+                category, table, keep_unmatched_rejections=keep_unmatched_rejections
+            )
+        self._rules = rules
         self._build = BUILDERS[category]
         self._identity = identity_getter(category)
         self._prefix = id_prefix(tenant, category)

@@ -90,7 +90,7 @@ from mimecast_connector.client import (
 )
 from mimecast_connector.config import Config, TenantConfig
 from mimecast_connector.observe import Metrics, StreamRow
-from mimecast_connector.rules import AttackTable, load_table
+from mimecast_connector.rules import AttackTable, Rules, build_rules, load_table
 from mimecast_connector.runner._backfill import (
     Backfill,
     Gate,
@@ -271,6 +271,9 @@ class Runner:
         #: Seconds between a fleet worker's reads of every stream's health (``refresh_health``).
         self.health_refresh = HEALTH_REFRESH
         self._table = table or load_table(config.mapping)
+        #: The rules of each category (and rejection setting), built once from the table for
+        #: every stream's chain.
+        self._rules: dict[tuple[Category, bool], Rules] = {}
         self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
         self._transport = transport or (lambda tenant: None)
         self._options = client_options or ClientOptions(page_size=config.page_size)
@@ -298,7 +301,7 @@ class Runner:
         #: instead of retrying forever.
         self.halted: SinkRejectedError | StateError | None = None
         # Every secret of the configuration: an error body may quote another tenant's.
-        self._secrets = config.secrets()
+        self._secrets = tuple(config.secrets())
         #: Held here, so that no churn of the shared cache can make an error rebuild it.
         self._redact = redactor_of(self._secrets)
         #: How far behind its cursor a stream's ids are kept: every later window starts at
@@ -375,6 +378,7 @@ class Runner:
             transport=self._transport(tenant),
             clock=self._clock,
             limiter=limiter,
+            rng=self._rng,
             secrets=self._secrets,
             http=self._http,
             observer=self.metrics.calls(tenant.name),
@@ -389,11 +393,14 @@ class Runner:
         for category in tenant.categories:
             if category.is_feed:
                 continue
+            keep = tenant.keep_unmatched_rejections
+            rules = self._rules.get((category, keep))
+            if rules is None:
+                rules = self._rules[(category, keep)] = build_rules(
+                    category, self._table, keep_unmatched_rejections=keep
+                )
             self._chains[(tenant.name, category)] = Chain(
-                tenant.name,
-                category,
-                self._table,
-                keep_unmatched_rejections=tenant.keep_unmatched_rejections,
+                tenant.name, category, self._table, keep_unmatched_rejections=keep, rules=rules
             )
 
     def reload(self, new: Config, broken: Mapping[str, object] = MappingProxyType({})) -> Reload:
@@ -434,7 +441,7 @@ class Runner:
             if getattr(new, key) != getattr(self.config, key)
         ]
         # Old secrets stay redacted too: polls of a removed tenant may still be running.
-        self._secrets = list(dict.fromkeys([*self._secrets, *new.secrets()]))
+        self._secrets = tuple(dict.fromkeys([*self._secrets, *new.secrets()]))
         self._redact = redactor_of(self._secrets)
         self.config = self.config.model_copy(update={"tenants": tenants})
         self._tenants = after
