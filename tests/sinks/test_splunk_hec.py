@@ -755,10 +755,13 @@ def tls_files(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 async def test_verify_tls_trusts_the_ca_file_given(
-    tls_files: tuple[Path, ssl.SSLContext], make_sink_for: Callable[..., SplunkHecSink]
+    tls_files: tuple[Path, ssl.SSLContext],
+    make_sink_for: Callable[..., SplunkHecSink],
+    clock: FakeClock,
 ) -> None:
     """Over HTTPS, a HEC certificate signed by the ``verify_tls`` CA is trusted; the system's
-    CAs do not trust it, so the default leaves the batch unacknowledged."""
+    CAs do not trust it, so the default refuses the batch at once (retrying cannot change a
+    certificate; the run stops, as for syslog over TLS) and says what to do."""
     ca, context = tls_files
     server = HecReceiver(TOKEN, tls=context)
     server.start()
@@ -767,9 +770,13 @@ async def test_verify_tls_trusts_the_ca_file_given(
         await trusting.start(None)
         assert await trusting.deliver(clicks(1)) is None
         assert len(server.event_requests) == 1
-        default = make_sink_for(server, retry=RetryPolicy(attempts=1, deadline=5.0))
-        with pytest.raises(SinkUnavailableError, match="ConnectError"):
+        default = make_sink_for(server, retry=RetryPolicy(attempts=5, deadline=60.0))
+        with pytest.raises(SinkRejectedError) as refused:
             await default.deliver(clicks(1))
+        message = str(refused.value)
+        for words in ("certificate of HEC failed verification", "`verify_tls`", "restart"):
+            assert words in message, message
+        assert clock.sleeps == []  # no backoff: one try
         assert len(server.event_requests) == 1
     finally:
         server.stop()

@@ -402,6 +402,7 @@ class ElasticsearchSink:
             rng=self._rng,
             verify=verify_tls,
             peer="the cluster",
+            ca_setting="verify_tls",
         )
         self._tls_problem = self._sender.tls_problem
         common = {"Accept": "application/json", "User-Agent": "mimecast-connector"}

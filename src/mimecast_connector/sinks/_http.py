@@ -8,7 +8,10 @@ timeout or a broken connection is retried with backoff (``Retry-After`` honoured
 is *not acknowledged* (:class:`~mimecast_connector.SinkUnavailableError`: the runner sends it
 again on its next poll); any other answer is a refusal that retrying would not change
 (:class:`~mimecast_connector.SinkRejectedError`), unless the sink asked to see it (Sentinel's
-413 means "split the body", not "stop"). Redirects are never followed.
+413 means "split the body", not "stop"). A server certificate that fails verification is such
+a refusal too, as for syslog over TLS: a person must fix the receiver's certificate or name its
+CA (``verify_tls``, where the sink has it), and retrying would only repeat the failure. Redirects
+are never followed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import structlog
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector.client import RetryPolicy
+from mimecast_connector.client._responses import certificate_failure
 
 #: The most of an answer read when the sink does not need it (to reuse its connection).
 ANSWER_READ_CAP = 64 * 1024
@@ -100,8 +104,13 @@ class HttpSender:
         rng: random.Random | None = None,
         verify: bool | str = True,
         peer: str = "the server",
+        ca_setting: str | None = None,
     ) -> None:
         self.name = name
+        self._peer = peer
+        #: The sink's setting that names a CA file, if it has one (for the advice on a failed
+        #: certificate).
+        self._ca_setting = ca_setting
         self.retry = retry or RetryPolicy(attempts=5, deadline=120.0)
         self.clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -180,6 +189,8 @@ class HttpSender:
                         sink=self.name,
                     )
             except httpx.HTTPError as exc:  # transport failures, and answers httpx cannot read
+                if (failure := certificate_failure(exc)) is not None:
+                    raise self._untrusted(failure) from None
                 problem = type(exc).__name__
             if wait_hint is None:
                 failures += 1  # waiting out the receiver's own Retry-After is not a failure
@@ -199,6 +210,22 @@ class HttpSender:
                 wait_s=round(wait, 3),
             )
             await self.clock.sleep(wait)
+
+    def _untrusted(self, failure: ssl.SSLCertVerificationError) -> SinkRejectedError:
+        """The refusal for a server certificate that failed verification, with what to do."""
+        reason = failure.verify_message or failure.reason or "not trusted"
+        if self._ca_setting is not None:
+            advice = (
+                f"if it is signed by a private CA, name that CA's PEM file in "
+                f"`{self._ca_setting}`; otherwise fix the certificate"
+            )
+        else:
+            advice = "fix the certificate, or add its CA to this machine's trusted CAs"
+        return SinkRejectedError(
+            f"the TLS certificate of {self._peer} failed verification ({reason}): {advice}. "
+            "Nothing was sent; the run stops, and a restart after the fix resumes there",
+            sink=self.name,
+        )
 
 
 def _decoded(encoding: str | None, raw: bytes, limit: int) -> bytes:

@@ -223,6 +223,7 @@ class SplunkHecSink:
             rng=rng,
             verify=verify_tls,
             peer="HEC",
+            ca_setting="verify_tls",
         )
         self._tls_problem = self._sender.tls_problem
 
