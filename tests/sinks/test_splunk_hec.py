@@ -26,6 +26,7 @@ from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavail
 from mimecast_connector.alerts import Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
+from mimecast_connector.sinks import WebhookSink
 from mimecast_connector.sinks import make_sink as build_sink
 from mimecast_connector.sinks._splunk_hec import (
     ACK_PATH,
@@ -780,3 +781,26 @@ async def test_verify_tls_trusts_the_ca_file_given(
         assert len(server.event_requests) == 1
     finally:
         server.stop()
+
+
+async def test_a_sink_with_no_ca_setting_says_to_fix_the_certificate(
+    tls_files: tuple[Path, ssl.SSLContext], clock: FakeClock
+) -> None:
+    """The rule is the HTTP sinks' own (``sinks._http``): a webhook, which has no CA setting,
+    to a server whose certificate its CAs do not trust is refused at once, and the message
+    says where its trust comes from instead of naming a key it does not have."""
+    _, context = tls_files
+    server = HecReceiver(TOKEN, tls=context)
+    server.start()
+    try:
+        sink = WebhookSink(f"{server.url()}/hook", retry=POLICY, clock=clock)
+        with pytest.raises(SinkRejectedError) as refused:
+            await sink.deliver(clicks(1))
+        await sink.aclose()
+    finally:
+        server.stop()
+    message = str(refused.value)
+    assert "failed verification" in message, message
+    assert "certifi's bundle" in message, message
+    assert "verify_tls" not in message, message
+    assert clock.sleeps == []

@@ -220,7 +220,8 @@ class HttpSender:
                 f"`{self._ca_setting}`; otherwise fix the certificate"
             )
         else:
-            advice = "fix the certificate, or add its CA to this machine's trusted CAs"
+            # httpx verifies against certifi's bundle, not this machine's CA store.
+            advice = "fix the certificate: this sink trusts the public CAs of certifi's bundle"
         return SinkRejectedError(
             f"the TLS certificate of {self._peer} failed verification ({reason}): {advice}. "
             "Nothing was sent; the run stops, and a restart after the fix resumes there",
