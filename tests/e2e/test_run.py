@@ -289,3 +289,36 @@ async def test_a_rejection_window_cut_after_its_first_pages_is_read_again_in_ful
         openings[-2]["start"]
     ] * 2  # read again from the start
     assert all(o["admin"] is True and "oldestFirst" not in o for o in openings)
+
+
+async def test_a_streams_began_is_asked_of_the_store_until_it_is_known(world: World) -> None:
+    """``began`` never changes once stored, so a live poll asks the store for it only while it
+    is unknown (on PostgreSQL each ask is a round trip): once read, later polls use what they
+    read."""
+    runner = Runner(world.config())
+    await runner.start()
+    asked: list[tuple[str, str]] = []
+    store = runner.store
+    real = store.began
+
+    async def began(tenant: str, category: str) -> datetime | None:
+        asked.append((tenant, category))
+        return await real(tenant, category)
+
+    store.began = began  # type: ignore[method-assign]
+    try:
+        await runner.run_once()
+        first = len(asked)
+        assert first == len(runner.config.tenants[0].categories)  # one each: none was known
+        stored = await real("acme", "url")
+        assert stored is not None
+        await runner.run_once()
+        # Asked once more, and known from then on (the first polls' own commits set it, but
+        # a backfill may have set it first: what the store kept is what counts).
+        assert len(asked) == 2 * first
+        await runner.run_once()
+        assert len(asked) == 2 * first
+        assert await real("acme", "url") == stored
+    finally:
+        await runner.aclose()
+    assert len(world.alerts()) == len(world.expected())

@@ -271,6 +271,10 @@ class Runner:
         #: Seconds between a fleet worker's reads of every stream's health (``refresh_health``).
         self.health_refresh = HEALTH_REFRESH
         self._table = table or load_table(config.mapping)
+        #: Where each stream's first window began, once the store has it: it never changes
+        #: after (``Store.set_began`` keeps the first), so a live poll asks the store (on
+        #: PostgreSQL, a round trip) only until it is known.
+        self._began: dict[tuple[str, str], datetime] = {}
         #: The rules of each category (and rejection setting), built once from the table for
         #: every stream's chain.
         self._rules: dict[tuple[Category, bool], Rules] = {}
@@ -656,7 +660,11 @@ class Runner:
             return
         stored, kept = position or await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
-        began = await self.store.began(tenant.name, category.value)
+        began = self._began.get((tenant.name, category.value))
+        if began is None:
+            began = await self.store.began(tenant.name, category.value)
+            if began is not None:  # set once, never changed after: not asked again
+                self._began[(tenant.name, category.value)] = began
         if began is not None and began > start:  # a backfill read what is before
             start = min(began, end)
         await self._read_window(
