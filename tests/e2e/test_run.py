@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from ocsf.v1_7_0.events import DetectionFinding
@@ -12,9 +13,17 @@ from ocsf.v1_7_0.events import DetectionFinding
 from mimecast_connector import Category
 from mimecast_connector.alerts import OCSF_VERSION
 from mimecast_connector.runner import Runner
+from mimecast_connector.runner._backfill import plan
 from mimecast_connector.simulator import faults
 from mimecast_connector.state import StateStore
-from tests.e2e.conftest import CATEGORIES, NOW, World, canonical, rejection_type
+from tests.e2e.conftest import (
+    CATEGORIES,
+    NOW,
+    World,
+    canonical,
+    expected_kept,
+    rejection_type,
+)
 
 
 async def run_once(world: World, api: str = "2.0") -> Runner:
@@ -322,3 +331,47 @@ async def test_a_streams_began_is_asked_of_the_store_until_it_is_known(world: Wo
     finally:
         await runner.aclose()
     assert len(world.alerts()) == len(world.expected())
+
+
+async def test_a_backfill_handed_over_during_a_streams_first_poll_reads_nothing_twice(
+    world: World,
+) -> None:
+    """A tenant just added and backfilled at once: the backfill (planned before the stream
+    was ever polled, so up to now) arrives while the stream's first live poll, whose window
+    reaches 24 h back, is reading. The backfill waits for that poll, then stops before where
+    it began: every alert once, none twice."""
+    config = world.config()
+    tenant = config.tenants[0].model_copy(update={"start": None})  # the first window: 24 h
+    config = config.model_copy(update={"tenants": [tenant]})
+    now = datetime.now(UTC).replace(microsecond=0)
+    job = plan(
+        "acme", Category.URL, NOW - timedelta(days=2), None,
+        began=None, configured_start=None, has_cursor=False, now=now,
+    ).job  # fmt: skip
+    assert job is not None
+    assert job.end == now - timedelta(seconds=1)  # all of it: the stream has no ``began`` yet
+    world.sim.inject(faults.Slow(0.5), category=Category.URL, times=2)
+    runner = Runner(config)
+    await runner.start()
+    try:
+        # As run_forever starts a poll: marked polling, then run.
+        runner._polling.add(("acme", Category.URL))
+
+        async def live() -> None:
+            try:
+                await runner.poll(tenant, Category.URL)
+            finally:
+                runner._polling.discard(("acme", Category.URL))
+                runner._poll_ended.set()
+
+        polling = asyncio.create_task(live())
+        await asyncio.sleep(0.2)  # the poll has its window and waits for its first page
+        result = await runner.backfill(job)
+        await polling
+    finally:
+        await runner.aclose()
+    assert result.error is None, result.message
+    ids = [alert["id"] for alert in world.alerts() if alert["category"] == "url"]
+    assert len(ids) == len(set(ids)), "an alert delivered twice"
+    expected = [r for r in world.made[Category.URL] if expected_kept(Category.URL, r)]
+    assert len(ids) == len(expected)

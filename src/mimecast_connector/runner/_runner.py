@@ -294,6 +294,8 @@ class Runner:
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._polling: set[tuple[str, Category]] = set()
+        #: Set each time a poll of ``run_forever`` ends (a backfill may wait for one).
+        self._poll_ended = asyncio.Event()
         self._deferred: dict[tuple[str, Category], TenantConfig] = {}
         self._max_pages_held = max_pages_held
         self._clients: dict[str, MimecastClient] = {}
@@ -780,7 +782,17 @@ class Runner:
                 raise ConfigError(
                     [("backfill", f"{job.tenant}/{job.category.value} is not configured")]
                 )
+            # A live poll of the stream in flight here may be its first, whose window was set
+            # before the backfill's ``began``: it ends first, and its commit records where it
+            # began, which the backfill then stops before. (Polls start from this loop only:
+            # none can start between the check and ``set_began``, which does not yield on
+            # SQLite; a PostgreSQL backfill runs in a process of its own, with no live polls.)
+            while (job.tenant, job.category) in self._polling:
+                self._poll_ended.clear()
+                await self._poll_ended.wait()
             await self.store.set_began(job.tenant, job.category.value, job.end + _SECOND)
+            began = await self.store.began(job.tenant, job.category.value)
+            end = job.end if began is None else min(job.end, began - _SECOND)
             stored, kept = await self.store.position(job.tenant, job.lane)
             lane = Lane(job.tenant, job.lane)
             if stored is None:  # recorded first: a later command knows this range is under way
@@ -790,13 +802,20 @@ class Runner:
                 )  # fmt: skip
                 await first
             start = job.start if stored is None else max(job.start, stored)
+            if end < start:  # the live stream reads all of it
+                done = await self._committer.submit(
+                    lane, Handled(), cursor=None, horizon=-math.inf, prune_before=None,
+                    marker=job.marker(done=True),
+                )  # fmt: skip
+                await done
+                return result
             limiter = self._limiters[api_user(tenant)]
             await self._read_window(
                 tenant,
                 job.category,
                 result,
                 lane,
-                (start, job.end),
+                (start, end),
                 _horizon(stored, kept, job.start),
                 marker=job.marker(done=True),
                 gate=Gate(job.share, limiter.quota, self._clock),
@@ -1092,6 +1111,7 @@ class Runner:
                 result = await self.poll(entry.tenant, entry.category)
             finally:
                 self._polling.discard(key)
+                self._poll_ended.set()
             if self.halted is not None:
                 _log.error(
                     "run_halted",
