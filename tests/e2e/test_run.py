@@ -12,6 +12,7 @@ from ocsf.v1_7_0.events import DetectionFinding
 
 from mimecast_connector import Category
 from mimecast_connector.alerts import OCSF_VERSION
+from mimecast_connector.config import load_config
 from mimecast_connector.runner import Runner
 from mimecast_connector.runner._backfill import plan
 from mimecast_connector.simulator import faults
@@ -19,6 +20,7 @@ from mimecast_connector.state import StateStore
 from tests.e2e.conftest import (
     CATEGORIES,
     NOW,
+    START,
     World,
     canonical,
     expected_kept,
@@ -372,6 +374,57 @@ async def test_a_backfill_handed_over_during_a_streams_first_poll_reads_nothing_
         await runner.aclose()
     assert result.error is None, result.message
     ids = [alert["id"] for alert in world.alerts() if alert["category"] == "url"]
+    assert len(ids) == len(set(ids)), "an alert delivered twice"
+    expected = [r for r in world.made[Category.URL] if expected_kept(Category.URL, r)]
+    assert len(ids) == len(expected)
+
+
+async def test_in_a_fleet_a_first_poll_and_a_backfill_in_another_process_read_nothing_twice(
+    world: World,
+) -> None:
+    """PostgreSQL: the backfill runs in its own process, so nothing there waits for a live
+    poll. A stream's first live poll sets ``began`` before it reads (the store keeps the first
+    one set) and goes by what the store kept; the backfill does the same from its side. Here
+    the live poll sets it first, the backfill then stops before it: every alert once."""
+    from tests.e2e.receiver import Receiver
+    from tests.pg import fresh_schema
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    job = plan(
+        "acme", Category.URL, NOW - timedelta(days=2), None,
+        began=None, configured_start=None, has_cursor=False, now=now,
+    ).job  # fmt: skip
+    assert job is not None
+    receiver = Receiver()
+    receiver.start()
+    try:
+        async with fresh_schema() as url:
+            sinks = f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url()}"\n'
+            text = world.write_config(sinks=sinks).read_text("utf-8")
+            text = text.replace('state = "state/connector.db"', f'state = "{url}"')
+            text = text.replace(f'start = "{START.isoformat()}"', "")  # the first window: 24 h
+            fleet = world.tmp / "fleet.toml"
+            fleet.write_text(text, "utf-8")
+            config = load_config(fleet, {})
+            tenant = config.tenants[0]
+            assert config.fleet
+            assert tenant.start is None
+            world.sim.inject(faults.Slow(0.5), category=Category.URL, times=2)
+            live, backfill = Runner(config), Runner(config)  # two processes, as far as they know
+            await live.start()
+            await backfill.start()
+            try:
+                polling = asyncio.create_task(live.poll(tenant, Category.URL))
+                await asyncio.sleep(0.2)  # the poll has its window and waits for its first page
+                result = await backfill.backfill(job)
+                await polling
+            finally:
+                await backfill.aclose()
+                await live.aclose()
+    finally:
+        receiver.stop()
+    assert result.error is None, result.message
+    ids = [a["id"] for r in receiver.requests for a in json.loads(r.body) if a["category"] == "url"]
     assert len(ids) == len(set(ids)), "an alert delivered twice"
     expected = [r for r in world.made[Category.URL] if expected_kept(Category.URL, r)]
     assert len(ids) == len(expected)

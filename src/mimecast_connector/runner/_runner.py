@@ -662,11 +662,18 @@ class Runner:
             return
         stored, kept = position or await self.store.position(tenant.name, category.value)
         start, end = self._window(tenant, stored, now)
-        began = self._began.get((tenant.name, category.value))
+        key = (tenant.name, category.value)
+        began = self._began.get(key)
         if began is None:
-            began = await self.store.began(tenant.name, category.value)
+            began = await self.store.began(*key)
+            if began is None and stored is None and self.config.fleet:
+                # A first poll: a backfill in another process may set ``began`` while this one
+                # reads. Set it first (the store keeps whichever came first, and the backfill
+                # reads back which) and go by what won.
+                await self.store.set_began(*key, start)
+                began = await self.store.began(*key)
             if began is not None:  # set once, never changed after: not asked again
-                self._began[(tenant.name, category.value)] = began
+                self._began[key] = began
         if began is not None and began > start:  # a backfill read what is before
             start = min(began, end)
         await self._read_window(
