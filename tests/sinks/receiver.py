@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -105,7 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
 class Receiver:
     """The server, its script and what it received. Use :meth:`start` / :meth:`stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: a server context, to answer HTTPS."""
         self.requests: list[Request] = []
         self.connections = 0  # accepted, for connection reuse
         self._open: set[socket.socket] = set()  # kept-alive connections, closed by stop()
@@ -114,6 +116,10 @@ class Receiver:
         self._stopping = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.receiver = self
+        self.scheme = "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -123,7 +129,7 @@ class Receiver:
         return int(self._server.server_address[1])
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def script(self, *answers: Answer | int) -> None:
         """Queue answers for the next requests; a bare int is that status with no body."""

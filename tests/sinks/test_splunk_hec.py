@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import gzip
 import random
-import shutil
 import socket
 import ssl
-import subprocess
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,8 +24,8 @@ from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavail
 from mimecast_connector.alerts import Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
-from mimecast_connector.sinks import WebhookSink
 from mimecast_connector.sinks import make_sink as build_sink
+from mimecast_connector.sinks._http import HttpSender
 from mimecast_connector.sinks._splunk_hec import (
     ACK_PATH,
     SplunkHecSink,
@@ -724,37 +722,6 @@ async def test_a_ca_file_that_cannot_be_read_stops_the_sink_at_start(tmp_path: P
         await sink.aclose()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    openssl = shutil.which("openssl")
-    assert openssl is not None
-    subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True)  # noqa: S603
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    """A throwaway CA and a certificate it signed for 127.0.0.1, made by openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(
-        "req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-        "-subj", "/CN=test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign", cwd=tmp_path,
-    )  # fmt: skip
-    _openssl(
-        "req", *curve, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1",
-        cwd=tmp_path,
-    )  # fmt: skip
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(
-        "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "srv.pem", "-days", "1", "-extfile", "san.ext", cwd=tmp_path,
-    )  # fmt: skip
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "srv.pem", tmp_path / "srv.key")
-    return tmp_path / "ca.pem", context
-
-
 async def test_verify_tls_trusts_the_ca_file_given(
     tls_files: tuple[Path, ssl.SSLContext],
     make_sink_for: Callable[..., SplunkHecSink],
@@ -786,21 +753,22 @@ async def test_verify_tls_trusts_the_ca_file_given(
 async def test_a_sink_with_no_ca_setting_says_to_fix_the_certificate(
     tls_files: tuple[Path, ssl.SSLContext], clock: FakeClock
 ) -> None:
-    """The rule is the HTTP sinks' own (``sinks._http``): a webhook, which has no CA setting,
-    to a server whose certificate its CAs do not trust is refused at once, and the message
-    says where its trust comes from instead of naming a key it does not have."""
+    """The rule is the HTTP sinks' own (``sinks._http``): a sink with no CA setting (sentinel,
+    whose receiver is Azure) to a server whose certificate its CAs do not trust is refused at
+    once, and the message says where its trust comes from instead of naming a key it does not
+    have."""
     _, context = tls_files
     server = HecReceiver(TOKEN, tls=context)
     server.start()
+    sender = HttpSender("sentinel:test", retry=POLICY, clock=clock, peer="Azure Monitor")
     try:
-        sink = WebhookSink(f"{server.url()}/hook", retry=POLICY, clock=clock)
         with pytest.raises(SinkRejectedError) as refused:
-            await sink.deliver(clicks(1))
-        await sink.aclose()
+            await sender.send("POST", f"{server.url()}/hook", body=b"[]", headers={})
     finally:
+        await sender.aclose()
         server.stop()
     message = str(refused.value)
-    assert "failed verification" in message, message
+    assert "certificate of Azure Monitor failed verification" in message, message
     assert "certifi's bundle" in message, message
     assert "verify_tls" not in message, message
     assert clock.sleeps == []

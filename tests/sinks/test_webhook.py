@@ -8,11 +8,13 @@ import hashlib
 import hmac
 import json
 import random
+import ssl
 import time
 import traceback
 from base64 import b64encode
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +25,9 @@ from structlog.testing import capture_logs
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
 from mimecast_connector.alerts import ARRAY_ENCODERS, Format
 from mimecast_connector.client import RetryPolicy
+from mimecast_connector.config import load_config
 from mimecast_connector.sinks import WebhookSink, retry_after, signature
+from mimecast_connector.sinks._webhook import WebhookSinkConfig
 from tests.fakes import FakeClock
 from tests.sinks.helpers import clicks, expected, mixed
 from tests.sinks.receiver import HANG_UP, Answer, Receiver
@@ -417,3 +421,52 @@ def http_date(seconds_from_now: float) -> str:
 def test_retry_after_reads_seconds_or_a_date_capped_at_300(value: str | None, wait: float) -> None:
     """``retry_after`` takes delta seconds or an HTTP date, caps at 300 s, else the default."""
     assert retry_after(value, NOW, 7.0) == wait
+
+
+async def test_verify_tls_trusts_the_ca_file_given(
+    tls_files: tuple[Path, ssl.SSLContext], clock: FakeClock
+) -> None:
+    """A receiver whose certificate a private CA signed (an in-house SOAR): trusted through
+    ``verify_tls`` = that CA's file; with the default (certifi's public CAs) the batch is
+    refused at once, naming the setting, and nothing arrives."""
+    ca, context = tls_files
+    server = Receiver(tls=context)
+    server.start()
+    try:
+        trusting = WebhookSink(server.url(), verify_tls=str(ca), retry=POLICY, clock=clock)
+        await trusting.start(None)
+        assert await trusting.deliver(clicks(2)) is None
+        await trusting.aclose()
+        default = WebhookSink(server.url(), retry=POLICY, clock=clock)
+        with pytest.raises(SinkRejectedError, match=r"failed verification .*`verify_tls`"):
+            await default.deliver(clicks(1, start=2))
+        await default.aclose()
+    finally:
+        server.stop()
+    assert server.url().startswith("https://")
+    assert [len(json.loads(r.body)) for r in server.requests] == [2]
+    assert clock.sleeps == []
+
+
+async def test_a_ca_file_that_cannot_be_used_stops_the_webhook_at_start(tmp_path: Path) -> None:
+    """A ``verify_tls`` file that is missing or not PEM: refused at start, naming the setting."""
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    for name in ("missing.pem", "bad.pem"):
+        sink = WebhookSink("https://127.0.0.1:9/hook", verify_tls=str(tmp_path / name))
+        with pytest.raises(SinkRejectedError, match="the CA file of `verify_tls`"):
+            await sink.start(None)
+        await sink.aclose()
+
+
+def test_verify_tls_is_read_relative_to_the_configuration(tmp_path: Path) -> None:
+    """``verify_tls = "certs/ca.pem"`` is the file beside the configuration, not the cwd's."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[[tenants]]\nname = "acme"\nclient_id = "id"\nclient_secret = "secret-123456"\n\n'
+        '[[sinks]]\ntype = "webhook"\nurl = "https://soar.example.com/hook"\n'
+        'verify_tls = "certs/ca.pem"\n',
+        "utf-8",
+    )
+    sink = load_config(path, {}).sinks[0]
+    assert isinstance(sink, WebhookSinkConfig)
+    assert sink.verify_tls == str(tmp_path / "certs" / "ca.pem")

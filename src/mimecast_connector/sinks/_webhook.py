@@ -18,13 +18,22 @@ import hashlib
 import hmac
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Self
 
 import httpx
 from pydantic import Field, SecretStr, field_validator
+from typing_extensions import override
 
 from mimecast_connector._clock import Clock
-from mimecast_connector._fields import header_secrets, http_url, secret_str
+from mimecast_connector._errors import SinkRejectedError
+from mimecast_connector._fields import (
+    anchored_path,
+    header_secrets,
+    http_url,
+    secret_str,
+    tls_verification,
+)
 from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
@@ -53,6 +62,7 @@ class WebhookSink:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        verify_tls: bool | str = True,
     ) -> None:
         self._url = url
         self._format: Format = format
@@ -63,7 +73,15 @@ class WebhookSink:
         # The name keys the sink in the state store and appears in messages: no secret in it.
         self.name = url_name("webhook", url)
         self._sender = HttpSender(
-            self.name, retry=retry, timeout=timeout, transport=transport, clock=clock, rng=rng
+            self.name,
+            retry=retry,
+            timeout=timeout,
+            transport=transport,
+            clock=clock,
+            rng=rng,
+            verify=verify_tls,
+            peer="the receiver",
+            ca_setting="verify_tls",
         )
 
     def __repr__(self) -> str:
@@ -74,7 +92,10 @@ class WebhookSink:
         return self._format
 
     async def start(self, position: str | None) -> str | None:
-        """Nothing to recover: a webhook has no position."""
+        """Nothing to recover: a webhook has no position. A CA file of ``verify_tls`` that
+        cannot be used stops the run here, before anything is read."""
+        if self._sender.tls_problem is not None:
+            raise SinkRejectedError(self._sender.tls_problem, sink=self.name)
         return None
 
     def committed(self, position: str | None) -> None:
@@ -84,6 +105,8 @@ class WebhookSink:
         await self._sender.aclose()
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        if self._sender.tls_problem is not None:
+            raise SinkRejectedError(self._sender.tls_problem, sink=self.name)
         for _, body in fit(alerts, self._encode, self._max_body):
             headers = {"Content-Type": "application/json", "User-Agent": "mimecast-connector"}
             headers.update({k: v.get_secret_value() for k, v in self._headers.items()})
@@ -101,9 +124,13 @@ class WebhookSinkConfig(SinkSettings):
     format: Format = "native"
     secret: SecretStr | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    #: True (the public CAs of certifi's bundle), False (no check: a test receiver only), or
+    #: the PEM file of the CA that signed the receiver's certificate.
+    verify_tls: bool | str = True
 
     _secret_field = field_validator("secret", mode="before")(secret_str)
     _url = field_validator("url")(http_url)
+    _verify = field_validator("verify_tls", mode="before")(tls_verification)
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -116,10 +143,21 @@ class WebhookSinkConfig(SinkSettings):
         values = [self.secret, *self.headers.values()]
         return [self.url, *(v.get_secret_value() for v in values if v is not None)]
 
+    @override
+    def anchored(self, base_dir: Path) -> Self:
+        """A relative CA file of ``verify_tls`` is relative to the configuration's folder."""
+        if isinstance(self.verify_tls, str):
+            return self.model_copy(update={"verify_tls": anchored_path(self.verify_tls, base_dir)})
+        return self
+
 
 def _build(settings: WebhookSinkConfig) -> Sink:
     return WebhookSink(
-        settings.url, settings.format, secret=settings.secret, headers=settings.headers
+        settings.url,
+        settings.format,
+        secret=settings.secret,
+        headers=settings.headers,
+        verify_tls=settings.verify_tls,
     )
 
 
@@ -131,5 +169,5 @@ KIND = SinkKind(
     acknowledged="the receiver answered 2xx",
     guarantee="at least once: a batch whose answer was lost is sent again; drop repeats by `id`",
     order=10,
-    tested_against="a loopback HTTP receiver (`tests/sinks/receiver.py`)",
+    tested_against="a loopback HTTP receiver (`tests/sinks/receiver.py`), over HTTPS with a private CA too",
 )
