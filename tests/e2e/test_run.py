@@ -14,7 +14,7 @@ from mimecast_connector import Category
 from mimecast_connector.alerts import OCSF_VERSION
 from mimecast_connector.config import load_config
 from mimecast_connector.runner import Runner
-from mimecast_connector.runner._backfill import plan
+from mimecast_connector.runner._backfill import Backfill, plan
 from mimecast_connector.simulator import faults
 from mimecast_connector.state import StateStore
 from tests.e2e.conftest import (
@@ -335,6 +335,19 @@ async def test_a_streams_began_is_asked_of_the_store_until_it_is_known(world: Wo
     assert len(world.alerts()) == len(world.expected())
 
 
+def backfill_of_a_new_stream() -> Backfill:
+    """The URL backfill `backfill --from` two days back plans for a stream never polled: up to
+    now, since the stream has no ``began`` yet."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    job = plan(
+        "acme", Category.URL, NOW - timedelta(days=2), None,
+        began=None, configured_start=None, has_cursor=False, now=now,
+    ).job  # fmt: skip
+    assert job is not None
+    assert job.end == now - timedelta(seconds=1)
+    return job
+
+
 async def test_a_backfill_handed_over_during_a_streams_first_poll_reads_nothing_twice(
     world: World,
 ) -> None:
@@ -345,13 +358,7 @@ async def test_a_backfill_handed_over_during_a_streams_first_poll_reads_nothing_
     config = world.config()
     tenant = config.tenants[0].model_copy(update={"start": None})  # the first window: 24 h
     config = config.model_copy(update={"tenants": [tenant]})
-    now = datetime.now(UTC).replace(microsecond=0)
-    job = plan(
-        "acme", Category.URL, NOW - timedelta(days=2), None,
-        began=None, configured_start=None, has_cursor=False, now=now,
-    ).job  # fmt: skip
-    assert job is not None
-    assert job.end == now - timedelta(seconds=1)  # all of it: the stream has no ``began`` yet
+    job = backfill_of_a_new_stream()
     world.sim.inject(faults.Slow(0.5), category=Category.URL, times=2)
     runner = Runner(config)
     await runner.start()
@@ -389,12 +396,7 @@ async def test_in_a_fleet_a_first_poll_and_a_backfill_in_another_process_read_no
     from tests.e2e.receiver import Receiver
     from tests.pg import fresh_schema
 
-    now = datetime.now(UTC).replace(microsecond=0)
-    job = plan(
-        "acme", Category.URL, NOW - timedelta(days=2), None,
-        began=None, configured_start=None, has_cursor=False, now=now,
-    ).job  # fmt: skip
-    assert job is not None
+    job = backfill_of_a_new_stream()
     receiver = Receiver()
     receiver.start()
     try:
