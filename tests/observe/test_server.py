@@ -4,12 +4,14 @@ clients (spoken to over raw sockets, so that every byte is the test's)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from mimecast_connector.observe import MetricsServer, registry_text
+from mimecast_connector.observe._server import accepts_gzip
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -103,6 +105,45 @@ async def test_metrics_with_the_token_is_the_registry_in_text_format(server: Met
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert b"mimecast_connector_test_things_total 3.0" in body
+
+
+async def test_metrics_are_gzipped_for_a_scraper_that_accepts_it(server: MetricsServer) -> None:
+    """Prometheus asks with ``Accept-Encoding: gzip``: the same text, gzipped, and said so; a
+    client that does not accept gzip (or refuses it with q=0) gets the plain text."""
+    _, plain_headers, plain = await exchange(server, get("/metrics", BEARER))
+    assert "Content-Encoding" not in plain_headers
+    status, headers, body = await exchange(server, get("/metrics", BEARER, "Accept-Encoding: gzip"))
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Vary"] == "Accept-Encoding"
+    assert int(headers["Content-Length"]) == len(body)
+    assert gzip.decompress(body) == plain
+    _, refused, body = await exchange(
+        server, get("/metrics", BEARER, "Accept-Encoding: br, gzip;q=0")
+    )
+    assert "Content-Encoding" not in refused
+    assert body == plain
+
+
+@pytest.mark.parametrize(
+    ("value", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("GZIP;q=0.5", True),
+        ("*", True),
+        ("x-gzip", True),
+        ("", False),
+        ("identity", False),
+        ("br", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, *;q=1", False),
+        ("*;q=0", False),
+        ("gzip;q=oops", False),
+    ],
+)
+def test_accept_encoding_is_read_as_rfc_9110_says(value: str, gzipped: bool) -> None:
+    assert accepts_gzip(value) is gzipped
 
 
 async def test_readyz_lists_what_is_not_ready_then_says_ready(

@@ -12,7 +12,8 @@ cannot be wedged by a slow or hostile client, because everything is bounded:
 
 ``/healthz`` answers 200 while the process is alive; ``/readyz`` 200 when every stream is
 collecting, or degraded for less than three of its poll intervals, else 503 with a short
-plain-text list of what is not ready; ``/metrics`` the registry in Prometheus' text format.
+plain-text list of what is not ready; ``/metrics`` the registry in Prometheus' text format,
+gzipped when the scraper accepts it (Prometheus does: at 3,000 tenants the text is ~8 MB).
 With a token, every path but ``/healthz`` requires ``Authorization: Bearer <token>``,
 compared in constant time; a request without it gets 401, and nothing of the token is ever
 logged or echoed.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gzip
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
@@ -304,7 +306,11 @@ class MetricsServer:
         # Text format 0.0.4, which every Prometheus reads (the names need no escaping); the
         # snapshot here, the text on a thread, so that the polls go on meanwhile.
         render = self._snapshot()
-        return Response(200, await asyncio.to_thread(render), CONTENT_TYPE_PLAIN_0_0_4)
+        if not accepts_gzip(request.headers.get("accept-encoding", "")):
+            return Response(200, await asyncio.to_thread(render), CONTENT_TYPE_PLAIN_0_0_4)
+        body = await asyncio.to_thread(lambda: gzip.compress(render(), compresslevel=1, mtime=0))
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return Response(200, body, CONTENT_TYPE_PLAIN_0_0_4, headers)
 
     async def _start_session(self, request: Request) -> Response:
         """The dashboard's cookie, for a browser that sent the token as a header once (the
@@ -335,6 +341,23 @@ class MetricsServer:
         if len(waiting) > NOT_READY_SHOWN:
             lines.append(f"... and {len(waiting) - NOT_READY_SHOWN} more")
         return Response(503, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value lets the answer be gzip (RFC 9110 12.5.3): named,
+    or ``*``, with a weight above zero; ``gzip;q=0`` refuses it."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, _, parameters = item.partition(";")
+        weight = 1.0
+        name, _, value = parameters.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                weight = 0.0
+        weights[coding.strip().lower()] = weight
+    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
 def _parse(head: bytes) -> Request | None:
