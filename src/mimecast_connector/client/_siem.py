@@ -8,7 +8,8 @@ works (403, 404, 410) raises :class:`LinkExpired`: list the same page again for 
 API 1.0: :func:`fetch_siem_file` makes one ``POST /api/audit/get-siem-logs`` call, which answers
 one file (a zip) and the token of the next in the ``mc-siem-token`` header, or JSON when nothing
 is new. The file is spooled to a temporary file (a zip's directory is at its end), so memory
-holds none of it.
+holds none of it; a file over :data:`SIEM_FILE_CAP` on disk, or a JSON answer over the client's
+``max_body_bytes`` in memory, is refused (a stream that never ends cannot fill either).
 
 Both go through the tenant's client: its rate limiter, authentication, request ids, redaction
 and its table of answers (``_client``); only the presigned download, which must carry no
@@ -40,6 +41,7 @@ from mimecast_connector.client._client import (
     _Fail,
     _failures,
     _GiveUp,
+    _read_capped,
     is_loopback_host,
 )
 from mimecast_connector.client._responses import (
@@ -58,6 +60,9 @@ BATCH_ROLE = (
     "Threat and Security Events (SIEM) / Read (and Enhanced Logging must be on for the account)"
 )
 SIEM_LOGS_ROLE = "Gateway / Tracking / Read"
+#: The largest 1.0 SIEM file spooled to disk (a safety limit, not a setting): Mimecast's files
+#: hold minutes of one account's logs, compressed; a million receipts zip to tens of MiB.
+SIEM_FILE_CAP = 4 * 1024**3
 #: Days of SIEM data Mimecast keeps.
 REACH_DAYS = 7
 
@@ -240,14 +245,28 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
             request_id = response.headers.get(REQUEST_ID_HEADER) or request_id
             kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if status != 200 or kind == "application/json":
-                answer = await response.aread()
+                try:
+                    answer = await _read_capped(
+                        status,
+                        response.headers,
+                        response.aiter_bytes(),
+                        response.aclose,
+                        client.options.max_body_bytes,
+                    )
+                except _GiveUp:
+                    raise _too_big(client, "its JSON answer", client.options.max_body_bytes,
+                                   request_id) from None  # fmt: skip
                 _raise_or_nothing(client, status, answer, request_id, sent)
                 spool.close()
                 client.observer.answered(
                     CATEGORY, outcome_label(status), time.perf_counter() - sending
                 )
                 return None
-            async for chunk in response.aiter_raw():
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > SIEM_FILE_CAP:
+                    raise _too_big(client, "the file", SIEM_FILE_CAP, request_id)
                 spool.write(chunk)
             name_match = _FILENAME.search(response.headers.get("content-disposition", ""))
             name = name_match.group(1) if name_match else "unnamed"
@@ -270,6 +289,18 @@ async def fetch_siem_file(client: MimecastClient, token: str | None) -> SiemFile
     client.observer.answered(CATEGORY, outcome_label(status), time.perf_counter() - sending)
     spool.seek(0)
     return SiemFile(name, log_kind(name), next_token, spool)
+
+
+def _too_big(client: MimecastClient, what: str, cap: int, request_id: str) -> UpstreamFormatError:
+    mib = cap // (1024 * 1024)
+    return UpstreamFormatError(
+        f"get-siem-logs sent {what} past {mib:,} MiB, a safety limit of the connector (not a "
+        "setting): nothing of it was used, and the same file is asked for on the next poll; if "
+        "it persists, report it to the connector's maintainers",
+        tenant=client.tenant,
+        endpoint=SIEM_LOGS_PATH,
+        request_id=request_id,
+    )
 
 
 def _raise_or_nothing(
