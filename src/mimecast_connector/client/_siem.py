@@ -295,8 +295,8 @@ def _too_big(client: MimecastClient, what: str, cap: int, request_id: str) -> Up
     mib = cap // (1024 * 1024)
     return UpstreamFormatError(
         f"get-siem-logs sent {what} past {mib:,} MiB, a safety limit of the connector (not a "
-        "setting): nothing of it was used, and the same file is asked for on the next poll; if "
-        "it persists, report it to the connector's maintainers",
+        "setting): nothing of it was used, and the next poll asks again from the same token; "
+        "if this persists, report it to the connector's maintainers",
         tenant=client.tenant,
         endpoint=SIEM_LOGS_PATH,
         request_id=request_id,
