@@ -32,12 +32,14 @@ from datetime import UTC, datetime
 import psycopg
 
 from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
-from mimecast_connector._health import State, StreamHealth
+from mimecast_connector._health import StreamHealth
 from mimecast_connector.state._protocol import (
     HOURS_KEPT,
     PARTY_HOURS_KEPT,
     Commit,
     StreamState,
+    stream_columns,
+    stream_state,
 )
 from mimecast_connector.state._tallies import encode_parties, ranked_parties
 from mimecast_connector.state._url import shown_url
@@ -176,14 +178,6 @@ _SCHEMA_LOCK = 0x6D696D65  # "mime"
 
 def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _health_of(state: object, reason: object, advice: object, since: object) -> StreamHealth | None:
-    """A stored health, or None (none stored, or a state this release does not know)."""
-    if not isinstance(state, str) or state not in State.__members__.values():
-        return None
-    assert since is None or isinstance(since, float)
-    return StreamHealth(State(state), str(reason or ""), str(advice or ""), since)
 
 
 def _health_columns(health: StreamHealth | None) -> tuple[object, ...]:
@@ -444,50 +438,19 @@ class PostgresStore:
                 if counters
                 else []
             )
-            marker = "marker" if self._marker_column else "NULL"  # NULL: an older release's
-            health = (  # NULLs: an older release's
-                "health, health_reason, health_advice, health_since"
-                if self._health_columns
-                else "NULL, NULL, NULL, NULL"
+            columns = stream_columns(  # NULLs: an older release's
+                marker=self._marker_column, health=self._health_columns, began=self._began_column
             )
-            began = "began" if self._began_column else "NULL"
             rows = await (
                 await conn.execute(
                     "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - column names or NULLs
-                    f"{marker}, {health}, {began} FROM mimecast_streams ORDER BY tenant, category"
+                    f"{columns} FROM mimecast_streams ORDER BY tenant, category"
                 )
             ).fetchall()
         by_stream: dict[tuple[str, str], dict[str, int]] = {}
         for tenant, category, name, value in counted:
             by_stream.setdefault((str(tenant), str(category)), {})[str(name)] = int(value)  # type: ignore[call-overload]
-        return [
-            StreamState(
-                str(tenant),
-                str(category),
-                _dt(cursor),  # type: ignore[arg-type]
-                _dt(success),  # type: ignore[arg-type]
-                None if error is None else str(error),
-                _dt(error_at),  # type: ignore[arg-type]
-                by_stream.get((str(tenant), str(category)), {}),
-                None if mark is None else str(mark),
-                _health_of(state, reason, advice, since),
-                _dt(first) if first else None,  # type: ignore[arg-type]
-            )
-            for (
-                tenant,
-                category,
-                cursor,
-                success,
-                error,
-                error_at,
-                mark,
-                state,
-                reason,
-                advice,
-                since,
-                first,
-            ) in rows
-        ]
+        return [stream_state(row, by_stream.get((str(row[0]), str(row[1])), {})) for row in rows]
 
     async def dead_letters(self) -> list[tuple[str, str, bytes]]:
         """Every dead letter kept, oldest first: ``(tenant, category, line)``."""

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, cast
 
-from mimecast_connector._health import StreamHealth
+from mimecast_connector._health import State, StreamHealth
 
 #: Hours of alert counts by type and technique kept (``Tallies.hours``): 35 days.
 HOURS_KEPT = 35 * 24
@@ -119,6 +119,60 @@ class StreamState:
     #: Where the stream's first window began (``Commit.began``, ``Store.set_began``); None if
     #: unknown (never polled, or polled by a release that did not record it).
     began: datetime | None = None
+
+
+def stream_columns(*, marker: bool, health: bool, began: bool) -> str:
+    """What a read of the streams table selects after tenant, category, cursor, last success,
+    last error and its time, both stores: the marker, the four health columns and ``began``,
+    NULL for each that a table of an older release lacks (a read-only open does not add it)."""
+    return ", ".join(
+        (
+            "marker" if marker else "NULL",
+            "health, health_reason, health_advice, health_since"
+            if health
+            else "NULL, NULL, NULL, NULL",
+            "began" if began else "NULL",
+        )
+    )
+
+
+def stream_state(row: Sequence[object], counters: Mapping[str, int]) -> StreamState:
+    """A :class:`StreamState` from a row of the columns above (times as epoch seconds)."""
+    (
+        tenant,
+        category,
+        cursor,
+        success,
+        error,
+        error_at,
+        mark,
+        state,
+        reason,
+        advice,
+        since,
+        first,
+    ) = row
+    health = None  # none stored, or a state this release does not know
+    if isinstance(state, str) and state in State.__members__.values():
+        health = StreamHealth(
+            State(state), str(reason or ""), str(advice or ""), cast("float | None", since)
+        )
+    return StreamState(
+        str(tenant),
+        str(category),
+        _time(cursor),
+        _time(success),
+        None if error is None else str(error),
+        _time(error_at),
+        counters,
+        None if mark is None else str(mark),
+        health,
+        _time(first) if first else None,  # 0: polled before ``began`` was recorded
+    )
+
+
+def _time(value: object) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(cast("float", value), UTC)
 
 
 class AlertStats(Protocol):

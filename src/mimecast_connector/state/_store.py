@@ -42,13 +42,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mimecast_connector._errors import StateError
-from mimecast_connector._health import State, StreamHealth
+from mimecast_connector._health import StreamHealth
 from mimecast_connector.state._protocol import (
     HOURS_KEPT,
     PARTY_HOURS_KEPT,
     Commit,
     StreamState,
     Tallies,
+    stream_columns,
+    stream_state,
 )
 from mimecast_connector.state._tallies import encode_parties, ranked_parties
 
@@ -181,15 +183,6 @@ def _health_params(health: StreamHealth) -> tuple[object, ...]:
     """The parameters of :data:`_SET_HEALTH`."""
     state = health.state.value
     return (state, health.since, state, health.reason[:2000], health.advice[:2000])
-
-
-def _health_of(
-    state: str | None, reason: str | None, advice: str | None, since: float | None
-) -> StreamHealth | None:
-    """A stored health, or None (none stored, or a state this release does not know)."""
-    if state is None or state not in State.__members__.values():
-        return None
-    return StreamHealth(State(state), reason or "", advice or "", since)
 
 
 _RECOVERY = (
@@ -750,46 +743,14 @@ class StateStore:
                 "SELECT tenant, category, name, value FROM counters ORDER BY tenant, category, name"
             ):
                 counted.setdefault((tenant, category), {})[name] = value
-        out = []
-        marker = "marker" if self._marker_column else "NULL"  # NULL: read-only, version <= 3
-        health = (  # NULLs: read-only, version <= 4
-            "health, health_reason, health_advice, health_since"
-            if self._health_columns
-            else "NULL, NULL, NULL, NULL"
+        columns = stream_columns(  # NULLs: read-only, an older version
+            marker=self._marker_column, health=self._health_columns, began=self._began_column
         )
-        began = "began" if self._began_column else "NULL"
-        for (
-            tenant,
-            category,
-            cursor,
-            success,
-            error,
-            error_at,
-            mark,
-            state,
-            reason,
-            advice,
-            since,
-            first,
-        ) in self._db.execute(
+        rows = self._db.execute(
             "SELECT tenant, category, cursor, last_success, last_error, last_error_at, "  # noqa: S608 - column names or NULLs
-            f"{marker}, {health}, {began} FROM streams ORDER BY tenant, category"
-        ):
-            out.append(
-                StreamState(
-                    tenant,
-                    category,
-                    _dt(cursor),
-                    _dt(success),
-                    error,
-                    _dt(error_at),
-                    counted.get((tenant, category), {}),
-                    mark,
-                    _health_of(state, reason, advice, since),
-                    _dt(first) if first else None,
-                )
-            )
-        return out
+            f"{columns} FROM streams ORDER BY tenant, category"
+        )
+        return [stream_state(row, counted.get((row[0], row[1]), {})) for row in rows]
 
     # --- writes ----------------------------------------------------------------------------
 
