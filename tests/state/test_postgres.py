@@ -13,7 +13,7 @@ from psycopg import sql
 
 from mimecast_connector._errors import LeaseLostError, StateError, StateUnavailableError
 from mimecast_connector._health import State, StreamHealth
-from mimecast_connector.state import Commit
+from mimecast_connector.state import Commit, Tallies
 from mimecast_connector.state._postgres import SCHEMA_VERSION, PostgresStore
 from tests.pg import admin, fresh_schema, schema_of, tables_in
 
@@ -457,3 +457,57 @@ async def test_dropped_tables_halt_instead_of_retrying_for_ever(
         await store.already_delivered("acme", "url", [("x", 1.0)])
     assert not caught.value.retryable
     assert "tables exist" in str(caught.value)
+
+
+# --- workers sharing rows ----------------------------------------------------------------------
+
+
+def _tallied(tenant: str, category: str, hour: int, types: list[str]) -> Commit:
+    """A commit of ``tenant`` whose alerts add to ``types``'s rows of ``hour`` (one each)."""
+    counts = {(hour, alert_type, "T1566.002"): 1 for alert_type in types}
+    return Commit(tenant, category, None, [], {}, tallies=Tallies(category, counts, {}, hour))
+
+
+async def test_rows_shared_by_workers_are_locked_in_one_order(
+    store: PostgresStore, url: str
+) -> None:
+    """Every worker's commits add to the same alert_totals rows (one per hour, category, type and technique, whatever the tenant), and a backfill's to its live stream's alert_hours rows: a group takes their locks in one order, whatever order its commits bring them in, so two workers' groups wait for each other instead of deadlocking (which PostgreSQL ends by failing one of them after a second)."""
+    hour = int(T0.timestamp() // 3600)
+    await store.commit_group([_tallied("acme", "url", hour, ["a-type", "b-type"])], {})
+    schema = sql.Identifier(schema_of(url))
+    async with await admin() as other, await admin() as watch:
+        await other.set_autocommit(False)  # another worker's group, holding a-type's row
+        await other.execute("SET lock_timeout = '10s'")
+        update = sql.SQL("UPDATE {}.mimecast_alert_totals SET n = n + 1 WHERE alert_type = %s")
+        await other.execute(update.format(schema), ("a-type",))
+        # This group brings b-type first: taken in that order it would hold b-type's row
+        # while it waits for a-type's.
+        group = asyncio.create_task(
+            store.commit_group(
+                [
+                    _tallied("globex", "url", hour, ["b-type"]),
+                    _tallied("initech", "url", hour, ["a-type"]),
+                ],
+                {},
+            )
+        )
+        for _ in range(200):  # until the group waits for a lock (10 s at most)
+            waiting = await (
+                await watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = 'test'"
+                )
+            ).fetchone()
+            if waiting is not None and waiting[0] != 0:
+                break
+            assert not group.done(), group
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the group never waited for the row the other transaction holds")
+        await other.execute(update.format(schema), ("b-type",))  # the other order
+        await other.commit()
+        await group
+    async with await admin() as conn:
+        query = sql.SQL("SELECT alert_type, n FROM {}.mimecast_alert_totals ORDER BY alert_type")
+        rows = await (await conn.execute(query.format(schema))).fetchall()
+    assert rows == [("a-type", 3), ("b-type", 3)]

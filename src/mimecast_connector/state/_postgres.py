@@ -527,6 +527,12 @@ class PostgresStore:
                     for (hour, role), counts in c.tallies.parties.items()
                     if hour >= now_ - PARTY_HOURS_KEPT and counts
                 )
+        # Rows other workers may write too (alert_totals: every tenant's; alert_hours: a
+        # backfill's and its live stream's; a stream's row: a backfill's ``began``; the sinks')
+        # are locked in one order, by key: in the order the group brought them, two workers'
+        # groups could each hold a row the other waits for, and PostgreSQL would end that
+        # deadlock by failing one of them.
+        ordered_streams = sorted(streams.items())
         async with self._use("writer") as conn, conn.transaction(), conn.cursor() as cur:
             if leases:
                 await cur.execute(
@@ -569,7 +575,7 @@ class PostgresStore:
                                 *_health_columns(healths.get(key)),
                                 began.get(key),
                             )
-                            for key, row in streams.items()
+                            for key, row in ordered_streams
                         ],
                         11,
                     ),
@@ -585,7 +591,7 @@ class PostgresStore:
                     "INSERT INTO mimecast_counters AS n SELECT * FROM unnest(%s::text[], "
                     "%s::text[], %s::text[], %s::int8[]) ON CONFLICT (tenant, category, name) "
                     "DO UPDATE SET value = n.value + excluded.value",
-                    _columns([(*key, n) for key, n in counted.items()], 4),
+                    _columns([(*key, n) for key, n in sorted(counted.items())], 4),
                 )
             if dead:
                 await cur.execute(
@@ -594,7 +600,7 @@ class PostgresStore:
                     "WITH ORDINALITY AS u(t, c, l, n) ORDER BY n",
                     (now, *_columns(dead, 3)),
                 )
-            pruned = [(*key, row[2]) for key, row in streams.items() if row[2] is not None]
+            pruned = [(*key, row[2]) for key, row in ordered_streams if row[2] is not None]
             if pruned:
                 await cur.execute(
                     "DELETE FROM mimecast_delivered d "
@@ -606,7 +612,7 @@ class PostgresStore:
                 await cur.execute(
                     "INSERT INTO mimecast_sinks SELECT * FROM unnest(%s::text[], %s::text[]) "
                     "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    _columns(list(sink_positions.items()), 2),
+                    _columns(sorted(sink_positions.items()), 2),
                 )
             if hours:
                 await cur.execute(
@@ -614,7 +620,7 @@ class PostgresStore:
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::int8[]) "
                     "ON CONFLICT (hour, tenant, category, alert_type, technique) "
                     "DO UPDATE SET n = h.n + excluded.n",
-                    _columns([(*k, n) for k, n in hours.items()], 6),
+                    _columns([(*k, n) for k, n in sorted(hours.items())], 6),
                 )
             if totals:
                 await cur.execute(
@@ -622,7 +628,7 @@ class PostgresStore:
                     "%s::text[], %s::text[], %s::text[], %s::int8[]) "
                     "ON CONFLICT (hour, category, alert_type, technique) "
                     "DO UPDATE SET n = h.n + excluded.n",
-                    _columns([(*k, n) for k, n in totals.items()], 5),
+                    _columns([(*k, n) for k, n in sorted(totals.items())], 5),
                 )
             if parties:
                 await cur.execute(
