@@ -1,11 +1,14 @@
 """The dashboard over a big state: 3,000 tenants x 4 logs (12,000 streams) and their alerts.
 
     .venv/bin/python benchmarks/dashboard.py [--tenants 3000] [--hours 168] [--addresses 10]
+        [--polls-per-hour 1]
 
 A SQLite state is filled through the store's own commits: every stream with a health (one
 tenant in 100 failing, one in 250 degraded), counters, and for every tenant ``--hours`` hours
 of alert counts (three alert types) and, for the last 48 hours, ``--addresses`` senders and
-recipients an hour. Then the dashboard is served on loopback (``observe.MetricsServer``, as
+recipients an hour. With ``--polls-per-hour P``, the senders and recipients of the last 24
+hours come in P commits an hour (as a tenant whose polls bring alerts P times an hour, each
+commit adding the same addresses again), in groups of 200 tenants. Then the dashboard is served on loopback (``observe.MetricsServer``, as
 ``mimecast-connector dashboard`` serves it, with a token) and each endpoint is timed over HTTP:
 its first answer (cold: the read of the state) and the median of 20 more (the dashboard keeps
 a read for 5 s, the charts for 30 s, so these are what a busy page costs).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -48,7 +52,7 @@ def write_config(folder: Path, tenants: int) -> Path:
     return path
 
 
-def fill(path: Path, tenants: int, hours: int, addresses: int) -> float:
+def fill(path: Path, tenants: int, hours: int, addresses: int, polls: int) -> float:
     now = datetime.now(UTC)
     hour_now = int(now.timestamp()) // 3600
     started = time.perf_counter()
@@ -103,6 +107,20 @@ def fill(path: Path, tenants: int, hours: int, addresses: int) -> float:
                 ],
                 {},
             )
+        for _ in range(polls - 1):
+            for first in range(0, tenants, 200):
+                group = []
+                for i in range(first, min(first + 200, tenants)):
+                    parties = {
+                        (hour_now - h, role): {
+                            f"{role}{k}-{i % 50}@example.com": 1 for k in range(addresses)
+                        }
+                        for h in range(min(hours, 24))
+                        for role in ("sender", "recipient")
+                    }
+                    tallies = Tallies("url", {}, parties, hour_now)
+                    group.append(Commit(f"tenant-{i:04d}", "url", None, [], {}, tallies=tallies))
+                await store.commit_group(group, {})
         await store.aclose()
 
     asyncio.run(write())
@@ -146,16 +164,23 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=3000)
     parser.add_argument("--hours", type=int, default=168)
     parser.add_argument("--addresses", type=int, default=10)
+    parser.add_argument("--polls-per-hour", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mimecast-dashboard-bench-") as tmp:
         folder = Path(tmp)
         config = write_config(folder, args.tenants)
-        filled = fill(folder / "state.db", args.tenants, args.hours, args.addresses)
+        filled = fill(
+            folder / "state.db", args.tenants, args.hours, args.addresses, args.polls_per_hour
+        )
         size = (folder / "state.db").stat().st_size
+        with sqlite3.connect(folder / "state.db") as db:
+            rows = db.execute("SELECT count(*) FROM alert_parties").fetchone()[0]
+        db.close()
         print(
             f"state: {args.tenants} tenants x 4 logs, {args.hours} h of counts, "
-            f"{args.addresses} senders/recipients an hour; filled in {filled:.1f} s, "
-            f"{size / 2**20:.1f} MiB"
+            f"{args.addresses} senders/recipients an hour in {args.polls_per_hour} commit(s) an "
+            f"hour; filled in {filled:.1f} s, {size / 2**20:.1f} MiB, {rows:,} rows of senders "
+            "and recipients"
         )
         print(f"{'endpoint':40} {'first (cold)':>14} {'median of 20':>14}")
         for path, cold, warm in asyncio.run(measure(config)):

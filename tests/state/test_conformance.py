@@ -9,12 +9,14 @@ beside: ``tests/unit/test_state.py`` (the file) and ``tests/state/test_postgres.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, cast
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,6 +65,39 @@ class Place:
         self._open.remove(store)
         await store.aclose()
         return await self.open()
+
+    async def party_rows(self) -> list[tuple[int, str, str]]:
+        """The (hour, role, tenant) of every ``alert_parties`` row, sorted, read raw."""
+        if isinstance(self.where, Path):
+            db = sqlite3.connect(self.where)
+            try:
+                rows = db.execute("SELECT hour, role, tenant FROM alert_parties").fetchall()
+            finally:
+                db.close()
+        else:
+            async with await psycopg.AsyncConnection.connect(self.where) as conn:
+                cursor = await conn.execute("SELECT hour, role, tenant FROM mimecast_alert_parties")
+                rows = await cursor.fetchall()
+        return sorted((int(str(h)), str(r), str(t)) for h, r, t in rows)
+
+    async def add_party_row(self, hour: int, role: str, tenant: str, counts: bytes) -> None:
+        """A row as an older release wrote it: one more for its hour, role and tenant."""
+        if isinstance(self.where, Path):
+            db = sqlite3.connect(self.where)
+            try:
+                with db:
+                    db.execute(
+                        "INSERT INTO alert_parties VALUES (?, ?, ?, ?)",
+                        (hour, role, tenant, counts),
+                    )
+            finally:
+                db.close()
+        else:
+            async with await psycopg.AsyncConnection.connect(self.where, autocommit=True) as conn:
+                await conn.execute(
+                    "INSERT INTO mimecast_alert_parties VALUES (%s, %s, %s, %s)",
+                    (hour, role, tenant, counts),
+                )
 
     async def close_all(self) -> None:
         while self._open:
@@ -861,6 +896,63 @@ async def test_tallies_are_added_up_and_read_back_by_hour_type_technique_and_par
     assert await store.top_parties(H0, "recipient", 1) == [("amy@acme", 4)]
     assert await store.top_parties(H0, "recipient", 5) == [("amy@acme", 4), ("bob@acme", 3)]
     assert await store.top_parties(H0 + 1, "recipient", 5) == []
+
+
+async def test_a_tenants_senders_of_an_hour_stay_one_row(store: Store, place: Place) -> None:
+    """Every commit of a tenant's alerts adds its senders and recipients to that tenant's one row of the hour and role (the dashboard reads 24 h of them every 30 s: a row per commit made that read grow with the polls); rows an older release wrote several of are folded into one when next added to; the sums are as before."""
+    for i in range(30):
+        await store.commit_group(
+            [
+                Commit(
+                    tenant,
+                    category,
+                    None,
+                    [],
+                    {},
+                    tallies=tallies(
+                        {},
+                        {
+                            (H0, "sender"): {f"s{i % 7}@evil.example": 1, "bad@evil.example": 2},
+                            (H0 - 1, "recipient"): {"amy@acme": 1},
+                        },
+                        category=category,
+                    ),
+                )
+                for tenant, category in (("acme", "url"), ("acme", "attachment"), ("globex", "url"))
+            ],
+            {},
+        )
+    assert await place.party_rows() == [
+        (H0 - 1, "recipient", "acme"),
+        (H0 - 1, "recipient", "globex"),
+        (H0, "sender", "acme"),
+        (H0, "sender", "globex"),
+    ]
+    assert await store.top_parties(H0 - 5, "sender", 3) == [
+        ("bad@evil.example", 180),
+        ("s0@evil.example", 15),
+        ("s1@evil.example", 15),
+    ]
+    assert await store.top_parties(H0 - 5, "recipient", 5, "acme") == [("amy@acme", 60)]
+    # An older release's rows: one per commit.
+    for _ in range(3):
+        await place.add_party_row(H0, "sender", "initech", b'{"old@x":2}')
+    assert await store.top_parties(H0, "sender", 1, "initech") == [("old@x", 6)]
+    await store.commit_group(
+        [
+            Commit(
+                "initech",
+                "url",
+                None,
+                [],
+                {},
+                tallies=tallies({}, {(H0, "sender"): {"old@x": 1, "new@x": 1}}),
+            )
+        ],
+        {},
+    )
+    assert [r for r in await place.party_rows() if r[2] == "initech"] == [(H0, "sender", "initech")]
+    assert await store.top_parties(H0, "sender", 5, "initech") == [("old@x", 7), ("new@x", 1)]
 
 
 async def test_tallies_commit_or_fail_with_their_group(store: Store) -> None:

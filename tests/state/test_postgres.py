@@ -511,3 +511,39 @@ async def test_rows_shared_by_workers_are_locked_in_one_order(
         query = sql.SQL("SELECT alert_type, n FROM {}.mimecast_alert_totals ORDER BY alert_type")
         rows = await (await conn.execute(query.format(schema))).fetchall()
     assert rows == [("a-type", 3), ("b-type", 3)]
+
+
+async def test_two_workers_adding_to_one_tenants_senders_lose_and_double_nothing(
+    url: str,
+) -> None:
+    """Two workers commit the same tenant's senders and recipients of the same hours at once, 40 times, their keys in opposite orders: no commit fails, and the sums are exact (each row either folded into one worker's row under its lock, or left as a row of its own)."""
+    hour = int(T0.timestamp() // 3600)
+    keys = [(hour, "sender"), (hour, "recipient"), (hour - 1, "sender")]
+    first, second = await PostgresStore.open(url), await PostgresStore.open(url)
+    try:
+
+        def group(category: str, order: list[tuple[int, str]], i: int) -> list[Commit]:
+            parties = {key: {f"a{i % 3}@x": 1, "b@x": 2} for key in order}
+            tallies = Tallies(category, {}, parties, hour)
+            return [Commit("acme", category, None, [], {}, tallies=tallies)]
+
+        for i in range(40):
+            await asyncio.gather(
+                first.commit_group(group("url", keys, i), {}),
+                second.commit_group(group("attachment", keys[::-1], i), {}),
+            )
+        assert await first.top_parties(hour, "sender", 5) == [
+            ("b@x", 160),
+            ("a0@x", 28),
+            ("a1@x", 26),
+            ("a2@x", 26),
+        ]
+        assert await first.top_parties(hour - 1, "recipient", 5) == [
+            ("b@x", 160),
+            ("a0@x", 28),
+            ("a1@x", 26),
+            ("a2@x", 26),
+        ]
+    finally:
+        await first.aclose()
+        await second.aclose()

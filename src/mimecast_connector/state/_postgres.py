@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import psycopg
 
@@ -41,7 +42,12 @@ from mimecast_connector.state._protocol import (
     stream_columns,
     stream_state,
 )
-from mimecast_connector.state._tallies import encode_parties, ranked_parties
+from mimecast_connector.state._tallies import (
+    PartyKey,
+    group_parties,
+    merge_parties,
+    ranked_parties,
+)
 from mimecast_connector.state._url import shown_url
 
 #: The version of these tables. A column added since (``lease``, ``marker``, the ``health_*``
@@ -488,7 +494,7 @@ class PostgresStore:
         # CONFLICT DO UPDATE is an error), those of hours still kept.
         hours: dict[tuple[int, str, str, str, str], int] = {}
         totals: dict[tuple[int, str, str, str], int] = {}
-        parties: list[tuple[int, str, str, bytes]] = []
+        parties = sorted(group_parties(commits).items())  # in lock order
         hour_now: int | None = None
         for c in commits:
             key = (c.tenant, c.category)
@@ -522,11 +528,6 @@ class PostgresStore:
                         hours[k] = hours.get(k, 0) + n
                         t = (hour, c.tallies.category, alert_type, technique)
                         totals[t] = totals.get(t, 0) + n
-                parties.extend(
-                    (hour, role, c.tenant, encode_parties(counts))
-                    for (hour, role), counts in c.tallies.parties.items()
-                    if hour >= now_ - PARTY_HOURS_KEPT and counts
-                )
         # Rows other workers may write too (alert_totals: every tenant's; alert_hours: a
         # backfill's and its live stream's; a stream's row: a backfill's ``began``; the sinks')
         # are locked in one order, by key: in the order the group brought them, two workers'
@@ -631,10 +632,37 @@ class PostgresStore:
                     _columns([(*k, n) for k, n in sorted(totals.items())], 5),
                 )
             if parties:
+                # Each tenant's one row of the hour and role, locked, its counts added to;
+                # several rows of one key (an older release's, two workers' first commits of
+                # an hour) are folded into one. A row another worker adds meanwhile is not
+                # seen, and stays a row of its own: the reads sum them.
+                await cur.execute(
+                    "SELECT p.ctid::text, p.hour, p.role, p.tenant, p.counts "
+                    "FROM mimecast_alert_parties p "
+                    "JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(hour, role, tenant) "
+                    "ON p.hour = k.hour AND p.role = k.role AND p.tenant = k.tenant "
+                    "ORDER BY p.hour, p.role, p.tenant, p.ctid FOR UPDATE OF p",
+                    _columns([key for key, _ in parties], 3),
+                )
+                kept: dict[PartyKey, list[bytes]] = {}
+                places: list[str] = []
+                for found in await cur.fetchall():
+                    place, hour, role, tenant, counts = cast(
+                        "tuple[str, int, str, str, bytes]", found
+                    )
+                    kept.setdefault((hour, role, tenant), []).append(bytes(counts))
+                    places.append(place)
+                if places:
+                    await cur.execute(
+                        "DELETE FROM mimecast_alert_parties WHERE ctid = ANY(%s::text[]::tid[])",
+                        (places,),
+                    )
                 await cur.execute(
                     "INSERT INTO mimecast_alert_parties SELECT * FROM unnest(%s::int8[], "
                     "%s::text[], %s::text[], %s::bytea[])",
-                    _columns(parties, 4),
+                    _columns(
+                        [(*key, merge_parties(kept.get(key, ()), n)) for key, n in parties], 4
+                    ),
                 )
             if hour_now is not None and hour_now != self._tallies_pruned:
                 # The hours no longer kept, dropped by this process's first commit of each hour.

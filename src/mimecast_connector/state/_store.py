@@ -52,7 +52,12 @@ from mimecast_connector.state._protocol import (
     stream_columns,
     stream_state,
 )
-from mimecast_connector.state._tallies import encode_parties, ranked_parties
+from mimecast_connector.state._tallies import (
+    PartyKey,
+    group_parties,
+    merge_parties,
+    ranked_parties,
+)
 
 SCHEMA_VERSION = 5
 #: Versions this release opens: 1 (before ``kept_from``), 2 (ids keyed by id alone), 3
@@ -851,6 +856,7 @@ class StateStore:
                         "WHERE tenant = ? AND category = ?",
                         (prune, prune, tenant, category),
                     )
+            self._add_parties(group_parties(commits))
             db.executemany(
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
                 sink_positions.items(),
@@ -888,7 +894,7 @@ class StateStore:
     def _add_tallies(self, tenant: str, tallies: Tallies) -> None:
         """Add one commit's alert counts (inside its transaction), those of hours still kept."""
         db = self._db
-        kept, parties_kept = tallies.hour_now - HOURS_KEPT, tallies.hour_now - PARTY_HOURS_KEPT
+        kept = tallies.hour_now - HOURS_KEPT
         db.executemany(
             "INSERT INTO alert_hours VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET n = n + excluded.n",
@@ -907,14 +913,27 @@ class StateStore:
                 if hour >= kept
             ),
         )
-        db.executemany(
-            "INSERT INTO alert_parties VALUES (?, ?, ?, ?)",
-            (
-                (hour, role, tenant, encode_parties(counts))
-                for (hour, role), counts in tallies.parties.items()
-                if hour >= parties_kept and counts
-            ),
-        )
+
+    def _add_parties(self, added: Mapping[PartyKey, Mapping[str, int]]) -> None:
+        """Add a group's senders and recipients to each tenant's row of the hour and role
+        (inside its transaction), folding that key's rows into one if there are several."""
+        db = self._db
+        for (hour, role, tenant), counts in added.items():
+            kept = db.execute(
+                "SELECT rowid, counts FROM alert_parties WHERE tenant = ? AND hour = ? AND role = ?",
+                (tenant, hour, role),
+            ).fetchall()
+            merged = merge_parties((row[1] for row in kept), counts)
+            if not kept:
+                db.execute(
+                    "INSERT INTO alert_parties VALUES (?, ?, ?, ?)", (hour, role, tenant, merged)
+                )
+                continue
+            db.execute("UPDATE alert_parties SET counts = ? WHERE rowid = ?", (merged, kept[0][0]))
+            if len(kept) > 1:
+                db.executemany(
+                    "DELETE FROM alert_parties WHERE rowid = ?", ((row[0],) for row in kept[1:])
+                )
 
     # --- the dashboard's reads (``AlertStats``) ----------------------------------------------
 
