@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 
 from mimecast_connector import ConfigError
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import Format
+from mimecast_connector.alerts import TRUNCATED, Format
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import make_sink as build_sink
 from mimecast_connector.sinks._kafka import (
@@ -34,6 +34,7 @@ from mimecast_connector.sinks._kafka import (
     GRACE,
     INSTALL_HINT,
     KIND,
+    RECORD_OVERHEAD,
     REFUSALS,
     SLICE,
     Compression,
@@ -264,14 +265,41 @@ async def test_a_record_the_broker_finds_too_large_is_refused(
         await (await make_sink()).deliver(clicks(1))
 
 
-async def test_a_record_over_max_message_bytes_is_refused_before_it_is_sent(
+async def test_an_alert_over_max_message_bytes_is_sent_shortened(
     make_sink: MakeSink, cluster: MockCluster
 ) -> None:
-    """An alert larger than ``max_message_bytes`` is refused by the producer itself: nothing of
-    the batch reaches a broker unacknowledged-but-kept."""
+    """An alert whose record would be over ``max_message_bytes`` (a 2 MB URL; librdkafka and
+    the broker refuse such a record, and the refusal stopped delivery for every tenant) is
+    produced cut to fit, marked, its record replaced by a note of its size; the others of the
+    batch as they are. The log names the alert, not its text."""
+    batch = clicks(3)
+    batch[2] = msgspec.structs.replace(batch[2], url="https://evil.example/" + "y" * 2_000_000)
+    sink = await make_sink(format="native")
+    with capture_logs() as logs:
+        assert await sink.deliver(batch) is None
+    found = {k: v[0].value or b"" for k, v in by_key(cluster.read(TOPIC)).items()}
+    assert sorted(found) == sorted(a.id for a in batch)
+    assert [json.loads(found[a.id]) for a in batch[:2]] == expected(batch[:2], "native")
+    shortened = json.loads(found[batch[2].id])
+    assert len(found[batch[2].id]) + len(batch[2].id) <= 1_000_000 - RECORD_OVERHEAD
+    assert shortened["raw"] == {"truncated": True, "bytes": len(batch[2].raw)}
+    assert shortened["url"].startswith("https://evil.example/yyy")
+    assert shortened["url"].endswith(TRUNCATED)
+    assert shortened["id"] == batch[2].id
+    [log] = [entry for entry in logs if entry["event"] == "alert_shortened"]
+    assert log["alert"] == batch[2].id
+    assert "evil.example" not in repr(logs)
+
+
+async def test_a_record_over_max_message_bytes_even_shortened_is_refused_before_it_is_sent(
+    make_sink: MakeSink, cluster: MockCluster
+) -> None:
+    """An alert that cannot fit ``max_message_bytes`` even with its texts cut (an OCSF finding
+    in 1,000 bytes) is refused before anything is produced: nothing of the batch reaches a
+    broker unacknowledged-but-kept."""
     batch = clicks(3)
     with pytest.raises(SinkRejectedError, match="max_message_bytes"):
-        await (await make_sink(max_message_bytes=1000)).deliver(batch)
+        await (await make_sink(max_message_bytes=1000, format="ocsf")).deliver(batch)
     assert cluster.read(TOPIC) == []
 
 

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from mimecast_connector import ConfigError
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import ONE_ENCODERS, Alert
+from mimecast_connector.alerts import ONE_ENCODERS, TRUNCATED, Alert
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import make_sink as build_sink
@@ -319,13 +319,44 @@ async def test_a_port_unreachable_report_is_logged_and_the_datagram_sent_again()
     assert [(log["event"], log["refusals"]) for log in logs] == [("sink_losing_datagrams", 2)]
 
 
-async def test_a_message_over_the_cap_is_refused_and_nothing_sent(
+async def test_a_message_over_the_cap_is_sent_shortened_and_logged(
     make_sink: MakeSink, relp: RelpServer
 ) -> None:
-    """A message longer than ``max_message_bytes`` stops the batch before anything is sent, naming
-    the alert (a receiver would cut it short, unseen)."""
+    """An alert whose message is longer than ``max_message_bytes`` (a 100,000-character URL,
+    which anyone can mail) is sent cut to fit, in its format and marked, not refused: a refusal
+    stopped delivery for every tenant until a person raised the limit, and a receiver with a
+    smaller limit of its own would cut the message unseen, its alert id last. The others of
+    the batch go as they are; the log names the alert, never its text."""
     batch = clicks(3)
-    sink = await started(make_sink(relp.port, protocol="relp", max_message_bytes=600))
+    secret_url = "https://evil.example/" + "x" * 100_000
+    batch[1] = msgspec.structs.replace(batch[1], url=secret_url)
+    sink = await started(make_sink(relp.port, protocol="relp", max_message_bytes=2_000))
+    with capture_logs() as logs:
+        assert await sink.deliver(batch) is None
+    messages = [parse_5424(m).msg for m in relp.received]
+    assert len(relp.received) == 3
+    assert all(len(m) <= 2_000 for m in relp.received)
+    assert messages[0] == ONE_ENCODERS["cef"](batch[0])
+    assert messages[2] == ONE_ENCODERS["cef"](batch[2])
+    shortened = messages[1].decode()
+    assert shortened.endswith(f"externalId={batch[1].id}")
+    assert "request=https://evil.example/xxx" in shortened
+    assert f"{TRUNCATED} " in shortened
+    [log] = [entry for entry in logs if entry["event"] == "alert_shortened"]
+    assert (log["alert"], log["bytes"] > 100_000, log["limit"]) == (batch[1].id, True, 2_000)
+    assert "evil.example" not in repr(logs)
+
+
+async def test_a_cap_below_an_alerts_own_fields_is_refused_and_nothing_sent(
+    make_sink: MakeSink, relp: RelpServer
+) -> None:
+    """When even the alert's id, type and time with every text cut are longer than
+    ``max_message_bytes`` (an OCSF finding in 600 bytes), the batch is refused before anything
+    is sent, naming the alert and what to change."""
+    batch = clicks(3)
+    sink = await started(
+        make_sink(relp.port, protocol="relp", max_message_bytes=600, format="ocsf")
+    )
     with pytest.raises(SinkRejectedError, match=f"alert {batch[0].id} is a syslog message of"):
         await sink.deliver(batch)
     assert relp.received == []

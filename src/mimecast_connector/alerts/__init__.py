@@ -16,6 +16,7 @@ from mimecast_connector.alerts._alert import (
     identity_key,
 )
 from mimecast_connector.alerts._ecs import ECS_VERSION, to_ecs
+from mimecast_connector.alerts._fit import TRUNCATED, fit
 from mimecast_connector.alerts._formats import (
     ARRAY_ENCODERS,
     FORMATS,
@@ -36,6 +37,7 @@ __all__ = [
     "LINE_ENCODERS",
     "OCSF_VERSION",
     "ONE_ENCODERS",
+    "TRUNCATED",
     "Alert",
     "AlertBuilder",
     "BatchEncoder",
@@ -44,6 +46,7 @@ __all__ = [
     "OutputFormat",
     "alert_id",
     "attack_object",
+    "fit",
     "format_alert_time",
     "id_prefix",
     "identity_getter",

@@ -59,7 +59,7 @@ from mimecast_connector._errors import (
     SinkUnavailableError,
 )
 from mimecast_connector._fields import path_text, plain, secret_str, short
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, fit
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
@@ -108,6 +108,9 @@ _log = structlog.get_logger("mimecast_connector.sinks")
 _TOPIC_ADVICE = (
     "the topic does not exist: create it (the sink never creates topics), or fix `topic`"
 )
+#: Bytes of a Kafka record besides its key and value (its framing in a record batch), kept
+#: free under ``max_message_bytes`` when an alert is shortened to fit.
+RECORD_OVERHEAD = 256
 _SIZE_ADVICE = (
     "an alert is larger than the broker takes: raise the topic's max.message.bytes (and "
     "`max_message_bytes` to match)"
@@ -335,6 +338,7 @@ class KafkaSink:
             raise ValueError("no brokers")
         self._format: Format = format
         self._encode = ONE_ENCODERS[format]
+        self._max_message = max_message_bytes
         self._route = topic_router(topic)
         self._delivery_timeout = delivery_timeout
         self._clock: Clock = clock or SystemClock()
@@ -434,7 +438,7 @@ class KafkaSink:
         if not alerts:
             return None
         try:
-            records = [(self._route(a), a.id.encode(), self._encode(a)) for a in alerts]
+            records = [(self._route(a), a.id.encode(), self._value(a)) for a in alerts]
         except ValueError as exc:
             raise SinkRejectedError(str(exc), sink=self.name) from None
         if self._producer is None:
@@ -458,6 +462,31 @@ class KafkaSink:
         if reports.failed:
             raise self._failure(reports.failed, len(records))
         return None
+
+    def _value(self, alert: Alert) -> bytes:
+        """The alert's record value: encoded, or shortened (``alerts.fit``) when it and its
+        key would be over ``max_message_bytes``, which librdkafka and the broker refuse."""
+        value = self._encode(alert)
+        limit = self._max_message - len(alert.id) - RECORD_OVERHEAD
+        if len(value) <= limit:
+            return value
+        fitted = fit(alert, self._encode, limit)
+        if fitted is None:
+            raise ValueError(
+                f"alert {alert.id} is {len(value)} bytes, and even with its record and texts "
+                f"cut it is over max_message_bytes ({self._max_message}): {_SIZE_ADVICE}"
+            )
+        _log.warning(
+            "alert_shortened",
+            sink=self.name,
+            alert=alert.id,
+            tenant=alert.tenant,
+            bytes=len(value),
+            limit=limit,
+            reason="over max_message_bytes: sent with its record and longest texts cut "
+            "(marked truncated)",
+        )
+        return fitted
 
     async def _produce(
         self,

@@ -34,8 +34,10 @@ Failures to connect or to deliver are retried with backoff (:class:`RetryPolicy`
 row without progress, and a deadline since the last progress); past them the batch is not
 acknowledged (:class:`SinkUnavailableError`) and the runner sends it again later. A server
 certificate that fails verification, a RELP server that does not take syslog messages, and a
-message longer than ``max_message_bytes`` are refusals a person must fix
-(:class:`SinkRejectedError`).
+message longer than ``max_message_bytes`` even once shortened are refusals a person must fix
+(:class:`SinkRejectedError`). A longer message is sent shortened (``alerts.fit``: the record and
+the longest texts cut, marked truncated) and logged as ``alert_shortened``: one email with a huge
+subject must not stop delivery for every tenant.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector._fields import path_text, secret_str
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, fit
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
@@ -437,18 +439,36 @@ class SyslogSink:
         for alert in alerts:
             message = maker(alert)
             if len(message) > self._max_message:
-                raise SinkRejectedError(
-                    f"alert {alert.id} is a syslog message of {len(message)} bytes, over "
-                    f"max_message_bytes ({self._max_message}); raise it (and the server's "
-                    "own limit: rsyslog's maxMessageSize) or choose a shorter format. Nothing "
-                    "of this batch was sent",
-                    sink=self.name,
-                )
+                message = self._shortened(alert, maker, len(message))
             units.append(octet_counted(message) if self._protocol in ("tcp", "tls") else message)
         await self._send(units)
         return None
 
     # --- inside -------------------------------------------------------------------------
+
+    def _shortened(self, alert: Alert, maker: MessageMaker, size: int) -> bytes:
+        """An alert's message over ``max_message_bytes``, shortened to fit (``alerts.fit``);
+        refused only if even its fixed part is longer."""
+        message = fit(alert, maker, self._max_message)
+        if message is None:
+            raise SinkRejectedError(
+                f"alert {alert.id} is a syslog message of {size} bytes, and even with its "
+                f"record and texts cut it is over max_message_bytes ({self._max_message}); "
+                "raise it (and the server's own limit: rsyslog's maxMessageSize) or choose a "
+                "shorter format. Nothing of this batch was sent",
+                sink=self.name,
+            )
+        _log.warning(
+            "alert_shortened",
+            sink=self.name,
+            alert=alert.id,
+            tenant=alert.tenant,
+            bytes=size,
+            limit=self._max_message,
+            reason="over max_message_bytes: sent with its record and longest texts cut "
+            "(marked truncated)",
+        )
+        return message
 
     async def _prepare(self) -> MessageMaker:
         if self._tls and self._context is None:
