@@ -16,7 +16,6 @@ from mimecast_connector.alerts._alert import (
     identity_key,
 )
 from mimecast_connector.alerts._ecs import ECS_VERSION, to_ecs
-from mimecast_connector.alerts._fit import TRUNCATED, fit
 from mimecast_connector.alerts._formats import (
     ARRAY_ENCODERS,
     FORMATS,
@@ -28,6 +27,7 @@ from mimecast_connector.alerts._formats import (
     OutputFormat,
 )
 from mimecast_connector.alerts._ocsf import OCSF_VERSION, attack_object, to_ocsf
+from mimecast_connector.alerts._shorten import TRUNCATED, shorten
 
 __all__ = [
     "ARRAY_ENCODERS",
@@ -46,11 +46,11 @@ __all__ = [
     "OutputFormat",
     "alert_id",
     "attack_object",
-    "fit",
     "format_alert_time",
     "id_prefix",
     "identity_getter",
     "identity_key",
+    "shorten",
     "to_ecs",
     "to_ocsf",
 ]

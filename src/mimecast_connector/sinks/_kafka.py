@@ -59,7 +59,7 @@ from mimecast_connector._errors import (
     SinkUnavailableError,
 )
 from mimecast_connector._fields import path_text, plain, secret_str, short
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, fit
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, shorten
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
@@ -464,13 +464,13 @@ class KafkaSink:
         return None
 
     def _value(self, alert: Alert) -> bytes:
-        """The alert's record value: encoded, or shortened (``alerts.fit``) when it and its
+        """The alert's record value: encoded, or shortened (``alerts.shorten``) when it and its
         key would be over ``max_message_bytes``, which librdkafka and the broker refuse."""
         value = self._encode(alert)
         limit = self._max_message - len(alert.id) - RECORD_OVERHEAD
         if len(value) <= limit:
             return value
-        fitted = fit(alert, self._encode, limit)
+        fitted = shorten(alert, self._encode, limit)
         if fitted is None:
             raise ValueError(
                 f"alert {alert.id} is {len(value)} bytes, and even with its record and texts "

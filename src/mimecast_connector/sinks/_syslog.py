@@ -35,7 +35,7 @@ row without progress, and a deadline since the last progress); past them the bat
 acknowledged (:class:`SinkUnavailableError`) and the runner sends it again later. A server
 certificate that fails verification, a RELP server that does not take syslog messages, and a
 message longer than ``max_message_bytes`` even once shortened are refusals a person must fix
-(:class:`SinkRejectedError`). A longer message is sent shortened (``alerts.fit``: the record and
+(:class:`SinkRejectedError`). A longer message is sent shortened (``alerts.shorten``: the record and
 the longest texts cut, marked truncated) and logged as ``alert_shortened``: one email with a huge
 subject must not stop delivery for every tenant.
 """
@@ -59,7 +59,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector._fields import path_text, secret_str
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, fit
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, shorten
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
@@ -447,9 +447,9 @@ class SyslogSink:
     # --- inside -------------------------------------------------------------------------
 
     def _shortened(self, alert: Alert, maker: MessageMaker, size: int) -> bytes:
-        """An alert's message over ``max_message_bytes``, shortened to fit (``alerts.fit``);
+        """An alert's message over ``max_message_bytes``, shortened to fit (``alerts.shorten``);
         refused only if even its fixed part is longer."""
-        message = fit(alert, maker, self._max_message)
+        message = shorten(alert, maker, self._max_message)
         if message is None:
             raise SinkRejectedError(
                 f"alert {alert.id} is a syslog message of {size} bytes, and even with its "

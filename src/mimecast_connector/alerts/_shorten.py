@@ -28,7 +28,8 @@ from mimecast_connector.alerts._alert import Alert
 #: What ends a text that was cut.
 TRUNCATED = "…[truncated]"
 
-#: The alert's fields that hold text taken from a record, one value each.
+#: The alert's fields that hold text taken from a record, one value each (``senderIp`` is an
+#: address, checked and short: cut, it would be refused where an IP field is typed).
 _TEXTS = (
     "sender",
     "recipient",
@@ -38,7 +39,6 @@ _TEXTS = (
     "fileName",
     "action",
     "route",
-    "senderIp",
     "rejectionType",
     "rejectionCode",
     "rejectionInfo",
@@ -73,7 +73,7 @@ def _bounded(alert: Alert, bound: int) -> Alert:
     return msgspec.structs.replace(alert, **changes) if changes else alert
 
 
-def fit(alert: Alert, encode: Callable[[Alert], bytes], limit: int) -> bytes | None:
+def shorten(alert: Alert, encode: Callable[[Alert], bytes], limit: int) -> bytes | None:
     """``encode(alert)`` if it is at most ``limit`` bytes; else the encoding of the alert
     shortened as the module says, as long as possible within ``limit``; None if even the
     shortest does not fit."""
