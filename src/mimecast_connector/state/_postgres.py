@@ -58,7 +58,7 @@ SCHEMA_VERSION = 2
 
 #: The dashboard's counts of delivered alerts (``Commit.tallies``), keyed hour first; made at
 #: open when missing (tables of an earlier release have none). Senders and recipients: one
-#: row of ``{address: n}`` for each commit, hour and role (``state._tallies``). The totals
+#: row of ``{address: n}`` for each tenant, hour and role (``state._tallies``). The totals
 #: are the hours' counts summed over the tenants, for the all-tenants charts.
 _SCHEMA_TALLIES = """CREATE TABLE IF NOT EXISTS mimecast_alert_hours (
     hour BIGINT NOT NULL,

@@ -76,7 +76,7 @@ _SCHEMA_DELIVERED = """CREATE TABLE IF NOT EXISTS delivered (
 
 # The dashboard's counts of delivered alerts (``Commit.tallies``), keyed hour first: a range
 # of hours (the dashboard's reads, the prune) is one walk of the b-tree. Senders and
-# recipients: one row of ``{address: n}`` for each commit, hour and role (``state._tallies``).
+# recipients: one row of ``{address: n}`` for each tenant, hour and role (``state._tallies``).
 # ``alert_totals`` is ``alert_hours`` summed over the tenants, kept beside it (the same few
 # rows a commit) so that the all-tenants charts read hundreds of rows, not millions.
 _SCHEMA_TALLIES = """CREATE TABLE IF NOT EXISTS alert_hours (
