@@ -59,8 +59,9 @@ from mimecast_connector._errors import (
     SinkUnavailableError,
 )
 from mimecast_connector._fields import path_text, plain, secret_str, short
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, shorten
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.sinks._base import Sink
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 if TYPE_CHECKING:
@@ -464,29 +465,10 @@ class KafkaSink:
         return None
 
     def _value(self, alert: Alert) -> bytes:
-        """The alert's record value: encoded, or shortened (``alerts.shorten``) when it and its
+        """The alert's record value: encoded, or shortened (``sinks._limit``) when it and its
         key would be over ``max_message_bytes``, which librdkafka and the broker refuse."""
-        value = self._encode(alert)
         limit = self._max_message - len(alert.id) - RECORD_OVERHEAD
-        if len(value) <= limit:
-            return value
-        fitted = shorten(alert, self._encode, limit)
-        if fitted is None:
-            raise ValueError(
-                f"alert {alert.id} is {len(value)} bytes, and even with its record and texts "
-                f"cut it is over max_message_bytes ({self._max_message}): {_SIZE_ADVICE}"
-            )
-        _log.warning(
-            "alert_shortened",
-            sink=self.name,
-            alert=alert.id,
-            tenant=alert.tenant,
-            bytes=len(value),
-            limit=limit,
-            reason="over max_message_bytes: sent with its record and longest texts cut "
-            "(marked truncated)",
-        )
-        return fitted
+        return within(alert, self._encode, limit, sink=self.name, setting="max_message_bytes")
 
     async def _produce(
         self,

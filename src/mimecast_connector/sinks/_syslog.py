@@ -59,9 +59,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from mimecast_connector._clock import Clock, SystemClock
 from mimecast_connector._errors import SinkRejectedError, SinkUnavailableError
 from mimecast_connector._fields import path_text, secret_str
-from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format, shorten
+from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 from mimecast_connector.sinks._relp import Broken, RelpSession
 
@@ -437,38 +438,14 @@ class SyslogSink:
         maker = await self._prepare()
         units: list[bytes] = []
         for alert in alerts:
-            message = maker(alert)
-            if len(message) > self._max_message:
-                message = self._shortened(alert, maker, len(message))
+            message = within(
+                alert, maker, self._max_message, sink=self.name, setting="max_message_bytes"
+            )
             units.append(octet_counted(message) if self._protocol in ("tcp", "tls") else message)
         await self._send(units)
         return None
 
     # --- inside -------------------------------------------------------------------------
-
-    def _shortened(self, alert: Alert, maker: MessageMaker, size: int) -> bytes:
-        """An alert's message over ``max_message_bytes``, shortened to fit (``alerts.shorten``);
-        refused only if even its fixed part is longer."""
-        message = shorten(alert, maker, self._max_message)
-        if message is None:
-            raise SinkRejectedError(
-                f"alert {alert.id} is a syslog message of {size} bytes, and even with its "
-                f"record and texts cut it is over max_message_bytes ({self._max_message}); "
-                "raise it (and the server's own limit: rsyslog's maxMessageSize) or choose a "
-                "shorter format. Nothing of this batch was sent",
-                sink=self.name,
-            )
-        _log.warning(
-            "alert_shortened",
-            sink=self.name,
-            alert=alert.id,
-            tenant=alert.tenant,
-            bytes=size,
-            limit=self._max_message,
-            reason="over max_message_bytes: sent with its record and longest texts cut "
-            "(marked truncated)",
-        )
-        return message
 
     async def _prepare(self) -> MessageMaker:
         if self._tls and self._context is None:
