@@ -955,6 +955,26 @@ async def test_a_tenants_senders_of_an_hour_stay_one_row(store: Store, place: Pl
     assert await store.top_parties(H0, "sender", 5, "initech") == [("old@x", 7), ("new@x", 1)]
 
 
+async def test_a_full_senders_row_is_left_and_a_new_one_started(store: Store, place: Place) -> None:
+    """A row past PARTY_ROW_BYTES (a campaign's 4,000 recipients in one hour) is not decoded
+    and written again by every later commit of its hour: the next commit starts a row of its
+    own, and later ones add to that; the sums are as if it were one."""
+
+    def recipients(addresses: dict[str, int]) -> list[Commit]:
+        parties = {(H0, "recipient"): addresses}
+        return [Commit("acme", "url", None, [], {}, tallies=tallies({}, parties))]
+
+    campaign = {f"user{i:05d}@victim.example": 1 for i in range(4_000)}
+    await store.commit_group(recipients(campaign), {})
+    await store.commit_group(recipients({"user00000@victim.example": 2}), {})
+    await store.commit_group(recipients({"amy@acme": 5}), {})
+    assert await place.party_rows() == [(H0, "recipient", "acme")] * 2
+    assert await store.top_parties(H0, "recipient", 2) == [
+        ("amy@acme", 5),
+        ("user00000@victim.example", 3),
+    ]
+
+
 async def test_tallies_commit_or_fail_with_their_group(store: Store) -> None:
     """A group that breaks midway adds none of its counts; a store with none answers empty lists."""
     assert await store.alert_series(0) == []

@@ -43,6 +43,7 @@ from mimecast_connector.state._protocol import (
     stream_state,
 )
 from mimecast_connector.state._tallies import (
+    PARTY_ROW_BYTES,
     PartyKey,
     group_parties,
     merge_parties,
@@ -634,15 +635,17 @@ class PostgresStore:
             if parties:
                 # Each tenant's one row of the hour and role, locked, its counts added to;
                 # several rows of one key (an older release's, two workers' first commits of
-                # an hour) are folded into one. A row another worker adds meanwhile is not
-                # seen, and stays a row of its own: the reads sum them.
+                # an hour) are folded into one; a row past PARTY_ROW_BYTES is left as it is.
+                # A row another worker adds meanwhile is not seen, and stays a row of its
+                # own: the reads sum them.
                 await cur.execute(
                     "SELECT p.ctid::text, p.hour, p.role, p.tenant, p.counts "
                     "FROM mimecast_alert_parties p "
                     "JOIN unnest(%s::int8[], %s::text[], %s::text[]) AS k(hour, role, tenant) "
                     "ON p.hour = k.hour AND p.role = k.role AND p.tenant = k.tenant "
+                    "WHERE length(p.counts) < %s "
                     "ORDER BY p.hour, p.role, p.tenant, p.ctid FOR UPDATE OF p",
-                    _columns([key for key, _ in parties], 3),
+                    (*_columns([key for key, _ in parties], 3), PARTY_ROW_BYTES),
                 )
                 kept: dict[PartyKey, list[bytes]] = {}
                 places: list[str] = []

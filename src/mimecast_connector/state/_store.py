@@ -53,6 +53,7 @@ from mimecast_connector.state._protocol import (
     stream_state,
 )
 from mimecast_connector.state._tallies import (
+    PARTY_ROW_BYTES,
     PartyKey,
     group_parties,
     merge_parties,
@@ -916,12 +917,14 @@ class StateStore:
 
     def _add_parties(self, added: Mapping[PartyKey, Mapping[str, int]]) -> None:
         """Add a group's senders and recipients to each tenant's row of the hour and role
-        (inside its transaction), folding that key's rows into one if there are several."""
+        (inside its transaction), folding that key's rows under ``PARTY_ROW_BYTES`` into one
+        if there are several, or starting a new row if there are none."""
         db = self._db
         for (hour, role, tenant), counts in added.items():
             kept = db.execute(
-                "SELECT rowid, counts FROM alert_parties WHERE tenant = ? AND hour = ? AND role = ?",
-                (tenant, hour, role),
+                "SELECT rowid, counts FROM alert_parties "
+                "WHERE tenant = ? AND hour = ? AND role = ? AND length(counts) < ?",
+                (tenant, hour, role, PARTY_ROW_BYTES),
             ).fetchall()
             merged = merge_parties((row[1] for row in kept), counts)
             if not kept:

@@ -9,6 +9,10 @@ per tenant, hour and role however often they were polled (a row per commit, as t
 release kept them, made the dashboard's 24 hours of 3,000 tenants millions of rows). Rows of
 one key that are several (an older release's, or two workers' first commits of an hour at
 once) are still summed right, and folded into one by the next commit that adds to them.
+
+A row is added to while it is under :data:`PARTY_ROW_BYTES`; past that a commit starts a new
+one. A tenant hit by a campaign with 100,000 recipients in an hour would otherwise have one
+row of megabytes decoded, re-encoded and written again by every commit of that hour.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from mimecast_connector.state._protocol import PARTY_HOURS_KEPT, Commit
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, int]).decode
 
+
+#: The size under which a row is still added to (its JSON, in bytes: about 2,000 addresses).
+PARTY_ROW_BYTES = 64 * 1024
 
 #: A row's key: (epoch hour, role, tenant).
 PartyKey = tuple[int, str, str]
