@@ -8,6 +8,7 @@ the read-only opening and a file replaced under a run by ``test_state_guards.py`
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -119,3 +120,45 @@ def test_a_version_5_file_is_refused_by_a_release_that_reads_version_4(
             "mimecast-connector reads version 4: use the matching release"
         )
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("json_functions", [True, False])
+def test_delivered_ids_are_kept_with_or_without_sqlites_json_functions(
+    db: Path, json_functions: bool
+) -> None:
+    """A page's ids go in as one statement through SQLite's JSON functions, or one row each on
+    a SQLite built without them: the same ids kept either way (a quote or a backslash in an id
+    included), a page repeated adds nothing, and a page whose ids fail midway keeps none."""
+    store = StateStore(db)
+    assert store._json is True  # this machine's SQLite has them
+    store._json = json_functions
+    # Ids are hex digests; quotes, a backslash and non-ASCII must survive the JSON all the same.
+    odd = [('quo"te\\', T0.timestamp()), ("é", T0.timestamp() + 1.5)]
+    page = [*ids("a", 300), *odd]
+
+    def commit(delivered: Iterable[tuple[str, float]]) -> None:
+        store.commit(
+            "acme",
+            "url",
+            cursor=T0,
+            delivered=delivered,
+            counts={},
+            sink_positions={},
+            prune_before=None,
+        )
+
+    commit(page)
+    commit(page)
+    commit([])
+    with pytest.raises(RuntimeError):
+        commit(_breaking(ids("b", 10), 5))
+    asked = [*page, *ids("b", 10)]
+    assert store.already_delivered("acme", "url", asked) == {id_ for id_, _ in page}
+    rows = sqlite3.connect(db).execute("SELECT count(*) FROM delivered").fetchone()
+    assert rows == (302,)
+    store.close()
+
+
+def _breaking(items: list[tuple[str, float]], n: int) -> Iterator[tuple[str, float]]:
+    yield from items[:n]
+    raise RuntimeError("the sink ack was lost halfway")
