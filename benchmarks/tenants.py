@@ -2,6 +2,7 @@
 then, optionally, a fleet of `run` workers on PostgreSQL at the largest N.
 
     .venv/bin/python benchmarks/tenants.py [--tenants 100,1000,3000] [--records-per-page 2]
+        [--steady SECONDS] [--soak MINUTES [--soak-interval 10]]
         [--fleet-workers 1,2,4 [--fleet-seconds 60] [--fleet-analyze]
          [--postgres postgresql://postgres@127.0.0.1:5432/test]]
 
@@ -18,6 +19,11 @@ measured with ``wait4``:
 Printed per N: wall seconds, CPU seconds, the CPU ratio connector / floor, peak RSS, start-up
 (process start to the first log request the server sees), the server's connection count and its
 own CPU seconds (to show it is not the bottleneck).
+
+The soak (``--soak MINUTES``, off by default): at the largest N, ``run`` with every stream
+polled every ``--soak-interval`` seconds (10: six times the polls of a 60 s interval), for
+MINUTES; each minute its resident and peak memory, its CPU seconds so far and the state's size
+on disk. Memory that stops growing once the caches are warm says nothing is kept per poll.
 
 The fleet (``--fleet-workers``, off by default): for each worker count W, at the largest N, the
 fake API and ``benchmarks/fakesink.py`` (a fast webhook receiver) each run in a process of their
@@ -259,6 +265,48 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
         finally:
             stop_server(server)
     return Steady(polls=polls, cpu=cpu, floor_cpu=floor_cpu, rss_mib=rss)
+
+
+def soak(tenants: int, per_page: int, interval: float, minutes: float) -> None:
+    """``run`` with every tenant polled every ``interval`` s for ``minutes``: each minute its
+    resident and peak memory, CPU seconds so far, and the state's size on disk."""
+    streams = tenants * len(CATEGORIES)
+    print(
+        f"\nsoak: `run`, {tenants} tenants x {len(CATEGORIES)}, every stream every "
+        f"{interval:g} s ({streams * 60 / interval:,.0f} polls a minute), {minutes:g} min:\n"
+        f"{'minute':>7}{'RSS MiB':>9}{'peak MiB':>10}{'CPU s':>8}{'state MiB':>11}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        server, _, port = start_server(tmp, per_page)
+        try:
+            config = write_config(tmp, tenants, port, per_tenant=f'poll_interval = "{interval:g}s"')
+            child = subprocess.Popen(
+                [sys.executable, "-m", "mimecast_connector", "run", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=tmp,
+            )
+            try:
+                for minute in range(1, int(minutes) + 1):
+                    time.sleep(60)
+                    if child.poll() is not None:
+                        raise SystemExit(f"the connector exited with {child.returncode}")
+                    status = Path(f"/proc/{child.pid}/status").read_text()
+                    rss = int(status.split("VmRSS:")[1].split()[0]) / 1024
+                    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+                    state = sum(p.stat().st_size for p in tmp.glob("state.db*")) / 2**20
+                    print(
+                        f"{minute:>7}{rss:>9.1f}{peak:>10.1f}{_cpu_seconds(child.pid):>8.1f}"
+                        f"{state:>11.1f}",
+                        flush=True,
+                    )
+            finally:
+                child.terminate()
+                if child.wait(timeout=60) != 0:
+                    raise SystemExit(f"the connector exited with {child.returncode}")
+        finally:
+            stop_server(server)
 
 
 # --- the fleet: workers sharing the streams through PostgreSQL ---------------------------------
@@ -713,6 +761,15 @@ def main() -> None:
         metavar="SECONDS",
         help="then, per N, `run` with this poll interval: CPU of one interval past start-up",
     )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="then, at the largest N, `run` for MINUTES polling every --soak-interval s: its\n"
+        "memory, CPU and state each minute (flat memory: nothing grows with the polls)",
+    )
+    parser.add_argument("--soak-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cycles", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -765,6 +822,13 @@ def main() -> None:
                 f"{steady.rss_mib:>9.0f}",
                 flush=True,
             )
+    if args.soak:
+        soak(
+            max(int(n) for n in args.tenants.split(",")),
+            args.records_per_page,
+            args.soak_interval,
+            args.soak,
+        )
     if workers:
         largest = max(int(n) for n in args.tenants.split(","))
         fleet(
