@@ -975,6 +975,22 @@ async def test_a_full_senders_row_is_left_and_a_new_one_started(store: Store, pl
     ]
 
 
+async def test_a_senders_row_that_does_not_decode_is_left_and_never_stops_a_commit(
+    store: Store, place: Place
+) -> None:
+    """A row that is not the JSON of counts (a hand-edited state, a bug) does not fail the
+    commits that add to its key, which would stop the stream: it is left as it is, not
+    counted, and the new counts go to a row of their own."""
+    await place.add_party_row(H0, "sender", "acme", b'{"bad@x": "many"')
+    parties = {(H0, "sender"): {"bad@evil.example": 2}}
+    for _ in range(2):
+        commit = Commit("acme", "url", T0, [], {}, tallies=tallies({}, parties))
+        await store.commit_group([commit], {})
+    assert await store.cursor("acme", "url") == T0
+    assert await place.party_rows() == [(H0, "sender", "acme")] * 2
+    assert await store.top_parties(H0, "sender", 5) == [("bad@evil.example", 4)]
+
+
 async def test_tallies_commit_or_fail_with_their_group(store: Store) -> None:
     """A group that breaks midway adds none of its counts; a store with none answers empty lists."""
     assert await store.alert_series(0) == []

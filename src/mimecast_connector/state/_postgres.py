@@ -647,14 +647,19 @@ class PostgresStore:
                     "ORDER BY p.hour, p.role, p.tenant, p.ctid FOR UPDATE OF p",
                     (*_columns([key for key, _ in parties], 3), PARTY_ROW_BYTES),
                 )
-                kept: dict[PartyKey, list[bytes]] = {}
-                places: list[str] = []
+                kept: dict[PartyKey, list[tuple[str, bytes]]] = {}
                 for found in await cur.fetchall():
                     place, hour, role, tenant, counts = cast(
                         "tuple[str, int, str, str, bytes]", found
                     )
-                    kept.setdefault((hour, role, tenant), []).append(bytes(counts))
-                    places.append(place)
+                    kept.setdefault((hour, role, tenant), []).append((place, bytes(counts)))
+                rows: list[tuple[int, str, str, bytes]] = []
+                places: list[str] = []
+                for party, added in parties:
+                    old = kept.get(party, [])
+                    merged, folded = merge_parties([counts for _, counts in old], added)
+                    rows.append((*party, merged))
+                    places.extend(old[i][0] for i in folded)
                 if places:
                     await cur.execute(
                         "DELETE FROM mimecast_alert_parties WHERE ctid = ANY(%s::text[]::tid[])",
@@ -663,9 +668,7 @@ class PostgresStore:
                 await cur.execute(
                     "INSERT INTO mimecast_alert_parties SELECT * FROM unnest(%s::int8[], "
                     "%s::text[], %s::text[], %s::bytea[])",
-                    _columns(
-                        [(*key, merge_parties(kept.get(key, ()), n)) for key, n in parties], 4
-                    ),
+                    _columns(rows, 4),
                 )
             if hour_now is not None and hour_now != self._tallies_pruned:
                 # The hours no longer kept, dropped by this process's first commit of each hour.

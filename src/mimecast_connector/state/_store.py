@@ -956,16 +956,17 @@ class StateStore:
                 "WHERE tenant = ? AND hour = ? AND role = ? AND length(counts) < ?",
                 (tenant, hour, role, PARTY_ROW_BYTES),
             ).fetchall()
-            merged = merge_parties((row[1] for row in kept), counts)
-            if not kept:
+            merged, folded = merge_parties([row[1] for row in kept], counts)
+            if not folded:
                 db.execute(
                     "INSERT INTO alert_parties VALUES (?, ?, ?, ?)", (hour, role, tenant, merged)
                 )
                 continue
-            db.execute("UPDATE alert_parties SET counts = ? WHERE rowid = ?", (merged, kept[0][0]))
-            if len(kept) > 1:
+            rowids = [kept[i][0] for i in folded]
+            db.execute("UPDATE alert_parties SET counts = ? WHERE rowid = ?", (merged, rowids[0]))
+            if len(rowids) > 1:
                 db.executemany(
-                    "DELETE FROM alert_parties WHERE rowid = ?", ((row[0],) for row in kept[1:])
+                    "DELETE FROM alert_parties WHERE rowid = ?", ((r,) for r in rowids[1:])
                 )
 
     # --- the dashboard's reads (``AlertStats``) ----------------------------------------------

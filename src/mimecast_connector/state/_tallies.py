@@ -18,7 +18,7 @@ row of megabytes decoded, re-encoded and written again by every commit of that h
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -51,22 +51,37 @@ def group_parties(commits: Iterable[Commit]) -> dict[PartyKey, dict[str, int]]:
     return added
 
 
-def merge_parties(rows: Iterable[bytes], added: Mapping[str, int]) -> bytes:
-    """One row's ``counts``: those of the ``rows`` kept for its key, plus ``added``."""
+def _decoded(row: bytes) -> dict[str, int] | None:
+    """A row's counts; None for a row that is not such JSON (a hand-edited state, a bug): it
+    is left where it is and not counted, rather than failing every commit of its key."""
+    try:
+        return _decode(row)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def merge_parties(rows: Sequence[bytes], added: Mapping[str, int]) -> tuple[bytes, list[int]]:
+    """One row's ``counts``: those of the ``rows`` kept for its key, plus ``added``; and the
+    indexes of the rows folded into it (every one that decodes: the caller replaces those)."""
     total: dict[str, int] = {}
-    for row in rows:
+    folded: list[int] = []
+    for index, row in enumerate(rows):
+        counts = _decoded(row)
+        if counts is None:
+            continue
+        folded.append(index)
         if total:
             get = total.get
-            for address, n in _decode(row).items():
+            for address, n in counts.items():
                 total[address] = get(address, 0) + n
         else:
-            total = _decode(row)
+            total = counts
     if not total:
-        return _encode(added)
+        return _encode(added), folded
     get = total.get
     for address, n in added.items():
         total[address] = get(address, 0) + n
-    return _encode(total)
+    return _encode(total), folded
 
 
 def ranked_parties(rows: Iterable[bytes], limit: int) -> list[tuple[str, int]]:
@@ -75,6 +90,6 @@ def ranked_parties(rows: Iterable[bytes], limit: int) -> list[tuple[str, int]]:
     total: dict[str, int] = {}
     get = total.get
     for row in rows:
-        for address, n in _decode(row).items():
+        for address, n in (_decoded(row) or {}).items():
             total[address] = get(address, 0) + n
     return heapq.nsmallest(limit, total.items(), key=lambda item: (-item[1], item[0]))
