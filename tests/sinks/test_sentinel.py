@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import ARRAY_ENCODERS, Format
+from mimecast_connector.alerts import ARRAY_ENCODERS, TRUNCATED, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import make_sink as build_sink
@@ -442,6 +443,23 @@ async def test_one_record_over_the_limit_is_refused_not_dropped(
     assert batch[0].id in str(caught.value)
     assert azure.accepted == []
     assert clock.sleeps == []
+
+
+async def test_one_record_over_the_apis_megabyte_is_sent_shortened(
+    make_sink: MakeSink, azure: AzureReceiver
+) -> None:
+    """An alert over the 1 MB the API takes in a call (a 2 MB URL) can never be sent as it is:
+    it goes shortened to fit, marked, its record a note of its size (``sinks._limit``), and
+    the batch's other alert as it is; the endpoint refused nothing."""
+    batch = clicks(2)
+    batch[0] = msgspec.structs.replace(batch[0], url="https://evil.example/" + "z" * 2_000_000)
+    await make_sink().deliver(batch)
+    assert len(azure.uploads) == len(azure.accepted) == 2
+    assert all(len(body) <= API_LIMIT for body in azure.accepted)
+    assert ids_of(azure.records) == [a.id for a in batch]
+    shortened = azure.records[0]
+    assert shortened["raw"] == {"truncated": True, "bytes": len(batch[0].raw)}
+    assert shortened["url"].endswith(TRUNCATED)
 
 
 # --- at least once -------------------------------------------------------------------------

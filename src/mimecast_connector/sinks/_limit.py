@@ -6,9 +6,10 @@ hundreds of kilobytes: anyone can mail one) used to be refused, which stops deli
 tenant until a person acts. :func:`within` sends it shortened instead (``alerts.shorten``: the
 record replaced by a note of its size, then the longest texts cut and marked), logged as
 ``alert_shortened`` with the alert's id and sizes, never its text; only an alert whose own
-fields do not fit is refused. (The HTTP sinks' ``max_body_bytes`` is where they split a batch;
-an alert larger alone goes alone, and the receiver, whose limit is megabytes, says whether it
-takes it.)
+fields do not fit is refused. Sentinel's Logs Ingestion API takes 1 MB a call, whatever
+``max_body_bytes`` says, so an alert over that alone is shortened to it too. (The other HTTP
+sinks' ``max_body_bytes`` is where they split a batch; an alert larger alone goes alone, and the
+receiver, whose limit is megabytes, says whether it takes it.)
 """
 
 from __future__ import annotations
@@ -24,20 +25,29 @@ _log = structlog.get_logger("mimecast_connector.sinks")
 
 
 def within(
-    alert: Alert, encode: Callable[[Alert], bytes], limit: int, *, sink: str, setting: str
+    alert: Alert,
+    encode: Callable[[Alert], bytes],
+    limit: int,
+    *,
+    sink: str,
+    setting: str,
+    advice: str = "",
 ) -> bytes:
     """``encode(alert)`` if it is at most ``limit`` bytes; else the alert shortened to fit,
-    logged; :class:`SinkRejectedError` naming ``setting`` if even the shortest is over."""
+    logged; :class:`SinkRejectedError` naming ``setting`` (the limit) and ``advice`` (by
+    default: raise it) if even the shortest is over."""
     encoded = encode(alert)
     if len(encoded) <= limit:
         return encoded
     shortened = shorten(alert, encode, limit)
     if shortened is None:
+        advice = advice or (
+            f"raise {setting} (and the receiver's own limit to match) or choose a shorter format"
+        )
         raise SinkRejectedError(
             f"alert {alert.id} is {len(encoded)} bytes, and even with its record and texts cut "
-            f"it is over {setting} ({limit} bytes for it): raise {setting} (and the receiver's "
-            "own limit to match) or choose a shorter format; the batch is not acknowledged "
-            "(nothing is dropped)",
+            f"it is over {setting} ({limit} bytes for it): {advice}; the batch is not "
+            "acknowledged (nothing is dropped)",
             sink=sink,
         )
     _log.warning(

@@ -16,7 +16,8 @@ Answers, beyond :class:`~mimecast_connector.sinks.HttpSender`'s rule (429 and 50
 ``Retry-After``; 408, 5xx and broken connections are retried with backoff):
 
 * 413: the body is halved and each half sent; one record alone over the limit is a refusal
-  (:class:`~mimecast_connector.SinkRejectedError`: not acknowledged, nothing dropped);
+  (:class:`~mimecast_connector.SinkRejectedError`: not acknowledged, nothing dropped). A
+  record over the API's 1 MB alone is sent shortened to it (``sinks._limit``) instead;
 * 401 after a fresh token, 403, 400, 404, and any 2xx but 204: refusals that name what to check.
 
 Bodies are cut at ``max_body_bytes`` of JSON before compression (the API takes at most 1 MB a
@@ -45,6 +46,7 @@ from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._http import Answer, HttpSender, fit, url_name
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 API_VERSION = "2023-01-01"
@@ -163,6 +165,15 @@ class SentinelSink:
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:
         for items, body in fit(alerts, self._encode, self._max_body):
+            if len(body) > API_LIMIT:  # one alert alone, over what the API takes in a call
+                body = within(
+                    items[0],
+                    lambda a: self._encode([a]),
+                    API_LIMIT,
+                    sink=self.name,
+                    setting="the 1 MB the Logs Ingestion API takes in a call",
+                    advice="choose a shorter format",
+                )
             await self._upload(items, body)
         return None
 
