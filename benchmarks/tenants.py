@@ -222,6 +222,23 @@ def _polled(state: Path, since: float) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def start_run(config: Path, tmp: Path) -> subprocess.Popen[bytes]:
+    """``mimecast-connector run`` on ``config`` in ``tmp``, its output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mimecast_connector", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp,
+    )
+
+
+def stop_run(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and the exit status must be 0 (it drains, then exits)."""
+    child.terminate()
+    if child.wait(timeout=60) != 0:
+        raise SystemExit(f"the connector exited with {child.returncode}")
+
+
 def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
     """The connector's ``run`` with every tenant polled every ``interval`` s: once every stream
     had its first poll (start-up and its spread behind), its CPU over the next interval, and
@@ -239,12 +256,7 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
                 capture_output=True, check=True, cwd=tmp,
             )  # fmt: skip
             floor_cpu = json.loads(floor.stdout.decode().strip().splitlines()[-1])["cycle_cpu"]
-            child = subprocess.Popen(
-                [sys.executable, "-m", "mimecast_connector", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=tmp,
-            )
+            child = start_run(config, tmp)
             try:
                 state = tmp / "state.db"
                 deadline = time.monotonic() + interval + tenants * len(CATEGORIES) / 50 + 60
@@ -259,9 +271,7 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
                 status = Path(f"/proc/{child.pid}/status").read_text()
                 rss = int(status.split("VmHWM:")[1].split()[0]) / 1024
             finally:
-                child.terminate()
-                if child.wait(timeout=60) != 0:
-                    raise SystemExit(f"the connector exited with {child.returncode}")
+                stop_run(child)
         finally:
             stop_server(server)
     return Steady(polls=polls, cpu=cpu, floor_cpu=floor_cpu, rss_mib=rss)
@@ -281,12 +291,7 @@ def soak(tenants: int, per_page: int, interval: float, minutes: float) -> None:
         server, _, port = start_server(tmp, per_page)
         try:
             config = write_config(tmp, tenants, port, per_tenant=f'poll_interval = "{interval:g}s"')
-            child = subprocess.Popen(
-                [sys.executable, "-m", "mimecast_connector", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=tmp,
-            )
+            child = start_run(config, tmp)
             try:
                 for minute in range(1, int(minutes) + 1):
                     time.sleep(60)
@@ -302,9 +307,7 @@ def soak(tenants: int, per_page: int, interval: float, minutes: float) -> None:
                         flush=True,
                     )
             finally:
-                child.terminate()
-                if child.wait(timeout=60) != 0:
-                    raise SystemExit(f"the connector exited with {child.returncode}")
+                stop_run(child)
         finally:
             stop_server(server)
 
