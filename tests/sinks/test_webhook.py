@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import ARRAY_ENCODERS, Format
+from mimecast_connector.alerts import ARRAY_ENCODERS, TRUNCATED, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import WebhookSink, retry_after, signature
@@ -280,11 +281,11 @@ async def test_an_answer_slower_than_the_timeout_is_retried(
 # --- refusals and redirects ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
 async def test_a_refusal_is_not_retried(
     make_sink: MakeSink, receiver: Receiver, clock: FakeClock, status: int
 ) -> None:
-    """A 4xx other than 408/429 is a SinkRejectedError at once: one request, no wait, status named."""
+    """A 4xx other than 408/429 (and 413, below) is a SinkRejectedError at once: one request, no wait, status named."""
     receiver.script(status)
     sink = make_sink()
     with pytest.raises(SinkRejectedError) as caught:
@@ -340,6 +341,62 @@ async def test_an_alert_over_the_cap_is_sent_alone(make_sink: MakeSink, receiver
     batch = clicks(2)
     assert await make_sink(max_body_bytes=100).deliver(batch) is None
     assert [ids_in(r.body) for r in receiver.requests] == [[batch[0].id], [batch[1].id]]
+
+
+async def test_a_413_halves_the_body_and_lowers_the_cap(
+    make_sink: MakeSink, receiver: Receiver
+) -> None:
+    """A receiver behind a proxy that takes less than ``max_body_bytes`` answers 413: the body is
+    halved, each half signed and sent, and later bodies of the run stay under the lowered cap
+    (a warning says to lower ``max_body_bytes``); every alert once, in order."""
+    batch = clicks(8)
+    sink = make_sink(secret=SecretStr(SECRET))
+    receiver.script(413)
+    with capture_logs() as logs:
+        assert await sink.deliver(batch) is None
+        assert await sink.deliver(clicks(8, start=8)) is None
+    first = len(receiver.requests[0].body)
+    accepted = receiver.requests[1:]
+    assert [i for r in accepted for i in ids_in(r.body)] == [
+        *[a.id for a in batch],
+        *[a.id for a in clicks(8, start=8)],
+    ]
+    assert all(len(r.body) <= first // 2 for r in accepted)
+    for request in receiver.requests:
+        assert request.headers["x-signature-256"] == "sha256=" + hmac_hex(SECRET, request.body)
+    [log] = [entry for entry in logs if entry["event"] == "sink_body_too_large"]
+    assert log["max_body_bytes"] == first // 2
+
+
+async def test_one_alert_refused_alone_with_413_is_sent_shortened(
+    make_sink: MakeSink, receiver: Receiver
+) -> None:
+    """An alert that alone gets 413 (a 300,000-character URL) goes again shortened to half the
+    refused size, marked, its record a note of its size; refused again, to half of that."""
+    alert = msgspec.structs.replace(clicks(1)[0], url="https://evil.example/" + "u" * 300_000)
+    receiver.script(413, 413)
+    assert await make_sink().deliver([alert]) is None
+    sizes = [len(r.body) for r in receiver.requests]
+    assert len(sizes) == 3
+    assert sizes[1] <= sizes[0] // 2
+    assert sizes[2] <= sizes[1] // 2
+    [got] = json.loads(receiver.requests[2].body)
+    assert got["id"] == alert.id
+    assert got["url"].endswith(TRUNCATED)
+    assert got["raw"] == {"truncated": True, "bytes": len(alert.raw)}
+
+
+async def test_an_alert_the_receiver_refuses_even_shortened_stops_the_sink(
+    make_sink: MakeSink, receiver: Receiver
+) -> None:
+    """A receiver that answers 413 to every body: the alert is shortened until even its own
+    fields are too long, then the batch is refused naming the alert (not dropped, not sent
+    again for ever)."""
+    batch = clicks(1)
+    receiver.script(*[413] * 40)
+    with pytest.raises(SinkRejectedError, match=f"alert {batch[0].id} is .*HTTP 413"):
+        await make_sink().deliver(batch)
+    assert len(receiver.requests) < 20
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ repeats by each alert's stable ``id``. With a ``secret``, every request carries
 Answers: 2xx acknowledges. 408, 429 (honouring ``Retry-After``), 5xx, timeouts and connection
 errors are retried with backoff, bounded by :class:`~mimecast_connector.client.RetryPolicy`;
 past that the batch is not acknowledged and the runner tries again on its next poll. Any other
-4xx stops the sink with an error that names the status: retrying would not change the answer.
-Redirects are never followed. Large batches are split so no request body exceeds
-``max_body_bytes``.
+4xx stops the sink with an error that names the status: retrying would not change the answer,
+except 413: the body is halved (and ``max_body_bytes`` lowered for the run, with a warning),
+and one alert refused alone is sent shortened. Redirects are never followed. Large batches are
+split so no request body exceeds ``max_body_bytes``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import httpx
+import structlog
 from pydantic import Field, SecretStr, field_validator
 from typing_extensions import override
 
@@ -38,7 +41,12 @@ from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._http import HttpSender, fit, url_name
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
+
+_log = structlog.get_logger("mimecast_connector.sinks")
+#: Answers the sink handles itself: 413 splits the body (or shortens an alert alone).
+_TOO_LARGE = frozenset({413})
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -105,15 +113,52 @@ class WebhookSink:
         await self._sender.aclose()
 
     async def deliver(self, alerts: Sequence[Alert]) -> str | None:
+        """POST the batch in bodies under the cap, in order. A 413 (a proxy in front of the
+        receiver takes less: nginx's default is 1 MB) halves the body and lowers the cap for
+        the rest of the run, as Elasticsearch's sink does; one alert refused alone is sent
+        shortened to half that size (``sinks._limit``), down to its own fields, then refused."""
         if self._sender.tls_problem is not None:
             raise SinkRejectedError(self._sender.tls_problem, sink=self.name)
-        for _, body in fit(alerts, self._encode, self._max_body):
+        queue = deque(fit(alerts, self._encode, self._max_body))
+        while queue:
+            items, body = queue.popleft()
             headers = {"Content-Type": "application/json", "User-Agent": "mimecast-connector"}
             headers.update({k: v.get_secret_value() for k, v in self._headers.items()})
             if self._secret is not None:
                 headers["X-Signature-256"] = signature(self._secret.get_secret_value(), body)
-            await self._sender.send("POST", self._url, body=body, headers=headers)
+            answer = await self._sender.send(
+                "POST", self._url, body=body, headers=headers, give_back=_TOO_LARGE
+            )
+            if answer.status != 413:
+                continue
+            if len(items) > 1:
+                self._lower_cap(len(body))
+                queue.extendleft(reversed(fit(items, self._encode, self._max_body)))
+                continue
+            limit = len(body) // 2
+            shortened = within(
+                items[0],
+                lambda a: self._encode([a]),
+                limit,
+                sink=self.name,
+                setting="what the receiver takes (HTTP 413)",
+                advice="raise the receiver's (or its proxy's) limit on a request's body",
+            )
+            queue.appendleft((items, shortened))
         return None
+
+    def _lower_cap(self, refused: int) -> None:
+        cap = max(refused // 2, 1)
+        if cap < self._max_body:
+            _log.warning(
+                "sink_body_too_large",
+                sink=self.name,
+                refused_bytes=refused,
+                max_body_bytes=cap,
+                advice="the receiver (or a proxy in front of it) takes less than "
+                "max_body_bytes; lower max_body_bytes to match",
+            )
+            self._max_body = cap
 
 
 class WebhookSinkConfig(SinkSettings):
