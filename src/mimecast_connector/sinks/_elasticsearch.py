@@ -62,7 +62,7 @@ from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._appendfile import write_error
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import Answer, HttpSender, fit, url_name
+from mimecast_connector.sinks._http import Answer, HttpSender, fit, lowered_cap, url_name
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 _log = structlog.get_logger("mimecast_connector.sinks")
@@ -538,17 +538,13 @@ class ElasticsearchSink:
         )
 
     def _lower_cap(self, refused: int) -> None:
-        cap = max(refused // 2, 1)
-        if cap < self._cap:
-            _log.warning(
-                "sink_body_too_large",
-                sink=self.name,
-                refused_bytes=refused,
-                max_body_bytes=cap,
-                advice="the cluster's http.max_content_length (or a proxy's limit) is below "
-                "max_body_bytes; lower max_body_bytes to match",
-            )
-            self._cap = cap
+        self._cap = lowered_cap(
+            self.name,
+            refused,
+            self._cap,
+            "the cluster's http.max_content_length (or a proxy's limit) is below "
+            "max_body_bytes; lower max_body_bytes to match",
+        )
 
     def _items(self, answer: Answer, part: Sequence[_Doc]) -> list[_Result]:
         """The answer's items, one per document, in order; a refusal if it is no bulk answer."""

@@ -81,6 +81,22 @@ def fit(
     return fit(items[:half], encode, limit) + fit(items[half:], encode, limit)
 
 
+def lowered_cap(sink: str, refused: int, cap: int, advice: str) -> int:
+    """The body cap after a body of ``refused`` bytes got 413: half of it, if that is below
+    ``cap`` (then logged as ``sink_body_too_large`` with ``advice``); else ``cap``."""
+    lower = max(refused // 2, 1)
+    if lower >= cap:
+        return cap
+    _log.warning(
+        "sink_body_too_large",
+        sink=sink,
+        refused_bytes=refused,
+        max_body_bytes=lower,
+        advice=advice,
+    )
+    return lower
+
+
 @dataclass(frozen=True)
 class Answer:
     """A receiver's answer: its status, headers and (up to the cap asked for) body."""

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import httpx
-import structlog
 from pydantic import Field, SecretStr, field_validator
 from typing_extensions import override
 
@@ -40,11 +39,10 @@ from mimecast_connector._fields import (
 from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import HttpSender, fit, url_name
+from mimecast_connector.sinks._http import HttpSender, fit, lowered_cap, url_name
 from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
-_log = structlog.get_logger("mimecast_connector.sinks")
 #: Answers the sink handles itself: 413 splits the body (or shortens an alert alone).
 _TOO_LARGE = frozenset({413})
 
@@ -148,17 +146,13 @@ class WebhookSink:
         return None
 
     def _lower_cap(self, refused: int) -> None:
-        cap = max(refused // 2, 1)
-        if cap < self._max_body:
-            _log.warning(
-                "sink_body_too_large",
-                sink=self.name,
-                refused_bytes=refused,
-                max_body_bytes=cap,
-                advice="the receiver (or a proxy in front of it) takes less than "
-                "max_body_bytes; lower max_body_bytes to match",
-            )
-            self._max_body = cap
+        self._max_body = lowered_cap(
+            self.name,
+            refused,
+            self._max_body,
+            "the receiver (or a proxy in front of it) takes less than max_body_bytes; lower "
+            "max_body_bytes to match",
+        )
 
 
 class WebhookSinkConfig(SinkSettings):
