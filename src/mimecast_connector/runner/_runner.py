@@ -91,6 +91,7 @@ from mimecast_connector.client import (
 from mimecast_connector.config import Config, TenantConfig
 from mimecast_connector.observe import Metrics, StreamRow
 from mimecast_connector.rules import AttackTable, Rules, build_rules, load_table
+from mimecast_connector.runner._alarm import Alarm
 from mimecast_connector.runner._backfill import (
     Backfill,
     Gate,
@@ -108,7 +109,7 @@ from mimecast_connector.runner._committer import (
 )
 from mimecast_connector.runner._feed import FeedReader, Marker
 from mimecast_connector.runner._receipt_chain import ReceiptChain
-from mimecast_connector.runner._schedule import Due, Schedule
+from mimecast_connector.runner._schedule import GATHER, Due, Schedule
 from mimecast_connector.sinks import AppendFile, Sink, make_sink
 from mimecast_connector.state import Store, open_store
 
@@ -291,7 +292,7 @@ class Runner:
         # While run_forever runs: its schedule and wake-up, the streams being polled, and the
         # new versions of reloaded tenants waiting for their old poll to end.
         self._schedule: Schedule | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: Alarm | None = None
         self._stop: asyncio.Event | None = None
         self._polling: set[tuple[str, Category]] = set()
         #: Set each time a poll of ``run_forever`` ends (a backfill may wait for one).
@@ -471,7 +472,7 @@ class Runner:
                 elif self._schedule is not None:
                     self._schedule.add(tenant, category, now)
         if self._wake is not None:
-            self._wake.set()
+            self._wake.ring()
         return Reload(added, removed, changed, restart_for)
 
     async def aclose(self) -> None:
@@ -1106,11 +1107,12 @@ class Runner:
         """
         # The schedule runs on the event loop's own clock: it is what the waits below follow
         # (an injected clock tells the time of windows, not when to wake).
-        monotonic = asyncio.get_running_loop().time
+        loop = asyncio.get_running_loop()
+        monotonic = loop.time
         schedule = self._schedule = Schedule(self.streams(), monotonic(), self._rng)
         self._stop = stop
         running: set[asyncio.Task[None]] = set()
-        changed = self._wake = asyncio.Event()
+        alarm = self._wake = Alarm(loop)
 
         async def one(entry: Due) -> None:
             key = (entry.tenant.name, entry.category)
@@ -1134,7 +1136,7 @@ class Runner:
                 successor = self._deferred.pop(key, None)
                 if successor is not None:
                     schedule.add(successor, entry.category, monotonic())
-                changed.set()
+                alarm.ring()
                 return
             wait = schedule.done(entry, result.error, monotonic())
             if result.error is not None:
@@ -1145,7 +1147,7 @@ class Runner:
                     failures=entry.failures,
                     wait_s=round(wait, 1),
                 )
-            changed.set()
+            alarm.ring_by(entry.at)  # due a poll interval (or a backoff) from now: rarely
 
         def ended(task: asyncio.Task[None]) -> None:
             running.discard(task)
@@ -1159,23 +1161,18 @@ class Runner:
                 stop.set()
 
         stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: alarm.ring())
         drained = False
         try:
             while not stop.is_set():
-                for entry in schedule.due(monotonic()):
+                for entry in schedule.due(monotonic() + GATHER):
                     # Marked before the task first runs: a reload in between must see it.
                     self._polling.add((entry.tenant.name, entry.category))
                     task = asyncio.create_task(one(entry))
                     running.add(task)
                     task.add_done_callback(ended)
-                changed.clear()
-                woken = asyncio.ensure_future(changed.wait())
-                await asyncio.wait(
-                    {stopping, woken},
-                    timeout=schedule.wait(monotonic()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                woken.cancel()
+                wait = schedule.wait(monotonic())
+                await alarm.sleep(None if wait is None else monotonic() + wait)
             await self._drain(running)
             drained = True
         finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import ConnectorError
@@ -36,17 +36,20 @@ START_RATE = 200.0
 BACKOFF_BASE = {"config": 300.0, "upstream": 15.0, "ours": 15.0}
 #: No backoff is longer than this.
 BACKOFF_MAX = 3600.0
+#: Streams due within this many seconds of the first due one start with it: one wake-up of the
+#: run's loop for them all, not one each (12,000 streams a minute: ~10 polls a wake-up, each
+#: at most this much early).
+GATHER = 0.05
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class Due:
     """One stream's next poll: ``at`` (monotonic seconds) and how many polls failed in a row."""
 
     at: float
-    seq: int
-    tenant: TenantConfig = field(compare=False)
-    category: Category = field(compare=False)
-    failures: int = field(compare=False, default=0)
+    tenant: TenantConfig
+    category: Category
+    failures: int = 0
 
 
 class Schedule:
@@ -60,30 +63,31 @@ class Schedule:
     ) -> None:
         self._rng = rng or random.Random()
         self._seq = 0
-        self._heap: list[Due] = []
+        # (at, a sequence number: equal times in the order pushed, the entry): tuples compare
+        # in C, a dataclass's generated order in Python.
+        self._heap: list[tuple[float, int, Due]] = []
         count = len(streams)
         for index, (tenant, category) in enumerate(streams):
             interval = tenant.poll_interval.total_seconds()
             spread = min(count / START_RATE, interval)
             offset = spread * (index + self._rng.random()) / count
-            self._push(Due(now + offset, 0, tenant, category))
+            self._push(Due(now + offset, tenant, category))
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def _push(self, entry: Due) -> None:
         self._seq += 1
-        entry.seq = self._seq
-        heapq.heappush(self._heap, entry)
+        heapq.heappush(self._heap, (entry.at, self._seq, entry))
 
     def add(self, tenant: TenantConfig, category: Category, now: float) -> None:
         """Schedule a stream new to the run (a reload): due within a second, jittered."""
-        self._push(Due(now + self._rng.random(), 0, tenant, category))
+        self._push(Due(now + self._rng.random(), tenant, category))
 
     def remove(self, tenants: set[str]) -> int:
         """Take every scheduled stream of ``tenants`` off (a reload), in one pass; return how
         many. Streams being polled are not here: their polls end, and are not put back."""
-        kept = [e for e in self._heap if e.tenant.name not in tenants]
+        kept = [e for e in self._heap if e[2].tenant.name not in tenants]
         removed = len(self._heap) - len(kept)
         if removed:
             self._heap = kept
@@ -94,15 +98,16 @@ class Schedule:
         """Every stream due by ``now``, earliest first, taken off the schedule (``done`` puts
         each back when its poll ends)."""
         out = []
-        while self._heap and self._heap[0].at <= now:
-            out.append(heapq.heappop(self._heap))
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
         return out
 
     def wait(self, now: float) -> float | None:
         """Seconds until the next stream is due (0 if one is), None if none is scheduled."""
         if not self._heap:
             return None
-        return max(0.0, self._heap[0].at - now)
+        return max(0.0, self._heap[0][0] - now)
 
     def done(self, entry: Due, error: ConnectorError | None, now: float) -> float:
         """Put ``entry``'s stream back after a poll that ended at ``now`` with ``error``;
