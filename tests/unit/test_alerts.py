@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, get_args
 
@@ -33,6 +33,7 @@ from mimecast_connector.alerts import (
     identity_key,
     to_ocsf,
 )
+from mimecast_connector.alerts._common import epoch_ms
 from mimecast_connector.client import MimecastClient, OAuth2ClientCredentials
 from mimecast_connector.records import Valid, validate
 from mimecast_connector.rules import load_table
@@ -929,3 +930,16 @@ def test_every_format_writes_one_line_per_alert_and_its_three_encoders_agree(nam
         assert array == [one.decode() for one in ones]
     else:
         assert array == [json.loads(one) for one in ones]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_epoch_ms_is_exact_for_alert_times_and_for_offsets(moment: datetime, minutes: int) -> None:
+    expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert epoch_ms(format_alert_time(moment)) == expected  # as alerts write it: Z
+    elsewhere = moment.astimezone(timezone(timedelta(minutes=minutes)))
+    assert epoch_ms(elsewhere.isoformat(timespec="milliseconds")) == expected
