@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
@@ -27,7 +28,7 @@ from mimecast_connector._errors import (
     SinkStorageError,
     SinkUnavailableError,
 )
-from mimecast_connector.alerts import Alert, Format, to_ecs
+from mimecast_connector.alerts import TRUNCATED, Alert, Format, to_ecs
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import make_sink as build_sink
@@ -693,16 +694,46 @@ async def test_413_halves_the_request_and_lowers_the_cap(
     assert all(len(r.body) <= fake.max_content_length for r in fake.requests[before:])
 
 
-async def test_one_alert_over_the_clusters_limit_is_refused(
+async def test_one_alert_over_the_clusters_limit_is_indexed_shortened(
+    make_sink: MakeSink, fake: EsReceiver, clock: FakeClock
+) -> None:
+    """An alert that alone gets 413 (a 300,000-character URL, a cluster that takes 64 KB)
+    goes again shortened to half the refused size, then half of that, until it fits: indexed
+    under its own id, the URL cut and marked, the record a note of its size; the alert beside
+    it whole; a warning with the id and sizes, not the URL."""
+    huge = msgspec.structs.replace(clicks(1)[0], url="https://evil.example/" + "u" * 300_000)
+    other = clicks(1, start=1)[0]
+    fake.max_content_length = 64_000
+    with capture_logs() as logs:
+        await make_sink(format="native").deliver([huge, other])
+    assert sorted(fake.ids()) == sorted([huge.id, other.id])
+    stored = dict(zip(fake.ids(), map(json.loads, fake.sources()), strict=True))
+    assert stored[other.id]["url"] == other.url
+    document = stored[huge.id]
+    assert document["id"] == huge.id
+    assert document["url"].startswith("https://evil.example/uuu")
+    assert document["url"].endswith(TRUNCATED)
+    assert document["raw"] == {"truncated": True, "bytes": len(huge.raw)}
+    assert clock.sleeps == []
+    shortened = [e for e in logs if e["event"] == "alert_shortened"]
+    assert shortened
+    assert {e["alert"] for e in shortened} == {huge.id}
+    assert "uuuu" not in repr(logs)
+
+
+async def test_one_alert_over_the_clusters_limit_even_shortened_is_refused(
     make_sink: MakeSink, fake: EsReceiver
 ) -> None:
-    """A single alert answered 413 cannot be split: a refusal naming it and the limit."""
+    """A cluster that takes 100 bytes: even the alert's own fields are over, so a refusal
+    naming the alert and the limit to raise (not dropped, not sent again for ever)."""
     batch = clicks(1)
     fake.max_content_length = 100
     with pytest.raises(SinkRejectedError) as caught:
         await make_sink().deliver(batch)
     assert batch[0].id in str(caught.value)
     assert "http.max_content_length" in str(caught.value)
+    assert len(fake.requests) < 20
+    assert fake.ids() == []
 
 
 @pytest.mark.parametrize(

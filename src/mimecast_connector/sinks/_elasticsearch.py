@@ -19,7 +19,10 @@ about the index (closed, a bad name) and any other status is a refusal someone m
 The request as a whole goes through :class:`~mimecast_connector.sinks._http.HttpSender`
 (408/429/5xx and broken connections retried there); ``401``/``403`` stop the sink naming the
 credential to check, and ``413`` splits the request in halves (and lowers the body cap for the
-batches after it). Bodies are at most ``max_body_bytes`` before any gzip.
+batches after it); one alert refused alone goes again shortened to half the refused size
+(``sinks._limit``: its record replaced by a note of its size, its longest texts cut and marked),
+and is refused only when its own fields do not fit. Bodies are at most ``max_body_bytes``
+before any gzip.
 
 Only what both Elasticsearch and OpenSearch take is sent: ``application/x-ndjson`` (not
 Elastic 8's ``compatible-with`` media types) and the ``filter_path`` parameter.
@@ -63,6 +66,7 @@ from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._appendfile import write_error
 from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._http import Answer, HttpSender, fit, lowered_cap, url_name
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 _log = structlog.get_logger("mimecast_connector.sinks")
@@ -473,11 +477,25 @@ class ElasticsearchSink:
             await self._set_aside(poison)
         return None
 
-    def _doc(self, alert: Alert) -> _Doc:
+    def _doc(self, alert: Alert, source: bytes | None = None) -> _Doc:
         index = self._index_of(alert)
-        source = self._one(alert)
+        source = self._one(alert) if source is None else source
         action = b'{"create":{"_index":%b,"_id":%b}}\n' % (_encode(index), _encode(alert.id))
         return _Doc(alert, index, source, action + source + b"\n")
+
+    def _shortened(self, doc: _Doc, limit: int) -> _Doc:
+        """``doc`` as a bulk request of at most ``limit`` bytes: its alert shortened (logged),
+        or a refusal if even its own fields are over."""
+        source = within(
+            doc.alert,
+            self._one,
+            limit - (len(doc.lines) - len(doc.source)),  # the action line and line feeds
+            sink=self.name,
+            setting="what the cluster takes (HTTP 413)",
+            advice="raise the cluster's http.max_content_length (or the limit of a proxy in "
+            "front of it)",
+        )
+        return self._doc(doc.alert, source)
 
     async def _send(
         self, docs: Sequence[_Doc], poison: list[tuple[_Doc, int, str]]
@@ -491,13 +509,10 @@ class ElasticsearchSink:
             part, body = queue.popleft()
             answer = await self._post(body, len(part))
             if answer.status == 413:
-                if len(part) == 1:
-                    raise SinkRejectedError(
-                        f"the cluster refused one alert ({part[0].alert.id}, {len(body)} bytes "
-                        "as a bulk request) as too large (HTTP 413): raise the cluster's "
-                        "http.max_content_length (or the limit of a proxy in front of it)",
-                        sink=self.name,
-                    )
+                if len(part) == 1:  # alone: again, shortened to half (sinks._limit)
+                    short = self._shortened(part[0], len(body) // 2)
+                    queue.appendleft(([short], short.lines))
+                    continue
                 self._lower_cap(len(body))
                 queue.extendleft(reversed(fit(part, _join, self._cap)))
                 continue
