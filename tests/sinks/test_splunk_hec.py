@@ -15,13 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
 from mimecast_connector import ConfigError
 from mimecast_connector._errors import SinkError, SinkRejectedError, SinkUnavailableError
-from mimecast_connector.alerts import Format
+from mimecast_connector.alerts import TRUNCATED, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.config import load_config
 from mimecast_connector.sinks import make_sink as build_sink
@@ -442,16 +443,73 @@ async def test_a_url_without_hec_is_refused(
     assert "no HTTP Event Collector at `url`" in _refused(caught, hec)
 
 
-async def test_a_body_over_hecs_limit_is_refused_with_the_size(
+async def test_a_413_halves_the_request_and_lowers_the_cap(
+    make_sink: MakeSink, hec: HecReceiver, clock: FakeClock
+) -> None:
+    """HEC's limit below ``max_body_bytes`` (Splunk's max_content_length, a proxy's): the
+    refused request goes again in halves, no wait, every alert once in order; a warning says to
+    lower ``max_body_bytes``, and the next batch fits at once."""
+    hec.max_content_length = 4000
+    sink = make_sink()
+    with capture_logs() as logs:
+        assert await sink.deliver(clicks(6)) is None
+    refused = [r for r in hec.requests if r not in hec.event_requests]
+    assert refused  # 10 KB, then halves of 5 KB
+    assert all(r.data is None for r in refused)  # refused before it was read
+    assert alert_ids(hec) == [a.id for a in clicks(6)]
+    assert clock.sleeps == []
+    warnings = [e for e in logs if e["event"] == "sink_body_too_large"]
+    assert all("lower max_body_bytes" in w["advice"] for w in warnings)
+    assert warnings[-1]["max_body_bytes"] <= hec.max_content_length  # the cap for the run
+    before = len(hec.requests)
+    assert await sink.deliver(clicks(6, start=6)) is None
+    assert all(r in hec.event_requests for r in hec.requests[before:])
+    assert alert_ids(hec)[6:] == [a.id for a in clicks(6, start=6)]
+
+
+async def test_one_alert_over_hecs_limit_is_sent_shortened(
+    make_ack_sink: MakeSink, hec_ack: HecReceiver
+) -> None:
+    """An alert that alone gets 413 (a 300,000-character URL; HEC takes 64 KB) goes again
+    shortened to half the refused size until HEC takes it: its id, the URL cut and marked, the
+    record a note of its size; the alerts beside it whole; with ``ack = true`` each request
+    HEC took is confirmed, the split ones included."""
+    huge = msgspec.structs.replace(clicks(1)[0], url="https://evil.example/" + "u" * 300_000)
+    batch = [*clicks(2, start=1), huge]
+    hec_ack.max_content_length = 64_000
+    with capture_logs() as logs:
+        assert await make_ack_sink().deliver(batch) is None
+    assert sorted(alert_ids(hec_ack)) == sorted(a.id for a in batch)
+    [event] = [e["event"] for e in hec_ack.events if e["fields"]["alert_id"] == huge.id]
+    assert event["id"] == huge.id
+    assert event["url"].startswith("https://evil.example/uuu")
+    assert event["url"].endswith(TRUNCATED)
+    assert event["raw"] == {"truncated": True, "bytes": len(huge.raw)}
+    others = [e["event"] for e in hec_ack.events if e["fields"]["alert_id"] != huge.id]
+    assert [e["url"] for e in others] == [a.url for a in batch[:2]]
+    asked = {i for query in hec_ack.ack_queries for i in query}
+    taken = [r for r in hec_ack.event_requests if r.answer and r.answer.get("code") == 0]
+    assert asked == {r.answer["ackId"] for r in taken if r.answer}
+    shortened = [e for e in logs if e["event"] == "alert_shortened"]
+    assert shortened
+    assert {e["alert"] for e in shortened} == {huge.id}
+    assert "uuuu" not in repr(logs)
+
+
+async def test_an_alert_over_hecs_limit_even_shortened_is_refused(
     make_sink: MakeSink, hec: HecReceiver
 ) -> None:
-    """HEC's 413 says to lower ``max_body_bytes``, with the size that was too large."""
-    hec.max_content_length = 2000
+    """HEC takes 300 bytes: even the alert's own fields are over, so a refusal naming the
+    alert and HEC's limit (not dropped, not sent again for ever)."""
+    batch = clicks(1)
+    hec.max_content_length = 300
     with pytest.raises(SinkRejectedError) as caught:
-        await make_sink().deliver(clicks(3))
-    text = _refused(caught, hec)
-    assert "lower `max_body_bytes`" in text
-    assert "5010 bytes before compression" in text
+        await make_sink().deliver(batch)
+    text = str(caught.value)
+    assert f"alert {batch[0].id} is" in text
+    assert "max_content_length" in text
+    assert len(hec.requests) < 20
+    assert alert_ids(hec) == []
 
 
 @pytest.mark.parametrize(

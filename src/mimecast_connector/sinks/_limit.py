@@ -9,7 +9,8 @@ record replaced by a note of its size, then the longest texts cut and marked), l
 fields do not fit is refused. Sentinel's Logs Ingestion API takes 1 MB a call, whatever
 ``max_body_bytes`` says, so an alert over that alone is shortened to it too. (The other HTTP
 sinks' ``max_body_bytes`` is where they split a batch; an alert larger alone goes alone, and the
-receiver, whose limit is megabytes, says whether it takes it.)
+receiver says whether it takes it: the webhook, HEC and Elasticsearch send an alert their
+receiver refuses alone with 413 again shortened to half the refused size.)
 """
 
 from __future__ import annotations

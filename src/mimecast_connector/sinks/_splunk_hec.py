@@ -10,7 +10,11 @@ one per alert (Splunk's "Format events for HTTP Event Collector")::
 gzipped (``Content-Encoding: gzip``), with ``Authorization: Splunk <token>`` and one
 ``X-Splunk-Request-Channel`` (a UUID) for the life of the sink. ``max_body_bytes`` caps each
 request's body *before* compression, so what travels is smaller still, whichever size the
-server checks; a batch over it is split (an alert larger alone goes alone).
+server checks; a batch over it is split (an alert larger alone goes alone). HEC's 413 (a
+``max_content_length`` below the cap, or a proxy's limit) halves the request and lowers the cap
+for the run, with a ``sink_body_too_large`` warning; one alert refused alone goes again
+shortened to half the refused size (``sinks._limit``: its record replaced by a note of its size,
+its longest texts cut and marked), and is refused only when its own fields do not fit.
 
 When a batch is acknowledged:
 
@@ -44,6 +48,7 @@ import random
 import re
 import socket
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -62,7 +67,8 @@ from mimecast_connector._fields import anchored_path, http_url, secret_str, tls_
 from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import Answer, HttpSender, fit, url_name
+from mimecast_connector.sinks._http import Answer, HttpSender, fit, lowered_cap, url_name
+from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 _log = structlog.get_logger("mimecast_connector.sinks")
@@ -113,9 +119,8 @@ _NOT_FOUND = (
     "there is no HTTP Event Collector at `url`; set it to HEC's base URL (such as "
     "https://splunk.example.com:8088), and check that HEC is enabled in Splunk's Global Settings"
 )
-_TOO_LARGE = (
-    "HEC found a request too large ({size} bytes before compression); lower `max_body_bytes` "
-    "under the server's max_content_length (limits.conf [http_input]), or raise that limit"
+_LOWER = (
+    "HEC (or a proxy in front of it) takes less than max_body_bytes; lower max_body_bytes to match"
 )
 _NO_ACK_ID = (
     "HEC accepted the events without an ackId: indexer acknowledgement is off for this token. "
@@ -141,6 +146,13 @@ class _AckAnswer(msgspec.Struct):
 _answer = msgspec.json.Decoder(_HecAnswer)
 _ack_answer = msgspec.json.Decoder(_AckAnswer)
 _json = msgspec.json.Encoder()
+
+#: One request of envelopes: its alerts with their envelopes, and its body (before gzip).
+_Request = tuple[Sequence[tuple[Alert, bytes]], bytes]
+
+
+def _join(envelopes: Sequence[tuple[Alert, bytes]]) -> bytes:
+    return b"".join(envelope for _, envelope in envelopes)
 
 
 def _decoded(body: bytes) -> _HecAnswer | None:
@@ -251,13 +263,13 @@ class SplunkHecSink:
             raise SinkRejectedError(self._tls_problem, sink=self.name)
         if not alerts:
             return None
-        envelopes = [self._envelope(alert) for alert in alerts]
-        bodies = [body for _, body in fit(envelopes, b"".join, self._max_body)]
+        envelopes = [(alert, self._envelope(alert)) for alert in alerts]
+        requests = fit(envelopes, _join, self._max_body)
         if not self._ack:
-            for body in bodies:
-                await self._post(body)
+            for request in requests:
+                await self._post(request)
             return None
-        await self._until_indexed(bodies)
+        await self._until_indexed(requests)
         return None
 
     def _envelope(self, alert: Alert) -> bytes:
@@ -276,39 +288,63 @@ class SplunkHecSink:
             "User-Agent": "mimecast-connector",
         }
 
-    async def _post(self, body: bytes) -> int | None:
-        """Send one request of envelopes until HEC takes it; its ackId (None without one)."""
+    async def _post(self, request: _Request) -> list[tuple[_Request, int | None]]:
+        """Send one request of envelopes until HEC takes it: the requests HEC took for it, each
+        with its ackId (None without one). Usually that request alone; after a 413 (a limit
+        below ``max_body_bytes``: Splunk Cloud's, a proxy's) its halves, the cap lowered for the
+        run; one alert refused alone goes again shortened to half the refused size
+        (``sinks._limit``), refused only when its own fields do not fit."""
         headers = self._headers()
         headers["Content-Encoding"] = "gzip"
-        answer = await self._sender.send(
-            "POST",
-            self._event_url,
-            body=gzip.compress(body, compresslevel=6, mtime=0),
-            headers=headers,
-            read=ANSWER_CAP,
-            give_back=frozenset({400, 401, 403, 404, 413}),
-            what="the batch",
-        )
-        read = self._read(answer, len(body))
-        if self._ack and read.ackId is None:
-            raise SinkRejectedError(_NO_ACK_ID, sink=self.name)
-        return read.ackId
+        queue = deque([request])
+        taken: list[tuple[_Request, int | None]] = []
+        while queue:
+            items, body = request = queue.popleft()
+            answer = await self._sender.send(
+                "POST",
+                self._event_url,
+                body=gzip.compress(body, compresslevel=6, mtime=0),
+                headers=headers,
+                read=ANSWER_CAP,
+                give_back=frozenset({400, 401, 403, 404, 413}),
+                what="the batch",
+            )
+            if answer.status == 413 and len(items) > 1:
+                self._max_body = lowered_cap(self.name, len(body), self._max_body, _LOWER)
+                queue.extendleft(reversed(fit(items, _join, self._max_body)))
+                continue
+            if answer.status == 413:
+                alert = items[0][0]
+                envelope = within(
+                    alert,
+                    self._envelope,
+                    len(body) // 2,
+                    sink=self.name,
+                    setting="what HEC takes (HTTP 413)",
+                    advice="raise HEC's max_content_length (limits.conf [http_input]) or the "
+                    "limit of a proxy in front of it",
+                )
+                queue.appendleft(([(alert, envelope)], envelope))
+                continue
+            read = self._read(answer)
+            if self._ack and read.ackId is None:
+                raise SinkRejectedError(_NO_ACK_ID, sink=self.name)
+            taken.append((request, read.ackId))
+        return taken
 
-    def _read(self, answer: Answer, size: int) -> _HecAnswer:
+    def _read(self, answer: Answer) -> _HecAnswer:
         """HEC's answer to a request of events, if it took them; else why not."""
         read = _decoded(answer.body)
         if answer.status != 200:
-            self._refuse(answer, read, "the batch", size)
+            self._refuse(answer, read, "the batch")
         if read is None or read.code != 0:
             raise SinkRejectedError(_NOT_HEC.format(what="the batch"), sink=self.name)
         return read
 
-    def _refuse(self, answer: Answer, read: _HecAnswer | None, what: str, size: int) -> NoReturn:
+    def _refuse(self, answer: Answer, read: _HecAnswer | None, what: str) -> NoReturn:
         """The refusal HEC's status and ``code`` name, saying what to fix (table above)."""
         code = read.code if read is not None else None
-        if answer.status == 413:
-            advice = _TOO_LARGE.format(size=size)
-        elif answer.status == 404:
+        if answer.status == 404:
             advice = _NOT_FOUND
         elif code in REFUSALS:
             advice = REFUSALS[code]
@@ -325,23 +361,31 @@ class SplunkHecSink:
             sink=self.name,
         )
 
-    async def _until_indexed(self, bodies: list[bytes]) -> None:
-        """Send ``bodies`` and wait until HEC confirms each indexed, resending once what it
+    async def _until_indexed(self, requests: list[_Request]) -> None:
+        """Send ``requests`` and wait until HEC confirms each indexed, resending once what it
         does not confirm within ``ack_timeout``; SinkUnavailableError if still unconfirmed."""
         clock = self._sender.clock
-        waiting: dict[int, int] = {}  # ackId -> the body it confirms
-        sent_at: dict[int, float] = {}  # body -> when it was last sent
-        sends = dict.fromkeys(range(len(bodies)), 0)
-        due = list(range(len(bodies)))
+        requests = list(requests)  # grows by the halves of any HEC answered 413
+        waiting: dict[int, int] = {}  # ackId -> the request it confirms
+        sent_at: dict[int, float] = {}  # request -> when it was last sent
+        sends = [0] * len(requests)
+        due = list(range(len(requests)))
         # Each send is waited for at most ack_timeout, a poll every ack_poll_interval: so many
         # polls bound the loop, whatever the clock or the answers do.
         for _ in range(ACK_SENDS * (math.ceil(self._ack_timeout / self._ack_poll) + 1)):
             for i in due:
-                ack_id = await self._post(bodies[i])
-                assert ack_id is not None  # _post refuses an answer without one
-                waiting[ack_id] = i
-                sends[i] += 1
-                sent_at[i] = clock.monotonic()
+                for n, (taken, ack_id) in enumerate(await self._post(requests[i])):
+                    assert ack_id is not None  # _post refuses an answer without one
+                    if n == 0:  # the request, or the first part of one refused as too large
+                        j = i
+                        requests[i] = taken
+                    else:  # another part: one more request to confirm
+                        j = len(requests)
+                        requests.append(taken)
+                        sends.append(sends[i] - 1)
+                    waiting[ack_id] = j
+                    sends[j] += 1
+                    sent_at[j] = clock.monotonic()
             await clock.sleep(self._ack_poll)
             confirmed = {waiting[a] for a in await self._indexed(list(waiting)) if a in waiting}
             # Either send of a body confirms it: drop every ackId of the confirmed ones.
@@ -361,7 +405,7 @@ class SplunkHecSink:
                 )
             due = late
         raise SinkUnavailableError(
-            f"HEC did not confirm {len(set(waiting.values()))} of {len(bodies)} requests as "
+            f"HEC did not confirm {len(set(waiting.values()))} of {len(requests)} requests as "
             f"indexed within {self._ack_timeout:g} s of their last send (each is sent at most "
             f"{ACK_SENDS} times); the batch stays unacknowledged and is sent again on the next "
             "poll (repeats carry the same fields.alert_id)",
@@ -385,7 +429,7 @@ class SplunkHecSink:
             )
             what = "the acknowledgement query"
             if answer.status != 200:
-                self._refuse(answer, _decoded(answer.body), what, 0)
+                self._refuse(answer, _decoded(answer.body), what)
             try:
                 acks = _ack_answer.decode(answer.body).acks
             except (msgspec.DecodeError, msgspec.ValidationError):
