@@ -16,7 +16,8 @@ from mimecast_connector._categories import DEFAULT_CATEGORIES, LOG_CATEGORIES
 from mimecast_connector._errors import AuthError, ConnectorError, UnavailableError
 from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner
-from mimecast_connector.runner._schedule import BACKOFF_MAX, START_RATE, Schedule
+from mimecast_connector.runner._alarm import Alarm
+from mimecast_connector.runner._schedule import BACKOFF_MAX, GATHER, START_RATE, Schedule
 from tests.properties.fake_api import FakeMimecast
 
 
@@ -165,3 +166,47 @@ async def test_tenants_of_one_api_user_share_one_rate_limiter(tmp_path: Path) ->
         assert clients["c"].limiter is not clients["a"].limiter
     finally:
         await runner.aclose()
+
+
+async def test_the_alarm_sleeps_until_its_time_or_until_rung_sooner() -> None:
+    """``Alarm.sleep`` ends at its time; ``ring`` ends it at once; ``ring_by`` only when the
+    moment given is before the sleep's end (a poll that ended with its stream due later wakes
+    nothing); a ring while nobody sleeps is nothing (the loop looks at the schedule anyway)."""
+    loop = asyncio.get_running_loop()
+    alarm = Alarm(loop)
+    alarm.ring()  # nobody sleeps: no effect on the next sleep
+    start = loop.time()
+    await alarm.sleep(start + 0.05)
+    assert loop.time() - start >= 0.05
+    assert alarm.at == float("inf")
+
+    start = loop.time()
+    sleeping = asyncio.ensure_future(alarm.sleep(start + 30))
+    await asyncio.sleep(0)
+    alarm.ring_by(start + 60)  # after the sleep's end: not woken
+    await asyncio.sleep(0.02)
+    assert not sleeping.done()
+    alarm.ring_by(start + 10)  # before it: woken
+    await asyncio.wait_for(sleeping, 1)
+    assert loop.time() - start < 1
+
+    sleeping = asyncio.ensure_future(alarm.sleep(None))  # until rung
+    await asyncio.sleep(0.02)
+    assert not sleeping.done()
+    alarm.ring_by(1e12)
+    await asyncio.wait_for(sleeping, 1)
+
+
+def test_due_with_the_gather_window_takes_the_streams_due_soon_together(
+    tmp_path: Path,
+) -> None:
+    """``due(now + GATHER)``, as the run asks: every stream due within ``GATHER`` of now
+    starts with the first, none later than that; the next wake-up is the next stream's time."""
+    config = tenants(tmp_path, 50)
+    schedule = Schedule(streams(config), 0.0, random.Random(3))
+    taken = schedule.due(0.2 + GATHER)
+    assert taken
+    assert all(entry.at <= 0.2 + GATHER for entry in taken)
+    wait = schedule.wait(0.2)
+    assert wait is not None
+    assert wait > GATHER
