@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 
 from mimecast_connector import ConfigError
 from mimecast_connector.client import HmacSigner, OAuth2ClientCredentials, sign_v1
+from mimecast_connector.client._auth import new_request_id
 from tests.fakes import FakeClock
 
 DATE = "Tue, 24 Nov 2015 12:50:11 UTC"
@@ -174,3 +176,15 @@ def test_reprs_hide_every_secret() -> None:
         base64.b64encode(b"canary-secret-bytes").decode(),
     ):
         assert canary not in text
+
+
+def test_request_ids_are_distinct_version_4_guids() -> None:
+    """``x-mc-req-id`` is a GUID as Mimecast's examples show (random, version 4, RFC 4122
+    variant, lower-case hex): 100,000 of them, none twice."""
+    ids = [new_request_id() for _ in range(100_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:2000]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -21,8 +21,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -246,6 +247,12 @@ class HmacSigner:
         """Nothing is cached: the retry is signed afresh with a new date and request id."""
 
 
+#: Request ids need to be unique, not secret: a generator seeded once from the system's
+#: randomness, not a system call per request as ``uuid.uuid4`` makes (a third of its cost).
+_ids = random.Random(os.urandom(32))
+
+
 def new_request_id() -> str:
-    """A fresh GUID for ``x-mc-req-id``."""
-    return str(uuid.uuid4())
+    """A fresh GUID (random, version 4) for ``x-mc-req-id``."""
+    h = f"{_ids.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
