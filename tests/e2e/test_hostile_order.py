@@ -20,6 +20,7 @@ from mimecast_connector import Category
 from mimecast_connector._cli import main
 from mimecast_connector.config import load_config
 from mimecast_connector.runner import Runner, StreamResult
+from mimecast_connector.runner._runner import PRUNE_MARGIN, PRUNE_STEP
 from tests.fakes import FakeClock
 from tests.properties.fake_api import FakeMimecast, Order
 from tests.properties.test_checkpoint_model import (
@@ -228,4 +229,30 @@ async def test_a_shuffled_window_that_looks_ordered_at_first_loses_nothing(
             clock.advance(60)
     finally:
         await runner.aclose()
+    assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)
+
+
+async def test_ids_are_pruned_once_the_prune_point_moved_a_prune_step(tmp_path: Path) -> None:
+    """Polls a minute apart: the first prunes (``kept_from`` = its window's end less the
+    lookback and margin), the next ones within ``PRUNE_STEP`` of it leave the ids and
+    ``kept_from`` as they were (no statements spent on it), the first one a step later prunes
+    again; every record is delivered once throughout."""
+    api = FakeMimecast()
+    clock = FakeClock(start=float(T0))
+    made = fill(api, 4, T0 - 5)
+    runner = Runner(write_config(tmp_path), clock=clock, transport=lambda t: api.transport())
+    await runner.start()
+    kept: list[float | None] = []
+    try:
+        for _ in range(12):
+            assert url_result(await runner.run_once()).error is None
+            kept.append((await runner.store.position("acme", URL.value))[1])
+            clock.advance(60)
+    finally:
+        await runner.aclose()
+    keep = (runner.config.lookback + PRUNE_MARGIN).total_seconds()
+    step = PRUNE_STEP.total_seconds()
+    assert kept[0] == T0 - keep
+    assert kept[1 : int(step // 60)] == [T0 - keep] * (int(step // 60) - 1)
+    assert kept[int(step // 60)] == T0 + step - keep
     assert output(tmp_path) == Counter(canonical(json.loads(raw)) for raw in made)

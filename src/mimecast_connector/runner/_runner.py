@@ -123,6 +123,11 @@ PROGRESS_EVERY = 10.0
 PROGRESS_WINDOW = timedelta(hours=6)
 #: Ids are kept this much longer than any future window can reach, against clock skew.
 PRUNE_MARGIN = timedelta(hours=1)
+#: A stream's old ids are pruned once its prune point moved this far since the last prune this
+#: run made for it, not by every poll (three statements a poll saved; ids older than the
+#: margin are kept up to this much longer, and ``kept_from`` says so, so nothing is judged on
+#: ids that are gone).
+PRUNE_STEP = timedelta(minutes=10)
 #: How long a receipt feed's ids (its rejections') are kept: longer than Mimecast keeps SIEM
 #: files (7 days), so a page listed again from its start is recognised whole.
 FEED_KEEP = timedelta(days=8)
@@ -314,6 +319,8 @@ class Runner:
         #: How far behind its cursor a stream's ids are kept: every later window starts at
         #: ``cursor - lookback`` at the earliest, and the margin absorbs clock skew.
         self._keep = config.lookback + PRUNE_MARGIN
+        #: The prune point each lane last committed with, in this run (``PRUNE_STEP``).
+        self._pruned: dict[tuple[str, str], datetime] = {}
         #: Why the run stopped, when a stream's task died instead of stopping cleanly.
         self.died: str | None = None
         #: Set by ``drain``: every poll ends after the page it is reading (committed), and
@@ -720,12 +727,22 @@ class Runner:
                     Handled(),
                     cursor=end,
                     horizon=horizon,
-                    prune_before=end - self._keep,
+                    prune_before=self._prune_point(lane, end - self._keep),
                     success_at=self._clock.time(),
                     health=health,
                     marker=marker,
                 )
             )
+
+    def _prune_point(self, lane: Lane, before: datetime) -> datetime | None:
+        """``before``, if the lane's ids before it are to be pruned with this commit: when the
+        run has not pruned it yet, or last did ``PRUNE_STEP`` or more before; else None."""
+        key = (lane.tenant, lane.category)
+        last = self._pruned.get(key)
+        if last is not None and before - last < PRUNE_STEP:
+            return None
+        self._pruned[key] = before
+        return before
 
     async def take_backfills(self) -> None:
         """Start the backfills waiting for this run (SQLite state only): requests left by
