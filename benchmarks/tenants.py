@@ -20,6 +20,14 @@ Printed per N: wall seconds, CPU seconds, the CPU ratio connector / floor, peak 
 (process start to the first log request the server sees), the server's connection count and its
 own CPU seconds (to show it is not the bottleneck).
 
+The steady state (``--steady SECONDS``, off by default): ``run`` with every stream polled every
+SECONDS; once every stream had its first poll, its CPU over one interval and the polls that
+ended in it, as milliseconds a poll. Two floors, from one bare-client process: a later cycle
+of the same requests all at once (a burst over its 32 connections: each wake-up of its loop
+serves many answers), and one more cycle paced as ``run`` must poll (each stream at its own
+moment, spread evenly over the interval, those due within 50 ms started together): the same
+requests at the same pace, so the same wake-ups and timers a poll.
+
 The soak (``--soak MINUTES``, off by default): at the largest N, ``run`` with every stream
 polled every ``--soak-interval`` seconds (10: six times the polls of a 60 s interval), for
 MINUTES; each minute its resident and peak memory, its CPU seconds so far and the state's size
@@ -201,6 +209,7 @@ class Steady:
     polls: int  # streams whose last successful poll ended in the window
     cpu: float  # the connector's CPU seconds in the window
     floor_cpu: float  # the bare client's CPU seconds for one later cycle of every stream
+    paced_cpu: float  # the same, its requests spread over the interval as the connector's are
     rss_mib: float  # the connector's peak RSS at the end
 
 
@@ -252,10 +261,12 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
             )
             floor = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--bare", "--cycles", "2",
-                 "--config", str(config)],
+                 "--paced", str(interval), "--config", str(config)],
                 capture_output=True, check=True, cwd=tmp,
             )  # fmt: skip
-            floor_cpu = json.loads(floor.stdout.decode().strip().splitlines()[-1])["cycle_cpu"]
+            said = [json.loads(line) for line in floor.stdout.decode().strip().splitlines()]
+            floor_cpu = next(d["cycle_cpu"] for d in said if "cycle_cpu" in d)
+            paced_cpu = next(d["paced_cpu"] for d in said if "paced_cpu" in d)
             child = start_run(config, tmp)
             try:
                 state = tmp / "state.db"
@@ -274,7 +285,7 @@ def measure_steady(tenants: int, per_page: int, interval: float) -> Steady:
                 stop_run(child)
         finally:
             stop_server(server)
-    return Steady(polls=polls, cpu=cpu, floor_cpu=floor_cpu, rss_mib=rss)
+    return Steady(polls=polls, cpu=cpu, floor_cpu=floor_cpu, paced_cpu=paced_cpu, rss_mib=rss)
 
 
 def soak(tenants: int, per_page: int, interval: float, minutes: float) -> None:
@@ -673,6 +684,11 @@ class Pool:
             return payload
 
 
+#: Streams due this close together start together, as ``runner._schedule.GATHER`` does in the
+#: connector (not imported: the floor's process imports httpx and msgspec only, as a bare client).
+GATHER = 0.05
+
+
 class _Token(msgspec.Struct):
     access_token: str
 
@@ -681,7 +697,9 @@ class _Page(msgspec.Struct):
     data: list[dict[str, list[msgspec.Raw]]]
 
 
-async def bare(config: dict[str, Any], config_path: Path, cycles: int = 1) -> None:
+async def bare(
+    config: dict[str, Any], config_path: Path, cycles: int = 1, paced: float = 0.0
+) -> None:
     port = int(config["tenants"][0]["base_url"].rsplit(":", 1)[1])
     pool = Pool(port, 32)
     token_decoder = msgspec.json.Decoder(_Token)
@@ -736,6 +754,22 @@ async def bare(config: dict[str, Any], config_path: Path, cycles: int = 1) -> No
         out.flush()
         os.fsync(out.fileno())
         print(json.dumps({"cycle_cpu": time.process_time() - began}), flush=True)
+    if paced:
+        # One more cycle paced as the connector's `run` polls: each stream at its own moment,
+        # spread evenly over ``paced`` seconds, those due within GATHER started together.
+        loop = asyncio.get_running_loop()
+        pending = [(token, c) for token in tokens for c in CATEGORIES]
+        count, began, first = len(pending), time.process_time(), loop.time()
+        started: list[asyncio.Task[None]] = []
+        for index, (token, category) in enumerate(pending):
+            at = first + paced * index / count
+            if at > loop.time() + GATHER:
+                await asyncio.sleep(at - loop.time())
+            started.append(asyncio.create_task(stream(token, category)))
+        await asyncio.gather(*started)
+        out.flush()
+        os.fsync(out.fileno())
+        print(json.dumps({"paced_cpu": time.process_time() - began}), flush=True)
     out.close()
 
 
@@ -775,13 +809,15 @@ def main() -> None:
     parser.add_argument("--soak-interval", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cycles", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--paced", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     workers = [int(n) for n in args.fleet_workers.split(",") if n.strip()]
     if any(n < 1 for n in workers) or args.fleet_seconds <= 0:
         parser.error("--fleet-workers takes counts of 1 or more, --fleet-seconds a positive time")
     if args.bare:
-        asyncio.run(bare(tomllib.loads(args.config.read_text("utf-8")), args.config, args.cycles))
+        config = tomllib.loads(args.config.read_text("utf-8"))
+        asyncio.run(bare(config, args.config, args.cycles, args.paced))
         return
     connector = [sys.executable, "-m", "mimecast_connector", "run", "--once"]
     floor = [sys.executable, str(Path(__file__).resolve()), "--bare"]
@@ -813,16 +849,17 @@ def main() -> None:
             f"\nsteady state, `run` polling every stream every {args.steady:.0f} s, one interval "
             "past start-up:\n"
             f"{'tenants':>8} {'streams':>8}{'polls':>8}{'CPU s':>8}{'ms/poll':>9}"
-            f"{'floor ms/poll':>15}{'ratio':>8}{'RSS MiB':>9}"
+            f"{'floor ms/poll':>15}{'ratio':>8}{'paced floor':>13}{'ratio':>8}{'RSS MiB':>9}"
         )
         for tenants in (int(n) for n in args.tenants.split(",")):
             steady = measure_steady(tenants, args.records_per_page, args.steady)
             per_poll = steady.cpu / max(1, steady.polls) * 1000
             floor_per_poll = steady.floor_cpu / (tenants * len(CATEGORIES)) * 1000
+            paced_per_poll = steady.paced_cpu / (tenants * len(CATEGORIES)) * 1000
             print(
                 f"{tenants:>8} {tenants * len(CATEGORIES):>8}{steady.polls:>8}{steady.cpu:>8.2f}"
                 f"{per_poll:>9.3f}{floor_per_poll:>15.3f}{per_poll / floor_per_poll:>7.1f}x"
-                f"{steady.rss_mib:>9.0f}",
+                f"{paced_per_poll:>13.3f}{per_poll / paced_per_poll:>7.1f}x{steady.rss_mib:>9.0f}",
                 flush=True,
             )
     if args.soak:
