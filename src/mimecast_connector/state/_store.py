@@ -809,15 +809,17 @@ class StateStore:
         commit that brings one (the last of the group's, for one stream).
         """
         db = self._db
-        began = self._began_map()
+        began = self._began_map()  # its keys: every stream that has a row
         with self._transaction():
             for c in commits:
                 tenant, category = c.tenant, c.category
                 if c.marker is None:
-                    db.execute(
-                        "INSERT INTO streams (tenant, category) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (tenant, category),
-                    )
+                    if (tenant, category) not in began:
+                        db.execute(
+                            "INSERT INTO streams (tenant, category) VALUES (?, ?) "
+                            "ON CONFLICT DO NOTHING",
+                            (tenant, category),
+                        )
                 else:
                     db.execute(
                         "INSERT INTO streams (tenant, category, marker) VALUES (?, ?, ?) "
@@ -829,21 +831,19 @@ class StateStore:
                         "UPDATE streams SET began = coalesce(began, ?) WHERE tenant = ? AND category = ?",
                         (c.began.timestamp(), tenant, category),
                     )
+                # One statement for the cursor, the success and the health it brings.
+                sets: list[str] = []
+                params: list[object] = []
                 if c.cursor is not None:
-                    db.execute(
-                        "UPDATE streams SET cursor = max(coalesce(cursor, ?), ?) WHERE tenant = ? AND category = ?",
-                        (c.cursor.timestamp(), c.cursor.timestamp(), tenant, category),
-                    )
-                if c.success_at is not None or c.health is not None:
-                    # One statement for the success and the health it brings.
-                    sets: list[str] = []
-                    params: list[object] = []
-                    if c.success_at is not None:
-                        sets.append("last_success = ?, last_error = NULL, last_error_at = NULL")
-                        params.append(c.success_at)
-                    if c.health is not None:
-                        sets.append(_SET_HEALTH)
-                        params.extend(_health_params(c.health))
+                    sets.append("cursor = max(coalesce(cursor, ?), ?)")
+                    params += (c.cursor.timestamp(), c.cursor.timestamp())
+                if c.success_at is not None:
+                    sets.append("last_success = ?, last_error = NULL, last_error_at = NULL")
+                    params.append(c.success_at)
+                if c.health is not None:
+                    sets.append(_SET_HEALTH)
+                    params.extend(_health_params(c.health))
+                if sets:
                     db.execute(
                         f"UPDATE streams SET {', '.join(sets)} WHERE tenant = ? AND category = ?",  # noqa: S608 - fixed texts
                         (*params, tenant, category),
@@ -860,14 +860,17 @@ class StateStore:
                         "INSERT OR IGNORE INTO delivered VALUES (?, ?, ?, ?)",
                         ((tenant, category, int(when), id_) for id_, when in c.delivered),
                     )
-                db.executemany(
-                    "INSERT OR IGNORE INTO dead_seen VALUES (?, ?, ?, ?)",
-                    ((tenant, category, id_, when) for id_, when in c.dead_ids),
-                )
-                db.executemany(
-                    "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
-                    ((tenant, category, name, n) for name, n in c.counts.items() if n),
-                )
+                if c.dead_ids:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO dead_seen VALUES (?, ?, ?, ?)",
+                        ((tenant, category, id_, when) for id_, when in c.dead_ids),
+                    )
+                counted = [(tenant, category, name, n) for name, n in c.counts.items() if n]
+                if counted:
+                    db.executemany(
+                        "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
+                        counted,
+                    )
                 if c.tallies is not None:
                     self._add_tallies(tenant, c.tallies)
                 if c.prune_before is not None:
@@ -917,6 +920,8 @@ class StateStore:
         for c in commits:  # only now: a commit that failed changed none of them
             if c.began is not None and began.get((c.tenant, c.category)) is None:
                 began[(c.tenant, c.category)] = c.began.timestamp()
+            else:
+                began.setdefault((c.tenant, c.category), None)  # the row is there now
         if self._markers is not None:
             for c in commits:
                 if c.marker is not None:
