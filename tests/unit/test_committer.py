@@ -192,6 +192,35 @@ class RecordingStore:
         self.groups.append(len(commits))
 
 
+async def test_pages_without_records_wait_the_quiet_gap_those_with_records_do_not() -> None:
+    """With ``quiet_gap`` (``run_forever`` sets it): pages that found nothing new, coming right
+    after a commit, wait the quiet gap and go in one group; a page with records after a commit
+    waits only ``MIN_COMMIT_GAP``."""
+    store = RecordingStore()
+    committer = Committer(cast(Store, store), [], None)
+    committer.quiet_gap = 1.0
+    committer.start()
+
+    def page(n: int, handled: Handled) -> Awaitable[asyncio.Future[dict[str, int]]]:
+        lane = Lane(f"tenant-{n}", "url")
+        return committer.submit(lane, handled, cursor=None, horizon=-math.inf, prune_before=None)
+
+    try:
+        await asyncio.wait_for(await page(0, Handled()), 2.0)  # after a quiet spell: at once
+        quiet = [await page(n, Handled()) for n in range(1, 6)]
+        await asyncio.sleep(0.4)  # far past MIN_COMMIT_GAP
+        assert store.groups == [1], "quiet pages wait for company"
+        await asyncio.wait_for(asyncio.gather(*quiet), 5.0)
+        assert store.groups == [1, 5]
+        began = time.monotonic()
+        with_records = await page(9, Handled(ids=[("a1", 1.0e9)]))
+        await asyncio.wait_for(with_records, 5.0)
+        assert time.monotonic() - began < 0.5, "a page with records waits the short gap"
+        assert store.groups == [1, 5, 1]
+    finally:
+        await committer.aclose()
+
+
 async def test_commits_under_load_share_groups_and_a_page_after_quiet_commits_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

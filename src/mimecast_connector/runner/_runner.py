@@ -104,6 +104,7 @@ from mimecast_connector.runner._chain import Chain, Handled
 from mimecast_connector.runner._committer import (
     MAX_PAGES_HELD,
     PAGES_IN_FLIGHT,
+    QUIET_COMMIT_GAP,
     Committer,
     Lane,
 )
@@ -1180,6 +1181,8 @@ class Runner:
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: alarm.ring())
         drained = False
+        committer, gap = self._committer, self._committer.quiet_gap
+        committer.quiet_gap = QUIET_COMMIT_GAP  # polls that found nothing wait for company
         try:
             while not stop.is_set():
                 for entry in schedule.due(monotonic() + GATHER):
@@ -1193,6 +1196,7 @@ class Runner:
             await self._drain(running)
             drained = True
         finally:
+            committer.quiet_gap = gap
             stopping.cancel()
             if not drained:  # cancelled, or our own bug: nothing to wait for
                 running |= set(self._backfills.values())
