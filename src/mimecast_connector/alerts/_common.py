@@ -173,8 +173,6 @@ def description(alert: Alert) -> str | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 _EPOCH_DAY = _EPOCH.toordinal()
 
 

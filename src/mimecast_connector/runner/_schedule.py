@@ -9,6 +9,8 @@ The rules, all of them here:
 * **Start-up is spread**, not a thundering herd: the first polls start at most ``START_RATE``
   a second, in configuration order, each jittered within its slot, and never later than one
   poll interval after start.
+* **Polls due close together start together**: the run's loop takes every stream due within
+  ``GATHER`` (50 ms) of now at each wake-up, so it wakes a few times a second, not once a poll.
 * **After a poll that succeeded** the stream is due one ``poll_interval`` after it finished.
 * **After a failure** it backs off exponentially with jitter: from 15 s for an upstream fault,
   from 300 s for a configuration fault (a bad key or a missing role, which only a person can
