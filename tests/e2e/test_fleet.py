@@ -9,23 +9,32 @@ the configuration refuses what a fleet cannot do.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
 from mimecast_connector import Category
 from mimecast_connector._categories import LOG_CATEGORIES
 from mimecast_connector._cli import main
-from mimecast_connector._errors import ConfigError
+from mimecast_connector._errors import ConfigError, UnavailableError
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner, StreamResult
-from mimecast_connector.runner._fleet import TAKEOVER, Fleet
-from tests.e2e.conftest import COUNTS, NOW, START, World, load_script
+from mimecast_connector.runner._fleet import (
+    POLLS,
+    RETIRED_TASK,
+    ROUND_TASK,
+    TAKEOVER,
+    Fleet,
+    _streams_of,
+)
+from tests.e2e.conftest import CATEGORIES, COUNTS, NOW, START, World, load_script
 from tests.pg import admin, fresh_schema
 
 
@@ -340,3 +349,193 @@ def test_a_password_given_in_the_query_is_a_secret(tmp_path: Path) -> None:
     config = load_config(path, {})
     assert "Qu3ry-pw/x" in config.secrets()
     assert "Qu3ry" not in str(config.state)
+
+
+class Timed(Watched):
+    """A watched runner whose ``slow`` streams' polls take ``seconds`` longer, and whose
+    ``failing`` streams' polls end with an upstream error; it notes each poll's start."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        slow: frozenset[Category] = frozenset(),
+        failing: frozenset[Category] = frozenset(),
+        seconds: float = 0.0,
+    ) -> None:
+        super().__init__(config, Counter(), Counter())
+        self.slow, self.failing, self.seconds = slow, failing, seconds
+        self.starts: dict[Category, list[float]] = {}
+
+    async def poll(
+        self,
+        tenant: TenantConfig,
+        category: Category,
+        *,
+        lease: int | None = None,
+        position: tuple[datetime | None, float | None] | None = None,
+    ) -> StreamResult:
+        self.starts.setdefault(category, []).append(asyncio.get_running_loop().time())
+        if category in self.slow:
+            await asyncio.sleep(self.seconds)
+        if category in self.failing:
+            return StreamResult(
+                tenant.name,
+                category,
+                error=UnavailableError("HTTP 503", tenant=tenant.name, endpoint="/x"),
+            )
+        return await super().poll(tenant, category, lease=lease, position=position)
+
+
+async def run_fleet(runner: Runner, url: str, seconds: float) -> Fleet:
+    """``runner`` as one fleet worker on ``url`` for ``seconds``, then stopped."""
+    await runner.start()
+    fleet = Fleet(runner, url, concurrency=8)
+    stop = asyncio.Event()
+    try:
+        task = asyncio.create_task(fleet.run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+    finally:
+        await runner.aclose()
+    return fleet
+
+
+async def queued_rounds(url: str) -> list[tuple[str, dict[str, object]]]:
+    """The rounds waiting in the queue: their task names and arguments."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT task_name, args FROM procrastinate_jobs WHERE status = 'todo'"
+            )
+        ).fetchall()
+    return [(str(name), dict(args)) for name, args in rows]
+
+
+async def test_a_round_polls_each_stream_as_it_falls_due_while_another_is_still_reading(
+    world: World,
+) -> None:
+    """One tenant's URL poll reads for 3 s (a long window); meanwhile its other streams, polled every second, are polled again as each falls due, never two polls of one stream at once; the next round waits in the queue with every stream's due time."""
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url, tenants=1), {})
+        runner = Timed(config, slow=frozenset({Category.URL}), seconds=3.0)
+        fleet = await run_fleet(runner, url, 4.5)
+        rounds = await queued_rounds(url)
+    first_url = runner.starts[Category.URL][0]
+    for category in CATEGORIES:
+        if category is Category.URL:
+            continue
+        during = [t for t in runner.starts[category] if first_url <= t < first_url + 3.0]
+        assert len(during) >= 2, (category, runner.starts[category], first_url)
+    assert max(runner._most.values()) == 1, runner._most
+    assert fleet.polls == sum(len(starts) for starts in runner.starts.values())
+    [(task, args)] = rounds
+    assert task == ROUND_TASK
+    assert args["tenant"] == world.tenant.name
+    due = args["due"]
+    assert isinstance(due, dict)
+    assert set(due) == {c.value for c in CATEGORIES}
+
+
+async def test_a_failing_stream_backs_off_alone_and_its_failures_travel_with_the_round(
+    world: World,
+) -> None:
+    """A tenant's URL stream fails every poll: it backs off (due >= 7.5 s later, counted in the round's failures) while the tenant's other streams go on every second."""
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url, tenants=1), {})
+        runner = Timed(config, failing=frozenset({Category.URL}))
+        began = time.time()
+        await run_fleet(runner, url, 3.5)
+        [(_, args)] = await queued_rounds(url)
+    assert len(runner.starts[Category.URL]) == 1
+    assert all(len(runner.starts[c]) >= 2 for c in CATEGORIES if c is not Category.URL)
+    assert args["failures"] == {"url": 1}
+    due = args["due"]
+    assert isinstance(due, dict)
+    assert due["url"] >= began + 7.5  # 15 s x a jitter of 0.5 to 1
+    assert all(due[c.value] < began + 6.0 for c in CATEGORIES if c is not Category.URL)
+
+
+async def test_a_one_stream_poll_of_an_earlier_release_ends_unrun_and_the_tenant_gets_a_round(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fleet upgraded with an earlier release's one-stream poll job still queued: the job ends without an error and polls nothing itself; the tenant's streams are polled by its round."""
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url, tenants=1), {})
+        runner = Timed(config)
+        await runner.start()
+        fleet = Fleet(runner, url, concurrency=8)
+        key = f"mimecast-stream:{world.tenant.name}:url"
+        async with fleet.app.open_async():
+            await fleet._ensure_schema()
+            await fleet.app.configure_task(
+                RETIRED_TASK, queue=POLLS, lock=key, queueing_lock=key
+            ).defer_async(tenant=world.tenant.name, category="url", failures=0)
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(fleet.run(stop))
+            await asyncio.sleep(2.5)
+            stop.set()
+            await task
+        finally:
+            await runner.aclose()
+        rounds = await queued_rounds(url)
+    assert [name for name, _ in rounds] == [ROUND_TASK]
+    assert all(runner.starts.get(c) for c in CATEGORIES), runner.starts
+    assert max(runner._most.values()) == 1
+    errors = [r for r in caplog.records if r.name.startswith("procrastinate") and r.levelno >= 40]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize(
+    ("due", "failures", "want_due", "want_failures"),
+    [
+        (None, None, 0.0, 0),
+        ("soon", [1], 0.0, 0),
+        ({"url": "soon", "attachment": True}, {"url": "2", "attachment": -3}, 0.0, 0),
+        ({"url": float("nan")}, {"url": float("inf")}, 0.0, 0),
+        ({"url": 1e9}, {"url": 4}, 1e9, 4),
+    ],
+)
+def test_a_rounds_arguments_from_the_queue_are_checked(
+    due: object, failures: object, want_due: float, want_failures: int
+) -> None:
+    """A round's arguments come from a shared table: anything but finite numbers is dropped (the stream is then due at once with no failures), streams not configured are ignored."""
+    when, failed = _streams_of([Category.URL, Category.ATTACHMENT], due, failures)
+    assert when[Category.URL] == want_due
+    assert failed[Category.URL] == want_failures
+    assert when[Category.ATTACHMENT] == 0.0
+    assert failed[Category.ATTACHMENT] == 0
+    assert set(when) == set(failed) == {Category.URL, Category.ATTACHMENT}
+
+
+async def test_a_round_given_out_by_the_database_polls_its_streams_whatever_this_workers_clock(
+    world: World,
+) -> None:
+    """A round whose streams are due 30 s ahead of this worker's clock (the worker that scheduled it, or the database, runs ahead) is given out now: it polls them, rather than ending at once and going round the queue until this clock catches up."""
+    async with fresh_schema() as url:
+        config = load_config(fleet_config(world, url, tenants=1), {})
+        runner = Timed(config)
+        await runner.start()
+        fleet = Fleet(runner, url, concurrency=8)
+        ahead = time.time() + 30.0
+        async with fleet.app.open_async():
+            await fleet._ensure_schema()
+            await fleet._defer_job(
+                fleet._job(
+                    world.tenant.name,
+                    {c.value: ahead for c in CATEGORIES},
+                    {},
+                    datetime.now(UTC),
+                )
+            )
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(fleet.run(stop))
+            await asyncio.sleep(1.5)
+            stop.set()
+            await task
+        finally:
+            await runner.aclose()
+    assert all(runner.starts.get(c) for c in CATEGORIES), runner.starts

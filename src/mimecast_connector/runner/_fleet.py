@@ -9,13 +9,20 @@ with a given key), and **worker heartbeats**.
 
 How the streams are shared:
 
-* **One job is one poll of one stream.** Its lock and queueing lock are the stream's key, so
-  each stream has at most one poll running and one waiting. Any worker with a free slot takes
-  the next poll that is due: adding a worker spreads the polls at once, with no restart of the
-  others, and removing one hands them to the rest.
-* **Each poll schedules the next** before it ends: one poll interval later after a success, or
-  after the backoff of ``runner._schedule`` (the count of failures in a row travels with the
-  job). A poll cancelled by a stopping worker hands its stream on at once.
+* **One job is one round of one tenant's polls.** Its lock and queueing lock are the
+  tenant's key, so a tenant has at most one round running and one waiting, and none of its
+  streams is ever polled by two workers at once. Any worker with a free slot takes the next
+  round that is due: adding a worker spreads the tenants at once, with no restart of the
+  others, and removing one hands them to the rest. (A job per stream cost the queue three
+  statements, their triggers and their round trips for every poll, about half of a worker's
+  CPU and most of PostgreSQL's: a tenant's streams, due together, share them.)
+* **A round polls every stream of the tenant that is due** (within ``ROUND_GATHER``), each
+  on its own; while one is still reading (a long window: a first poll, a catch-up after an
+  outage), the round polls the others again as each falls due, so no stream waits for
+  another's. When none is reading, the round **schedules the next** before it ends, at the
+  earliest time one of them is due: one poll interval after a stream's success, or after the
+  backoff of ``runner._schedule`` (each stream's due time and count of failures in a row
+  travel with the job). A poll cancelled by a stopping worker is due again at once.
 * **Each poll takes a lease** on its stream first (``PostgresStore.take_lease``: a number that
   only grows). Every page is checked against it before delivery, and every commit in its
   transaction: a poll whose worker was presumed dead but was only stalled (a paused VM, a
@@ -30,9 +37,11 @@ How the streams are shared:
   in batches, spread over the start-up rate.
 * The procrastinate worker is restarted (backing off) when it ends on its own, a database
   restart for instance; only an outage of more than ``MAX_RESTARTS`` tries stops the process.
-* A poll of a tenant this worker does not know (removed from its configuration) ends without
-  a successor: every worker of a fleet must share one configuration, and a worker that does
-  know the tenant gives it a poll back at its next sweep.
+* A round of a tenant this worker does not know (removed from its configuration) ends
+  without a successor: every worker of a fleet must share one configuration, and a worker that
+  does know the tenant gives it a round back at its next sweep. A poll job of an earlier
+  release (one stream's, ``RETIRED_TASK``) ends at once: its tenant's round polls the stream.
+  Upgrade a fleet by stopping every worker, then starting the new release's.
 
 Takeover: a killed worker's streams are polled again by the others at most ``TAKEOVER``
 seconds after its last heartbeat (stalled after + one sweep + one fetch interval). What it was
@@ -50,7 +59,8 @@ import math
 import random
 import time
 import weakref
-from collections.abc import Sequence
+from asyncio import FIRST_COMPLETED
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,21 +71,31 @@ import structlog
 
 from mimecast_connector._categories import Category
 from mimecast_connector._errors import LeaseLostError
-from mimecast_connector.runner._runner import Runner
+from mimecast_connector.config import TenantConfig
+from mimecast_connector.runner._runner import Runner, StreamResult
 from mimecast_connector.runner._schedule import START_RATE, next_wait
 from mimecast_connector.state._postgres import PostgresStore
 
 _log = structlog.get_logger("mimecast_connector.fleet")
 
-#: The queue of stream polls.
+#: The queue of the tenants' rounds of polls.
 POLLS = "mimecast-polls"
+#: The task of a round, and that of an earlier release's one-stream poll (ended unrun).
+ROUND_TASK = "mimecast_connector.round"
+RETIRED_TASK = "mimecast_connector.poll"
+#: Seconds: a round polls together the streams due within this of each other (a tenant's
+#: streams stay in step rather than each needing a job of its own a moment apart).
+ROUND_GATHER = 1.0
+#: Seconds before a stream whose poll could not start (its lease not taken: the database
+#: away) or was cancelled while the worker went on is tried again.
+RETRY_SOON = 15.0
 #: Seconds a pooled queue connection may have been idle and still be handed out unchecked. The
-#: queue takes a connection three times a poll (fetch, finish, defer), and checking it each
+#: queue takes a connection three times a round (fetch, finish, defer), and checking it each
 #: time (a round trip) cost about a tenth of a worker's CPU; a connection idle longer is checked
 #: as before. One the server dropped within this time fails its first use instead, and the
 #: queue worker starts again, as after any outage (see ``Fleet._work``).
 POOL_CHECK_IDLE = 1.0
-#: Polls one worker runs at once at most.
+#: Rounds one worker runs at once at most (each polls one tenant's streams).
 CONCURRENCY = 64
 #: Seconds between a worker's heartbeats, and without one before its polls are taken over.
 HEARTBEAT = 2.0
@@ -103,9 +123,9 @@ _FETCH_INDEX = (
 )
 
 
-def stream_key(tenant: str, category: str) -> str:
-    """The lock and queueing lock of a stream's polls."""
-    return f"mimecast-stream:{tenant}:{category}"
+def tenant_key(tenant: str) -> str:
+    """The lock and queueing lock of a tenant's rounds."""
+    return f"mimecast-tenant:{tenant}"
 
 
 class Fleet:
@@ -132,9 +152,10 @@ class Fleet:
                 conninfo=url, min_size=1, max_size=6, pool_factory=_queue_pool
             )
         )
-        self._poll_task = self.app.task(name="mimecast_connector.poll", queue=POLLS)(self._poll)
+        self._round_task = self.app.task(name=ROUND_TASK, queue=POLLS)(self._round)
+        self.app.task(name=RETIRED_TASK, queue=POLLS)(self._retired)
         self._stop: asyncio.Event | None = None
-        self.polls = 0  # polls this worker ran, for tests and benchmarks
+        self.polls = 0  # stream polls this worker ran, for tests and benchmarks
         self.restarts = 0  # times the procrastinate worker was started again
         self._analyzed = -ANALYZE_EVERY
 
@@ -225,105 +246,121 @@ class Fleet:
                 await conn.execute(_FETCH_INDEX)
 
     async def reconcile(self, stop: asyncio.Event | None = None) -> int:
-        """Give every configured stream with no poll waiting or running one, spread over the
-        start-up rate (``START_RATE`` a second), in batches; return how many were scheduled."""
+        """Give every configured tenant with no round waiting or running one, spread over the
+        start-up rate (``START_RATE`` streams a second), in batches; return how many were
+        scheduled."""
         rows = await self.app.connector.execute_query_all_async(
             "SELECT DISTINCT lock FROM procrastinate_jobs "
             "WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')",
             queue=POLLS,
         )
         known = {row["lock"] for row in rows}
-        missing = [
-            (tenant.name, category)
-            for tenant, category in self._runner.streams()
-            if stream_key(tenant.name, category.value) not in known
-        ]
+        missing = [t for t in self._runner.config.tenants if tenant_key(t.name) not in known]
         now = datetime.now(UTC)
         scheduled = 0
+        streams = 0  # the streams of the tenants before: a tenant's slot in the spread
         for start in range(0, len(missing), DEFER_BATCH):
             if stop is not None and stop.is_set():
                 break
-            chunk = missing[start : start + DEFER_BATCH]
-            jobs = [
-                self._job(
-                    tenant,
-                    category,
-                    now + timedelta(seconds=(start + i + self._rng.random()) / START_RATE),
-                    0,
-                )
-                for i, (tenant, category) in enumerate(chunk)
-            ]
+            jobs = []
+            for tenant in missing[start : start + DEFER_BATCH]:
+                at = now + timedelta(seconds=(streams + self._rng.random()) / START_RATE)
+                jobs.append(self._job(tenant.name, {}, {}, at))
+                streams += len(tenant.categories)
             try:
                 await self.app.job_manager.batch_defer_jobs_async(jobs)
                 scheduled += len(jobs)
             except procrastinate.exceptions.AlreadyEnqueued:
-                # Another worker (or a poll) scheduled some meanwhile: these one by one.
+                # Another worker (or a round) scheduled some meanwhile: these one by one.
                 for job in jobs:
                     scheduled += await self._defer_job(job)
         if scheduled:
-            _log.info("fleet_streams_scheduled", streams=scheduled)
+            _log.info("fleet_tenants_scheduled", tenants=scheduled)
         return scheduled
 
     def _job(
-        self, tenant: str, category: Category, at: datetime, failures: int
+        self, tenant: str, due: Mapping[str, float], failures: Mapping[str, int], at: datetime
     ) -> procrastinate.jobs.Job:
-        key = stream_key(tenant, category.value)
-        return self._poll_task.configure(lock=key, queueing_lock=key, schedule_at=at).make_new_job(
-            tenant=tenant, category=category.value, failures=failures
+        """A round of ``tenant`` at ``at``; ``due``: when each stream is (epoch seconds; a
+        stream not named is due at once), ``failures``: each one's failed polls in a row."""
+        key = tenant_key(tenant)
+        return self._round_task.configure(lock=key, queueing_lock=key, schedule_at=at).make_new_job(
+            tenant=tenant, due=dict(due), failures=dict(failures)
         )
 
     async def _defer_job(self, job: procrastinate.jobs.Job) -> bool:
-        """Defer ``job``; False if its stream has a poll waiting already."""
+        """Defer ``job``; False if its tenant has a round waiting already."""
         try:
             await self.app.job_manager.defer_job_async(job)
         except procrastinate.exceptions.AlreadyEnqueued:
             return False
         return True
 
-    async def _poll(self, tenant: str, category: str, failures: int) -> None:
-        """One job: take the stream's lease, poll it, then schedule its next poll (also when
-        cancelled); a poll that lost its lease leaves the stream to the one that took it."""
+    async def _retired(self, **_: object) -> None:
+        """A one-stream poll job of an earlier release: ended unrun (its tenant's round, which
+        a sweep schedules if missing, polls the stream)."""
+
+    async def _round(self, tenant: str, due: object = None, failures: object = None) -> None:
+        """One job: poll each of ``tenant``'s streams that is due, each again as it falls due
+        while another is still reading; then schedule the next round (also when cancelled).
+        A poll that lost its lease leaves the tenant to the round that took it."""
         runner = self._runner
         config = runner.tenant(tenant)
-        try:
-            kind = Category(category)
-        except ValueError:
-            _log.error("fleet_job_unknown_category", tenant=tenant, category=category)
-            return
-        if config is None or kind not in config.categories:
+        if config is None:
             _log.warning(
-                "fleet_stream_not_configured",
+                "fleet_tenant_not_configured",
                 tenant=tenant,
-                category=category,
                 reason="not in this worker's configuration (removed?): every worker of a "
-                "fleet must share one configuration; no further poll scheduled from here",
+                "fleet must share one configuration; no further round scheduled from here",
             )
             return
-        result = None
+        when, failed = _streams_of(config.categories, due, failures)
+        running: dict[asyncio.Task[StreamResult | None], Category] = {}
         handed_on = True
+        # At the start, the streams due first (the queue gave the job out at their time, by
+        # the database's clock: this worker's may be behind) and those due within
+        # ROUND_GATHER of them; later, each stream once it is due.
+        edge = max(time.time(), min(when.values(), default=0.0)) + ROUND_GATHER
         try:
-            lease, position = await self._store.take_lease_and_position(tenant, category)
-            result = await runner.poll(config, kind, lease=lease, position=position)
-            handed_on = not isinstance(result.error, LeaseLostError)
+            while True:
+                if handed_on and not self._stopping():
+                    edge = max(edge, time.time())
+                    busy = set(running.values())
+                    for kind in config.categories:
+                        if kind not in busy and when[kind] <= edge:
+                            running[asyncio.create_task(self._poll_one(config, kind))] = kind
+                    edge = 0.0
+                if not running:
+                    break
+                idle = [when[k] for k in config.categories if k not in running.values()]
+                wake = (
+                    max(0.0, min(idle) - time.time())
+                    if idle and handed_on and not self._stopping()
+                    else None
+                )
+                done, _ = await asyncio.wait(running, timeout=wake, return_when=FIRST_COMPLETED)
+                for task in done:
+                    kind = running.pop(task)
+                    handed_on &= self._polled(config, kind, task.result(), when, failed)
         finally:
-            if result is None:  # cancelled, or the lease could not be taken: again soon
-                wait = 0.0 if self._stop is not None and self._stop.is_set() else 15.0
-            else:
-                failures = 0 if result.error is None else failures + 1
-                wait = next_wait(config, failures, result.error, self._rng)
-            self.polls += 1
+            for task, kind in running.items():  # cancelled: due again soon
+                task.cancel()
+                when[kind] = time.time() + (0.0 if self._stopping() else RETRY_SOON)
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             if handed_on:
-                at = datetime.now(UTC) + timedelta(seconds=wait)
-                # Shielded: a worker stopping mid-poll still hands the stream on.
-                await asyncio.shield(self._defer_job(self._job(tenant, kind, at, failures)))
-        if result.error is not None:
-            _log.warning(
-                "stream_backing_off" if handed_on else "stream_taken_over",
-                tenant=tenant,
-                category=category,
-                failures=failures,
-                wait_s=round(wait, 1) if handed_on else None,
-            )
+                at = datetime.fromtimestamp(min(when.values(), default=time.time()), UTC)
+                # Shielded: a worker stopping mid-round still hands the tenant on.
+                await asyncio.shield(
+                    self._defer_job(
+                        self._job(
+                            tenant,
+                            {k.value: v for k, v in when.items()},
+                            {k.value: n for k, n in failed.items() if n},
+                            at,
+                        )
+                    )
+                )
         if runner.halted is not None and self._stop is not None:
             _log.error(
                 "run_halted",
@@ -331,6 +368,54 @@ class Fleet:
                 reason="nothing can be committed until a person acts",
             )
             self._stop.set()
+
+    def _stopping(self) -> bool:
+        """True once this worker stops (or the run halted): no new poll starts."""
+        return (self._stop is not None and self._stop.is_set()) or self._runner.halted is not None
+
+    async def _poll_one(self, config: TenantConfig, kind: Category) -> StreamResult | None:
+        """Take the stream's lease and poll it; None if the lease could not be taken."""
+        try:
+            lease, position = await self._store.take_lease_and_position(config.name, kind.value)
+        except Exception as exc:
+            _log.warning(
+                "fleet_lease_failed",
+                tenant=config.name,
+                category=kind.value,
+                error=self._runner.redact(repr(exc)),
+                wait_s=RETRY_SOON,
+            )
+            return None
+        return await self._runner.poll(config, kind, lease=lease, position=position)
+
+    def _polled(
+        self,
+        config: TenantConfig,
+        kind: Category,
+        result: StreamResult | None,
+        when: dict[Category, float],
+        failed: dict[Category, int],
+    ) -> bool:
+        """Note a poll's end: when its stream is due again; False if it lost its lease."""
+        self.polls += 1
+        if result is None:
+            when[kind] = time.time() + RETRY_SOON
+            return True
+        if isinstance(result.error, LeaseLostError):
+            _log.warning("stream_taken_over", tenant=config.name, category=kind.value)
+            return False
+        failed[kind] = 0 if result.error is None else failed[kind] + 1
+        wait = next_wait(config, failed[kind], result.error, self._rng)
+        when[kind] = time.time() + wait
+        if result.error is not None:
+            _log.warning(
+                "stream_backing_off",
+                tenant=config.name,
+                category=kind.value,
+                failures=failed[kind],
+                wait_s=round(wait, 1),
+            )
+        return True
 
     async def _sweeper(self, stop: asyncio.Event) -> None:
         """Sweep every ``SWEEP_EVERY`` seconds until ``stop``; a failed sweep is logged and
@@ -392,7 +477,8 @@ class Fleet:
         now = datetime.now(UTC)
         for job in stalled:
             # Deleted only while still the stalled worker's (nothing else changes a running
-            # job), and replaced by a new poll: the stalled worker's late finish finds no job.
+            # job), and replaced by a new round: the stalled worker's late finish finds no
+            # job. A retired one-stream poll is not replaced: the reconcile after does it.
             gone = await (
                 await conn.execute(
                     "DELETE FROM procrastinate_jobs WHERE id = %s AND status = 'doing' "
@@ -402,25 +488,46 @@ class Fleet:
             ).fetchone()
             if gone is None:
                 continue
-            args = job.task_kwargs
-            try:
-                kind = Category(str(args.get("category")))
-            except ValueError:
-                continue
-            failures = args.get("failures")
-            await self._defer_job(
-                self._job(
-                    str(args.get("tenant")), kind, now, failures if isinstance(failures, int) else 0
-                )
-            )
             taken += 1
+            args = job.task_kwargs
+            if job.task_name == ROUND_TASK:
+                due, failures = (
+                    _numbers(args.get("due"), float),
+                    _numbers(args.get("failures"), int),
+                )
+                await self._defer_job(self._job(str(args.get("tenant")), due, failures, now))
         if taken:
             _log.warning(
-                "fleet_polls_taken_over",
-                polls=taken,
+                "fleet_rounds_taken_over",
+                rounds=taken,
                 reason=f"their worker sent no heartbeat for {STALLED_AFTER:.0f} s",
             )
         return taken
+
+
+def _numbers(value: object, kind: type[float] | type[int]) -> dict[str, Any]:
+    """A job's map of stream -> number, as it came from the queue (JSON): what is not one
+    dropped (the stream is then due at once, with no failures counted)."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(k): kind(v)
+        for k, v in value.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def _streams_of(
+    categories: Sequence[Category], due: object, failures: object
+) -> tuple[dict[Category, float], dict[Category, int]]:
+    """Each configured stream's due time (epoch seconds; 0: at once) and failures in a row,
+    from a round's arguments; a stream they do not name (new in the configuration) is due at
+    once."""
+    when, failed = _numbers(due, float), _numbers(failures, int)
+    return (
+        {c: when.get(c.value, 0.0) for c in categories},
+        {c: max(0, failed.get(c.value, 0)) for c in categories},
+    )
 
 
 def _queue_pool(**options: Any) -> psycopg_pool.AsyncConnectionPool:
