@@ -42,8 +42,8 @@ procrastinate's events go with the jobs, deleted on success) over the run's last
 a stream ends at most one poll in it, so a fleet that keeps up polls every stream once there, N x
 4 / 60 polls a second (the needed rate; run longer than 60 s plus the start-up spread of N x 4 /
 ``START_RATE`` s for the steady state). Then, with W >= 2, one worker is killed with SIGKILL at
-a moment when every worker runs a poll (10 s of waiting at most), and the takeover of the polls
-it held is measured as ``scripts/fleet_soak.py`` does (from the kill until each ran elsewhere or
+a moment when every worker runs a round (10 s of waiting at most), and the takeover of the
+rounds (jobs of a tenant's polls) it held is measured as ``scripts/fleet_soak.py`` does (from the kill until each ran elsewhere or
 was done; 150 s at most); the others are stopped with SIGTERM and must exit 0, and the schema
 is dropped. ``--fleet-analyze`` runs ANALYZE on the schema's tables every 10 s, as autovacuum
 would: the plan of procrastinate's job fetch depends on the statistics of its table, and
@@ -57,7 +57,7 @@ last successful poll of the others (about 60 plus that latency for a fleet that 
 overdue by more than 5 s at the end, and the most overdue one's lateness; start-up (workers
 started to the first log request); the workers' CPU milliseconds per poll in the window, and
 their PostgreSQL backends' (by ``application_name``, those alive at the window's ends), the
-backend count; the largest worker's peak RSS; the takeover seconds (and polls held); the API's
+backend count; the largest worker's peak RSS; the takeover seconds (and rounds held); the API's
 and the receiver's CPU seconds over the whole run, the alerts received, the load average, and the
 exit codes.
 """
@@ -347,7 +347,7 @@ class FleetMeasured:
     pg_cpu: float  # their PostgreSQL backends' CPU seconds in the window (those seen at its ends)
     backends: int  # PostgreSQL backends of the workers at the end of the window
     worker_rss_mib: float  # the largest worker's peak RSS
-    held: int | None  # polls the killed worker was running (None: no kill, one worker)
+    held: int | None  # rounds the killed worker was running (None: no kill, one worker)
     takeover: float | None  # seconds from the kill until each ran elsewhere or was done
     exits: list[int]  # the exit codes of the workers stopped with SIGTERM
     load: float  # the machine's 1-minute load average at the end of the window

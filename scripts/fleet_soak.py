@@ -10,8 +10,8 @@ alert id it acknowledges. ``--workers`` worker processes share the tenants' stre
 PostgreSQL state (a fresh schema of the given database, dropped at the end). Every
 ``--kill-every`` seconds or so one worker, chosen at random, is killed with SIGKILL in the middle
 of whatever it does, and a new one started in its place. The script measures how long the
-polls the killed worker was running took to be taken over by the others (from the kill until
-each of them runs on another worker or is done).
+rounds (a job: one tenant's polls) the killed worker was running took to be taken over by the
+others (from the kill until each of them runs on another worker or is done).
 
 At the end live mode stops, the workers finish the last records and are stopped with SIGTERM
 (each must exit 0), and the webhook's ids are checked against a reference: a clean `run --once`
@@ -58,7 +58,7 @@ class FleetReport:
     unexpected: int = 0
     repeats: int = 0
     takeovers: list[float] = field(default_factory=list)
-    polls_held_at_kill: list[int] = field(default_factory=list)
+    rounds_held_at_kill: list[int] = field(default_factory=list)
     exits: Counter[int] = field(default_factory=Counter)
     final_exits: list[int] = field(default_factory=list)
 
@@ -112,7 +112,7 @@ def write_config(
 
 
 def doing(url: str) -> dict[int, int | None]:
-    """Running poll jobs: job id -> worker id."""
+    """Running rounds (jobs of a tenant's polls): job id -> worker id."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT id, worker_id FROM procrastinate_jobs "
@@ -134,7 +134,7 @@ def takeover(
     killed_at: float,
     limit: float = 60.0,
 ) -> tuple[int, float]:
-    """How many polls the killed worker was running, and the seconds from the kill until each
+    """How many rounds the killed worker was running, and the seconds from the kill until each
     ran elsewhere or was done. The killed worker is the one whose heartbeat stops."""
     time.sleep(3.0)  # longer than a heartbeat interval: the live ones beat meanwhile
     now_beats = heartbeats(url)
@@ -199,13 +199,13 @@ def fleet_run(
         report.exits[running[victim].wait()] += 1
         report.kills += 1
         held, took = takeover(url, before, beats, killed_at)
-        report.polls_held_at_kill.append(held)
+        report.rounds_held_at_kill.append(held)
         if held:
             report.takeovers.append(took)
         running[victim] = spawn()
         if say:
             print(
-                f"  kill {report.kills}: {held} poll(s) running on it, "
+                f"  kill {report.kills}: {held} round(s) running on it, "
                 + (f"taken over in {took:.1f} s" if held else "nothing to take over")
                 + f"; {len(receiver.ids)} ids received",
                 flush=True,
@@ -320,8 +320,8 @@ def main() -> None:
     print(
         f"{report.kills} kills; alerts: reference {report.expected:,}, received {report.received:,} "
         f"distinct; missing {report.missing}, unexpected {report.unexpected}, repeats "
-        f"{report.repeats} (at least once); polls running on the killed worker: "
-        f"{sum(report.polls_held_at_kill)} over {report.kills} kills; takeover s: median "
+        f"{report.repeats} (at least once); rounds running on the killed worker: "
+        f"{sum(report.rounds_held_at_kill)} over {report.kills} kills; takeover s: median "
         f"{took[len(took) // 2]:.1f}, max {took[-1]:.1f}; final exits {report.final_exits}"
     )
     sys.exit(0 if report.ok else 1)
