@@ -26,6 +26,7 @@ from mimecast_connector._errors import ConfigError, UnavailableError
 from mimecast_connector.alerts import Alert, Format
 from mimecast_connector.config import Config, TenantConfig, load_config
 from mimecast_connector.runner import Runner, StreamResult
+from mimecast_connector.runner._committer import QUIET_COMMIT_GAP
 from mimecast_connector.runner._fleet import (
     POLLS,
     RETIRED_TASK,
@@ -366,6 +367,7 @@ class Timed(Watched):
         super().__init__(config, Counter(), Counter())
         self.slow, self.failing, self.seconds = slow, failing, seconds
         self.starts: dict[Category, list[float]] = {}
+        self.gaps: set[float] = set()  # the committer's quiet gap at each poll's start
 
     async def poll(
         self,
@@ -376,6 +378,7 @@ class Timed(Watched):
         position: tuple[datetime | None, float | None] | None = None,
     ) -> StreamResult:
         self.starts.setdefault(category, []).append(asyncio.get_running_loop().time())
+        self.gaps.add(self._committer.quiet_gap)
         if category in self.slow:
             await asyncio.sleep(self.seconds)
         if category in self.failing:
@@ -430,6 +433,8 @@ async def test_a_round_polls_each_stream_as_it_falls_due_while_another_is_still_
         assert len(during) >= 2, (category, runner.starts[category], first_url)
     assert max(runner._most.values()) == 1, runner._most
     assert fleet.polls == sum(len(starts) for starts in runner.starts.values())
+    # Polls on a schedule: quiet pages' commits wait for company, as in a single process.
+    assert runner.gaps == {QUIET_COMMIT_GAP}
     [(task, args)] = rounds
     assert task == ROUND_TASK
     assert args["tenant"] == world.tenant.name

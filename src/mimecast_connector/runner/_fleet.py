@@ -170,7 +170,8 @@ class Fleet:
             await self._analyze()
             sweeper = asyncio.create_task(self._sweeper(stop), name="fleet-sweeper")
             try:
-                await self._work(stop)
+                with self._runner.on_schedule():  # quiet pages' commits wait for company
+                    await self._work(stop)
             finally:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -48,7 +48,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,6 +346,19 @@ class Runner:
     def _committer(self) -> Committer:
         assert self._committer_ is not None, "start() first"
         return self._committer_
+
+    @contextlib.contextmanager
+    def on_schedule(self) -> Iterator[None]:
+        """While polls run on a schedule (``run_forever``, a fleet worker's rounds), a group
+        of pages that carry no records (polls that found nothing new, most of them) waits up
+        to ``QUIET_COMMIT_GAP`` for company before its commit; ``run --once`` ends on such a
+        page, so it keeps the short gap."""
+        committer = self._committer
+        gap, committer.quiet_gap = committer.quiet_gap, QUIET_COMMIT_GAP
+        try:
+            yield
+        finally:
+            committer.quiet_gap = gap
 
     async def start(self) -> None:
         """Open the state store, the dead-letter file and every sink; build the clients."""
@@ -1181,29 +1194,27 @@ class Runner:
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: alarm.ring())
         drained = False
-        committer, gap = self._committer, self._committer.quiet_gap
-        committer.quiet_gap = QUIET_COMMIT_GAP  # polls that found nothing wait for company
-        try:
-            while not stop.is_set():
-                for entry in schedule.due(monotonic() + GATHER):
-                    # Marked before the task first runs: a reload in between must see it.
-                    self._polling.add((entry.tenant.name, entry.category))
-                    task = asyncio.create_task(one(entry))
-                    running.add(task)
-                    task.add_done_callback(ended)
-                wait = schedule.wait(monotonic())
-                await alarm.sleep(None if wait is None else monotonic() + wait)
-            await self._drain(running)
-            drained = True
-        finally:
-            committer.quiet_gap = gap
-            stopping.cancel()
-            if not drained:  # cancelled, or our own bug: nothing to wait for
-                running |= set(self._backfills.values())
-                for task in list(running):
-                    task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
-            self._schedule = self._wake = self._stop = None
+        with self.on_schedule():
+            try:
+                while not stop.is_set():
+                    for entry in schedule.due(monotonic() + GATHER):
+                        # Marked before the task first runs: a reload in between must see it.
+                        self._polling.add((entry.tenant.name, entry.category))
+                        task = asyncio.create_task(one(entry))
+                        running.add(task)
+                        task.add_done_callback(ended)
+                    wait = schedule.wait(monotonic())
+                    await alarm.sleep(None if wait is None else monotonic() + wait)
+                await self._drain(running)
+                drained = True
+            finally:
+                stopping.cancel()
+                if not drained:  # cancelled, or our own bug: nothing to wait for
+                    running |= set(self._backfills.values())
+                    for task in list(running):
+                        task.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
+                self._schedule = self._wake = self._stop = None
 
     async def _drain(self, running: set[asyncio.Task[None]]) -> None:
         """Let the polls in flight commit what they read (``DRAIN_TIMEOUT`` at most), then
