@@ -411,6 +411,24 @@ async def test_a_lease_comes_with_the_streams_position(store: PostgresStore) -> 
     assert position == (T0, (T0 - timedelta(hours=1)).timestamp())
 
 
+async def test_a_rounds_leases_come_in_one_statement_each_with_its_streams_position(
+    store: PostgresStore,
+) -> None:
+    """take_leases_and_positions: a new lease for each stream named (one more than its last; 1 for a new one), each with its own position, and only those streams; a lease taken before is stale for commits."""
+    old = await store.take_lease("acme", "url")
+    await store.commit_group([Commit("acme", "url", T0, [("a", 1.0)], {}, lease=old)], {})
+    taken = await store.take_leases_and_positions("acme", ["url", "attachment"])
+    assert set(taken) == {"url", "attachment"}
+    assert taken["url"] == (old + 1, await store.position("acme", "url"))
+    assert taken["url"][1][0] == T0
+    assert taken["attachment"] == (1, (None, None))
+    assert await store.take_leases_and_positions("acme", []) == {}
+    assert await store.stale({("acme", "url"): old}) == {("acme", "url")}
+    assert await store.stale({("acme", "impersonation"): 1}) == {("acme", "impersonation")}
+    with pytest.raises(LeaseLostError):
+        await store.commit_group([Commit("acme", "url", T0, [], {}, lease=old)], {})
+
+
 async def test_many_calls_meeting_a_lost_connection_open_one_new_one(url: str) -> None:
     """64 concurrent reads after the backends were terminated reconnect the reader once: the server sees no more connections than before."""
     name = schema_of(url) + "_r"

@@ -316,7 +316,7 @@ class Fleet:
             )
             return
         when, failed = _streams_of(config.categories, due, failures)
-        running: dict[asyncio.Task[StreamResult | None], Category] = {}
+        running: dict[asyncio.Task[StreamResult], Category] = {}
         handed_on = True
         # At the start, the streams due first (the queue gave the job out at their time, by
         # the database's clock: this worker's may be behind) and those due within
@@ -327,10 +327,10 @@ class Fleet:
                 if handed_on and not self._stopping():
                     edge = max(edge, time.time())
                     busy = set(running.values())
-                    for kind in config.categories:
-                        if kind not in busy and when[kind] <= edge:
-                            running[asyncio.create_task(self._poll_one(config, kind))] = kind
+                    starting = [k for k in config.categories if k not in busy and when[k] <= edge]
                     edge = 0.0
+                    for kind, lease in (await self._leases(config, starting, when)).items():
+                        running[asyncio.create_task(self._poll(config, kind, lease))] = kind
                 if not running:
                     break
                 idle = [when[k] for k in config.categories if k not in running.values()]
@@ -374,34 +374,49 @@ class Fleet:
         """True once this worker stops (or the run halted): no new poll starts."""
         return (self._stop is not None and self._stop.is_set()) or self._runner.halted is not None
 
-    async def _poll_one(self, config: TenantConfig, kind: Category) -> StreamResult | None:
-        """Take the stream's lease and poll it; None if the lease could not be taken."""
+    async def _leases(
+        self, config: TenantConfig, kinds: list[Category], when: dict[Category, float]
+    ) -> dict[Category, tuple[int, tuple[datetime | None, float | None]]]:
+        """Take the leases of the streams ``kinds`` in one statement, with their positions; if
+        that fails (the database away), they are due again in ``RETRY_SOON``."""
+        if not kinds:
+            return {}
         try:
-            lease, position = await self._store.take_lease_and_position(config.name, kind.value)
+            taken = await self._store.take_leases_and_positions(
+                config.name, [k.value for k in kinds]
+            )
         except Exception as exc:
             _log.warning(
                 "fleet_lease_failed",
                 tenant=config.name,
-                category=kind.value,
+                categories=[k.value for k in kinds],
                 error=self._runner.redact(repr(exc)),
                 wait_s=RETRY_SOON,
             )
-            return None
-        return await self._runner.poll(config, kind, lease=lease, position=position)
+            for kind in kinds:
+                when[kind] = time.time() + RETRY_SOON
+            return {}
+        return {kind: taken[kind.value] for kind in kinds}
+
+    async def _poll(
+        self,
+        config: TenantConfig,
+        kind: Category,
+        lease: tuple[int, tuple[datetime | None, float | None]],
+    ) -> StreamResult:
+        """One poll of one stream, under the lease taken for it (and at its position)."""
+        return await self._runner.poll(config, kind, lease=lease[0], position=lease[1])
 
     def _polled(
         self,
         config: TenantConfig,
         kind: Category,
-        result: StreamResult | None,
+        result: StreamResult,
         when: dict[Category, float],
         failed: dict[Category, int],
     ) -> bool:
         """Note a poll's end: when its stream is due again; False if it lost its lease."""
         self.polls += 1
-        if result is None:
-            when[kind] = time.time() + RETRY_SOON
-            return True
         if isinstance(result.error, LeaseLostError):
             _log.warning("stream_taken_over", tenant=config.name, category=kind.value)
             return False

@@ -400,18 +400,38 @@ class PostgresStore:
     ) -> tuple[int, tuple[datetime | None, float | None]]:
         """:meth:`take_lease`, and the stream's :meth:`position` read in the same statement
         (one round trip a poll less)."""
-        row = await self._one(
-            "INSERT INTO mimecast_streams (tenant, category, lease) VALUES (%s, %s, 1) "
-            "ON CONFLICT (tenant, category) DO UPDATE SET lease = mimecast_streams.lease + 1 "
-            "RETURNING lease, cursor, kept_from",
-            (tenant, category),
-        )
-        assert row is not None
-        lease, cursor, kept = row
-        assert isinstance(lease, int)
-        assert cursor is None or isinstance(cursor, float)
-        assert kept is None or isinstance(kept, float)
-        return lease, (_dt(cursor), kept)
+        return (await self.take_leases_and_positions(tenant, [category]))[category]
+
+    async def take_leases_and_positions(
+        self, tenant: str, categories: Iterable[str]
+    ) -> dict[str, tuple[int, tuple[datetime | None, float | None]]]:
+        """:meth:`take_lease_and_position` of several streams of one tenant, in one statement
+        (a fleet's round starts its due streams together); rows locked in key order, as a
+        group commit locks them."""
+        wanted = sorted(set(categories))
+        if not wanted:
+            return {}
+        async with self._use("reader") as conn:  # autocommit, as the other one-statement writes
+            rows = await (
+                await conn.execute(
+                    "INSERT INTO mimecast_streams (tenant, category, lease) "
+                    "SELECT %s, c, 1 FROM unnest(%s::text[]) WITH ORDINALITY AS u(c, n) "
+                    "ORDER BY n "
+                    "ON CONFLICT (tenant, category) DO UPDATE "
+                    "SET lease = mimecast_streams.lease + 1 "
+                    "RETURNING category, lease, cursor, kept_from",
+                    (tenant, wanted),
+                )
+            ).fetchall()
+        taken: dict[str, tuple[int, tuple[datetime | None, float | None]]] = {}
+        for category, lease, cursor, kept in rows:
+            assert isinstance(category, str)
+            assert isinstance(lease, int)
+            assert cursor is None or isinstance(cursor, float)
+            assert kept is None or isinstance(kept, float)
+            taken[category] = (lease, (_dt(cursor), kept))
+        assert set(taken) == set(wanted)
+        return taken
 
     async def stale(self, leases: Mapping[tuple[str, str], int]) -> set[tuple[str, str]]:
         if not leases:
