@@ -65,7 +65,14 @@ from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._appendfile import write_error
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import Answer, HttpSender, fit, lowered_cap, url_name
+from mimecast_connector.sinks._http import (
+    Answer,
+    HttpSender,
+    fit,
+    lowered_cap,
+    refused_as_too_large,
+    url_name,
+)
 from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
@@ -483,9 +490,9 @@ class ElasticsearchSink:
         action = b'{"create":{"_index":%b,"_id":%b}}\n' % (_encode(index), _encode(alert.id))
         return _Doc(alert, index, source, action + source + b"\n")
 
-    def _shortened(self, doc: _Doc, limit: int) -> _Doc:
-        """``doc`` as a bulk request of at most ``limit`` bytes: its alert shortened (logged),
-        or a refusal if even its own fields are over."""
+    def _shortened(self, doc: _Doc, limit: int) -> tuple[_Doc, bytes]:
+        """``doc`` as a bulk request of at most ``limit`` bytes, and that request: its alert
+        shortened (logged), or a refusal if even its own fields are over."""
         source = within(
             doc.alert,
             self._one,
@@ -495,7 +502,8 @@ class ElasticsearchSink:
             advice="raise the cluster's http.max_content_length (or the limit of a proxy in "
             "front of it)",
         )
-        return self._doc(doc.alert, source)
+        short = self._doc(doc.alert, source)
+        return short, short.lines
 
     async def _send(
         self, docs: Sequence[_Doc], poison: list[tuple[_Doc, int, str]]
@@ -509,12 +517,15 @@ class ElasticsearchSink:
             part, body = queue.popleft()
             answer = await self._post(body, len(part))
             if answer.status == 413:
-                if len(part) == 1:  # alone: again, shortened to half (sinks._limit)
-                    short = self._shortened(part[0], len(body) // 2)
-                    queue.appendleft(([short], short.lines))
-                    continue
-                self._lower_cap(len(body))
-                queue.extendleft(reversed(fit(part, _join, self._cap)))
+                self._cap = refused_as_too_large(
+                    queue,
+                    part,
+                    body,
+                    self._cap,
+                    encode=_join,
+                    lower=self._lower_cap,
+                    shorten=self._shortened,
+                )
                 continue
             if not 200 <= answer.status < 300:
                 raise self._refused(answer, "a bulk request")
@@ -552,8 +563,8 @@ class ElasticsearchSink:
             what=f"a bulk request of {count} alerts",
         )
 
-    def _lower_cap(self, refused: int) -> None:
-        self._cap = lowered_cap(
+    def _lower_cap(self, refused: int) -> int:
+        return lowered_cap(
             self.name,
             refused,
             self._cap,

@@ -21,6 +21,7 @@ import hashlib
 import random
 import ssl
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -95,6 +96,31 @@ def lowered_cap(sink: str, refused: int, cap: int, advice: str) -> int:
         advice=advice,
     )
     return lower
+
+
+def refused_as_too_large(
+    queue: deque[tuple[Sequence[T], bytes]],
+    items: Sequence[T],
+    body: bytes,
+    cap: int,
+    *,
+    encode: Callable[[Sequence[T]], bytes],
+    lower: Callable[[int], int],
+    shorten: Callable[[T, int], tuple[T, bytes]],
+) -> int:
+    """What every HTTP sink does when ``body`` (of ``items``) got 413, its receiver (or a
+    proxy in front of it) taking less than ``max_body_bytes``: items several go again at the
+    head of ``queue``, fit under the cap ``lower`` gives for the refused size (see
+    :func:`lowered_cap`); an item alone goes again shortened to half the refused size
+    (``shorten``: the item and its body, ``sinks._limit.within``, which refuses it when its
+    own fields do not fit). Returns the cap."""
+    if len(items) > 1:
+        cap = lower(len(body))
+        queue.extendleft(reversed(fit(items, encode, cap)))
+    else:
+        item, shortened = shorten(items[0], len(body) // 2)
+        queue.appendleft(([item], shortened))
+    return cap
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,14 @@ from mimecast_connector._fields import anchored_path, http_url, secret_str, tls_
 from mimecast_connector.alerts import ONE_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import Answer, HttpSender, fit, lowered_cap, url_name
+from mimecast_connector.sinks._http import (
+    Answer,
+    HttpSender,
+    fit,
+    lowered_cap,
+    refused_as_too_large,
+    url_name,
+)
 from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
@@ -309,28 +316,36 @@ class SplunkHecSink:
                 give_back=frozenset({400, 401, 403, 404, 413}),
                 what="the batch",
             )
-            if answer.status == 413 and len(items) > 1:
-                self._max_body = lowered_cap(self.name, len(body), self._max_body, _LOWER)
-                queue.extendleft(reversed(fit(items, _join, self._max_body)))
-                continue
             if answer.status == 413:
-                alert = items[0][0]
-                envelope = within(
-                    alert,
-                    self._envelope,
-                    len(body) // 2,
-                    sink=self.name,
-                    setting="what HEC takes (HTTP 413)",
-                    advice="raise HEC's max_content_length (limits.conf [http_input]) or the "
-                    "limit of a proxy in front of it",
+                self._max_body = refused_as_too_large(
+                    queue,
+                    items,
+                    body,
+                    self._max_body,
+                    encode=_join,
+                    lower=lambda refused: lowered_cap(self.name, refused, self._max_body, _LOWER),
+                    shorten=self._shorten,
                 )
-                queue.appendleft(([(alert, envelope)], envelope))
                 continue
             read = self._read(answer)
             if self._ack and read.ackId is None:
                 raise SinkRejectedError(_NO_ACK_ID, sink=self.name)
             taken.append((request, read.ackId))
         return taken
+
+    def _shorten(self, item: tuple[Alert, bytes], limit: int) -> tuple[tuple[Alert, bytes], bytes]:
+        """The envelope of the item's alert in at most ``limit`` bytes (``sinks._limit``)."""
+        alert = item[0]
+        envelope = within(
+            alert,
+            self._envelope,
+            limit,
+            sink=self.name,
+            setting="what HEC takes (HTTP 413)",
+            advice="raise HEC's max_content_length (limits.conf [http_input]) or the limit of "
+            "a proxy in front of it",
+        )
+        return (alert, envelope), envelope
 
     def _read(self, answer: Answer) -> _HecAnswer:
         """HEC's answer to a request of events, if it took them; else why not."""

@@ -39,7 +39,13 @@ from mimecast_connector._fields import (
 from mimecast_connector.alerts import ARRAY_ENCODERS, Alert, Format
 from mimecast_connector.client import RetryPolicy
 from mimecast_connector.sinks._base import Sink
-from mimecast_connector.sinks._http import HttpSender, fit, lowered_cap, url_name
+from mimecast_connector.sinks._http import (
+    HttpSender,
+    fit,
+    lowered_cap,
+    refused_as_too_large,
+    url_name,
+)
 from mimecast_connector.sinks._limit import within
 from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
@@ -127,32 +133,38 @@ class WebhookSink:
             answer = await self._sender.send(
                 "POST", self._url, body=body, headers=headers, give_back=_TOO_LARGE
             )
-            if answer.status != 413:
-                continue
-            if len(items) > 1:
-                self._lower_cap(len(body))
-                queue.extendleft(reversed(fit(items, self._encode, self._max_body)))
-                continue
-            limit = len(body) // 2
-            shortened = within(
-                items[0],
-                lambda a: self._encode([a]),
-                limit,
-                sink=self.name,
-                setting="what the receiver takes (HTTP 413)",
-                advice="raise the receiver's (or its proxy's) limit on a request's body",
-            )
-            queue.appendleft((items, shortened))
+            if answer.status == 413:
+                self._max_body = refused_as_too_large(
+                    queue,
+                    items,
+                    body,
+                    self._max_body,
+                    encode=self._encode,
+                    lower=self._lower_cap,
+                    shorten=self._shorten,
+                )
         return None
 
-    def _lower_cap(self, refused: int) -> None:
-        self._max_body = lowered_cap(
+    def _lower_cap(self, refused: int) -> int:
+        return lowered_cap(
             self.name,
             refused,
             self._max_body,
             "the receiver (or a proxy in front of it) takes less than max_body_bytes; lower "
             "max_body_bytes to match",
         )
+
+    def _shorten(self, alert: Alert, limit: int) -> tuple[Alert, bytes]:
+        """A body of ``alert`` alone in at most ``limit`` bytes (``sinks._limit.within``)."""
+        body = within(
+            alert,
+            lambda a: self._encode([a]),
+            limit,
+            sink=self.name,
+            setting="what the receiver takes (HTTP 413)",
+            advice="raise the receiver's (or its proxy's) limit on a request's body",
+        )
+        return alert, body
 
 
 class WebhookSinkConfig(SinkSettings):
