@@ -10,6 +10,11 @@ in the whole process (default 64, spread over each host's pool of keep-alive con
 request waits its turn for a slot, first come first served; the wait for a slot is not part of
 the request's own timeouts, so a busy process is slow, never failing. A stream paging through a
 long window takes one turn per page, so it cannot crowd out the live polls of other tenants.
+The one exception: API 2.0 receipt batch files (``_siem.stream_batch_file``) are downloaded
+from the storage host their presigned links name without a slot, since each is read as it is
+handled (minutes, on a large file) and a slot held that long would crowd out live polls; they
+are bounded by that host's connections (``max_in_flight`` per host) and by the pages a run may
+hold unwritten (``runner._committer.MAX_PAGES_HELD``).
 
 The HTTP stack, chosen by measurement (issue 8, ``benchmarks/tenants.py``): HTTP/1.1 keep-alive
 over :class:`~mimecast_connector.client._transport.Http11Transport`, at most ``max_in_flight``
