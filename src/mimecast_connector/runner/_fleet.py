@@ -23,18 +23,19 @@ How the streams are shared:
   earliest time one of them is due: one poll interval after a stream's success, or after the
   backoff of ``runner._schedule`` (each stream's due time and count of failures in a row
   travel with the job). A poll cancelled by a stopping worker is due again at once.
-* **Each poll takes a lease** on its stream first (``PostgresStore.take_lease``: a number that
-  only grows). Every page is checked against it before delivery, and every commit in its
-  transaction: a poll whose worker was presumed dead but was only stalled (a paused VM, a
-  frozen loop, a cut network) delivers and commits nothing more once another poll of its
-  stream has started. So even then no two polls of one stream both move its checkpoint.
-* **The sweep** runs in every worker every ``SWEEP_EVERY`` seconds, outside the poll slots (so
-  busy slots cannot delay it), one worker at a time (a PostgreSQL advisory lock). The polls of
-  a worker whose heartbeat stopped ``STALLED_AFTER`` seconds ago (killed, frozen, cut off) are
-  deleted and given to the others as new polls (its own late ``finish`` then finds nothing to
-  delete), and any configured stream with no poll waiting or running gets one (a new tenant, a
-  chain broken by a crash between two statements). A worker starting does the latter at once,
-  in batches, spread over the start-up rate.
+* **Each poll takes a lease** on its stream first (a number that only grows; the streams a
+  round starts together take theirs in one statement, ``take_leases_and_positions``). Every
+  page is checked against it before delivery, and every commit in its transaction: a poll
+  whose worker was presumed dead but was only stalled (a paused VM, a frozen loop, a cut
+  network) delivers and commits nothing more once another poll of its stream has started. So
+  even then no two polls of one stream both move its checkpoint.
+* **The sweep** runs in every worker every ``SWEEP_EVERY`` seconds, outside the round slots
+  (so busy slots cannot delay it), one worker at a time (a PostgreSQL advisory lock). The
+  rounds of a worker whose heartbeat stopped ``STALLED_AFTER`` seconds ago (killed, frozen, cut
+  off) are deleted and given to the others as new rounds (its own late ``finish`` then finds
+  nothing to delete), and any configured tenant with no round waiting or running gets one (a
+  new tenant, a chain broken by a crash between two statements). A worker starting does the
+  latter at once, in batches, spread over the start-up rate.
 * The procrastinate worker is restarted (backing off) when it ends on its own, a database
   restart for instance; only an outage of more than ``MAX_RESTARTS`` tries stops the process.
 * A round of a tenant this worker does not know (removed from its configuration) ends
@@ -97,7 +98,7 @@ RETRY_SOON = 15.0
 POOL_CHECK_IDLE = 1.0
 #: Rounds one worker runs at once at most (each polls one tenant's streams).
 CONCURRENCY = 64
-#: Seconds between a worker's heartbeats, and without one before its polls are taken over.
+#: Seconds between a worker's heartbeats, and without one before its rounds are taken over.
 HEARTBEAT = 2.0
 STALLED_AFTER = 20.0
 #: Seconds between sweeps, and between a worker's looks for due polls.
@@ -105,7 +106,7 @@ SWEEP_EVERY = 5.0
 FETCH_EVERY = 0.5
 #: Seconds from a worker's last heartbeat until its streams are polled by others, at most.
 TAKEOVER = STALLED_AFTER + SWEEP_EVERY + FETCH_EVERY
-#: Seconds a stopping worker lets its polls finish before it cancels them.
+#: Seconds a stopping worker lets its rounds finish before it cancels them.
 GRACE = 10.0
 #: Times in a row the procrastinate worker may end on its own (backing off 1, 2, 4 ... 30 s
 #: between) before the process gives up: about five minutes of database outage.
