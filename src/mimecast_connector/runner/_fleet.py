@@ -330,8 +330,10 @@ class Fleet:
                     busy = set(running.values())
                     starting = [k for k in config.categories if k not in busy and when[k] <= edge]
                     edge = 0.0
-                    for kind, lease in (await self._leases(config, starting, when)).items():
-                        running[asyncio.create_task(self._poll(config, kind, lease))] = kind
+                    leased = await self._leases(config, starting, when)
+                    for kind, (lease, position) in leased.items():
+                        poll = runner.poll(config, kind, lease=lease, position=position)
+                        running[asyncio.create_task(poll)] = kind
                 if not running:
                     break
                 idle = [when[k] for k in config.categories if k not in running.values()]
@@ -398,15 +400,6 @@ class Fleet:
                 when[kind] = time.time() + RETRY_SOON
             return {}
         return {kind: taken[kind.value] for kind in kinds}
-
-    async def _poll(
-        self,
-        config: TenantConfig,
-        kind: Category,
-        lease: tuple[int, tuple[datetime | None, float | None]],
-    ) -> StreamResult:
-        """One poll of one stream, under the lease taken for it (and at its position)."""
-        return await self._runner.poll(config, kind, lease=lease[0], position=lease[1])
 
     def _polled(
         self,
