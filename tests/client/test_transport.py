@@ -692,12 +692,116 @@ async def test_a_cookie_set_for_one_tenant_never_reaches_another_on_the_shared_c
 
 
 async def post(
-    transport: Http11Transport, server: Server, headers: list[tuple[bytes, bytes]]
+    transport: Http11Transport,
+    server: Server,
+    headers: list[tuple[bytes, bytes]],
+    deadline: float | None = None,
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     status, answer, body = await transport.post(
-        b"http", "127.0.0.1", server.port, b"/api/x?y=1", headers, b"0123456789", {"read": 5.0}
-    )
+        b"http", "127.0.0.1", server.port, b"/api/x?y=1", headers, b"0123456789", {"read": 5.0},
+        deadline,
+    )  # fmt: skip
     return status, dict(answer), b"".join([part async for part in body])
+
+
+def seconds_from_now(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_post_past_its_deadline_without_an_answer_is_a_timeout_error(
+    transport: Http11Transport,
+) -> None:
+    """A silent server, a deadline well before the 5 s read timeout: TimeoutError (not
+    httpx.ReadTimeout) at the deadline."""
+    async with Server(silent) as server:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError) as caught:
+            await post(transport, server, [(b"Host", b"h")], seconds_from_now(0.3))
+        took = asyncio.get_running_loop().time() - started
+    assert not isinstance(caught.value, httpx.TimeoutException)
+    assert 0.25 < took < 2.0
+
+
+async def test_a_body_trickling_past_the_deadline_is_a_timeout_error_and_not_reused(
+    transport: Http11Transport,
+) -> None:
+    """A byte every 50 ms (each read well within the read timeout) until past the deadline:
+    TimeoutError while the body is read, and its connection is closed, not given back."""
+
+    async def trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(1000):
+            writer.write(b" ")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with Server(trickle) as server:
+        status, _, body = await transport.post(
+            b"http", "127.0.0.1", server.port, b"/", [(b"Host", b"h")], b"", {"read": 5.0},
+            seconds_from_now(0.5),
+        )  # fmt: skip
+        assert status == 200
+        received: list[bytes] = []
+
+        async def read() -> None:
+            async for part in body:
+                received.append(part)
+
+        with pytest.raises(TimeoutError) as caught:
+            await read()
+        assert not isinstance(caught.value, httpx.TimeoutException)
+        assert 0 < len(b"".join(received)) < 1000
+        assert transport.open_connections == 0
+
+
+async def test_a_small_answer_arms_one_timer_its_head_and_none_for_its_body(
+    transport: Http11Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head and body arrive together: on a kept-alive connection the head's wait is timed,
+    the body (already received) is read without a timer; the answer is whole."""
+    timers: list[float | None] = []
+    real = asyncio.timeout_at
+
+    def counted(when: float | None) -> asyncio.Timeout:
+        timers.append(when)
+        return real(when)
+
+    monkeypatch.setattr(asyncio, "timeout_at", counted)
+    async with Server(answering(ok(b"x" * 5000))) as server:
+        deadline = seconds_from_now(30.0)
+        await post(transport, server, [(b"Host", b"h")], deadline)  # connects: a timer more
+        timers.clear()
+        for _ in range(3):
+            assert (await post(transport, server, [(b"Host", b"h")], deadline))[2] == b"x" * 5000
+    assert server.connections == 1
+    assert len(timers) == 3
+    assert all(when is not None and when <= deadline for when in timers)
+
+
+async def test_a_slow_body_is_still_bounded_by_the_read_timeout_before_the_deadline(
+    transport: Http11Transport,
+) -> None:
+    """The body stalls after its first bytes: httpx.ReadTimeout after the 0.2 s read timeout,
+    long before the 30 s deadline (the deadline does not replace the phase's own timeout)."""
+
+    async def stall(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await asyncio.sleep(5)
+
+    async with Server(stall) as server:
+        _, _, body = await transport.post(
+            b"http", "127.0.0.1", server.port, b"/", [(b"Host", b"h")], b"", {"read": 0.2},
+            seconds_from_now(30.0),
+        )  # fmt: skip
+        with pytest.raises(httpx.ReadTimeout):
+            async for _ in body:
+                pass
 
 
 async def test_post_sends_its_head_as_given_and_keeps_the_connection(

@@ -805,8 +805,9 @@ class MimecastClient:
 
         Through our own transport (the run's case) the request and response are bytes and a
         dict, not httpx objects, which cost more CPU than the exchange itself at thousands of
-        streams (issue 8); with a test transport, through httpx."""
-        async with self._slots, asyncio.timeout(budget):
+        streams (issue 8); with a test transport, through httpx. Through ours, the budget is the
+        transport's ``deadline`` (each phase's timer ends by it: one timer a phase, not two)."""
+        async with self._slots:
             if self._direct is not None and method == "POST":
                 sent = [
                     *self._fixed_headers,
@@ -818,6 +819,7 @@ class MimecastClient:
                     sent,
                     content,
                     self._timeouts,
+                    asyncio.get_running_loop().time() + budget,
                 )
                 answer = {name.decode("latin-1").lower(): v.decode("latin-1") for name, v in raw}
                 if answer.get("content-encoding", "identity").lower() != "identity":
@@ -835,24 +837,25 @@ class MimecastClient:
                         status, answer, aiter(body), body.aclose, self.options.max_body_bytes
                     ),
                 )
-            request = self._http.build_request(
-                method,
-                self.base_url + path + query,
-                headers=headers,
-                content=content if method == "POST" else None,
-            )
-            response = await self._http.send(request, stream=True)
-            return (
-                response.status_code,
-                response.headers,
-                await _read_capped(
+            async with asyncio.timeout(budget):
+                request = self._http.build_request(
+                    method,
+                    self.base_url + path + query,
+                    headers=headers,
+                    content=content if method == "POST" else None,
+                )
+                response = await self._http.send(request, stream=True)
+                return (
                     response.status_code,
                     response.headers,
-                    response.aiter_bytes(),
-                    response.aclose,
-                    self.options.max_body_bytes,
-                ),
-            )
+                    await _read_capped(
+                        response.status_code,
+                        response.headers,
+                        response.aiter_bytes(),
+                        response.aclose,
+                        self.options.max_body_bytes,
+                    ),
+                )
 
     # --- decoding ------------------------------------------------------------------------
 

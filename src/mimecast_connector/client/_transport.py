@@ -10,7 +10,11 @@ What it guarantees, each bounded:
 * At most ``max_connections`` open connections per origin. A request that finds none free waits
   its turn, first come first served, for at most the ``pool`` timeout, then ``httpx.PoolTimeout``.
 * Every phase is timed from ``request.extensions["timeout"]`` (connect, read, write, pool; None is
-  no limit) and fails as the matching ``httpx`` timeout.
+  no limit) and fails as the matching ``httpx`` timeout. :meth:`Http11Transport.post` also takes
+  the request's ``deadline`` (the loop's clock): every phase ends by it too, and past it the
+  request fails with ``TimeoutError``, as an ``asyncio.timeout`` around it would, with one timer
+  a phase instead of two. A phase that cannot wait (the request went to the socket whole, the
+  body is already received) arms no timer.
 * A response head is at most ``max_head_bytes`` (64 KiB) and ``max_headers`` (100) header lines;
   1xx heads are skipped (at most 10); anything malformed is ``httpx.RemoteProtocolError``.
 * The body is read lazily, chunk by chunk (at most 64 KiB each), so the caller's size cap and
@@ -189,10 +193,12 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._open.discard(connection)
         connection.close()
 
-    async def _connect(self, origin: _Origin, limit: float | None) -> _Connection:
+    async def _connect(
+        self, origin: _Origin, limit: float | None, deadline: float | None
+    ) -> _Connection:
         context = self._ssl() if origin.tls else None
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout_at(_until(limit, deadline)):
                 reader, writer = await asyncio.open_connection(
                     origin.host,
                     origin.port,
@@ -201,6 +207,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     limit=self._max_head_bytes,
                 )
         except TimeoutError as exc:
+            if _past(deadline):
+                raise
             raise httpx.ConnectTimeout(
                 f"connecting to {origin.host}:{origin.port} took over {limit} s"
             ) from exc
@@ -251,12 +259,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
         timeouts: Mapping[str, float | None],
+        deadline: float | None = None,
     ) -> tuple[int, list[tuple[bytes, bytes]], _Body]:
         """POST ``body`` to ``target`` (path and query) on that origin, without building httpx
         request and response objects (the client's hot path: one per page): the status, the
         response headers and the body, to be read (``async for``) and then closed
         (``aclose``). ``headers`` must include ``Host``; ``Content-Length`` is added. The
-        bounds, timeouts and the retry on a stale idle connection are those of every request."""
+        bounds, timeouts and the retry on a stale idle connection are those of every request;
+        ``deadline`` (the loop's clock) ends every phase, the body's reads included, with
+        ``TimeoutError``."""
         head, chunked = _head(b"POST", target, [*headers, (b"Content-Length", b"%d" % len(body))])
         status, _, answer_headers, answer = await self._roundtrip(
             self._origin_of(scheme, host, port),
@@ -266,6 +277,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             no_body=False,
             close=_connection_close(headers, False),
             timeouts=timeouts,
+            deadline=deadline,
         )
         return status, answer_headers, answer
 
@@ -279,18 +291,22 @@ class Http11Transport(httpx.AsyncBaseTransport):
         no_body: bool,
         close: bool,
         timeouts: Mapping[str, float | None],
+        deadline: float | None = None,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]], _Body]:
         """One exchange on a connection of ``origin``: its slot, an idle or new connection, the
-        request sent, the final head read; the body left to read from the returned ``_Body``."""
+        request sent, the final head read; the body left to read from the returned ``_Body``.
+        Each phase ends by its own timeout and by ``deadline`` (the loop's clock), if given."""
         if self._closed:
             raise RuntimeError("the transport is closed: make a new one")
         try:
             if origin.slots.locked():
-                async with asyncio.timeout(timeouts.get("pool")):
+                async with asyncio.timeout_at(_until(timeouts.get("pool"), deadline)):
                     await origin.slots.acquire()
             else:  # a free slot: taken at once, no timer to arm and cancel
                 await origin.slots.acquire()
         except TimeoutError as exc:
+            if _past(deadline):
+                raise
             raise httpx.PoolTimeout(
                 f"no connection to {origin.host}:{origin.port} was free within "
                 f"{timeouts.get('pool')} s (at most {self._max_connections} are open)"
@@ -300,10 +316,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
             connection = self._take_idle(origin)
             reused = connection is not None
             if connection is None:
-                connection = await self._connect(origin, timeouts.get("connect"))
+                connection = await self._connect(origin, timeouts.get("connect"), deadline)
             try:
                 status, reason, headers, http10 = await self._exchange(
-                    connection, head, body, chunked, timeouts
+                    connection, head, body, chunked, timeouts, deadline
                 )
             except _NoAnswer as failed:
                 self._discard(connection)
@@ -311,15 +327,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 if not reused or not isinstance(body, bytes):
                     raise failed.error from failed.__cause__
                 # The server closed the idle connection meanwhile: once more on a fresh one.
-                connection = await self._connect(origin, timeouts.get("connect"))
+                connection = await self._connect(origin, timeouts.get("connect"), deadline)
                 try:
                     status, reason, headers, http10 = await self._exchange(
-                        connection, head, body, chunked, timeouts
+                        connection, head, body, chunked, timeouts, deadline
                     )
                 except _NoAnswer as again:
                     raise again.error from again.__cause__
             framing = _framing(no_body, close, status, headers, http10)
-            answer = _Body(self, connection, framing, timeouts.get("read"))
+            answer = _Body(self, connection, framing, timeouts.get("read"), deadline)
         except BaseException:
             if connection is not None:
                 self._discard(connection)
@@ -334,15 +350,16 @@ class Http11Transport(httpx.AsyncBaseTransport):
         body: bytes | httpx.AsyncByteStream,
         chunked: bool,
         timeouts: Mapping[str, float | None],
+        deadline: float | None,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bool]:
         """Send the request and read the final head: status, reason, headers, HTTP/1.0."""
-        await self._send(connection, head, body, chunked, timeouts.get("write"))
+        await self._send(connection, head, body, chunked, timeouts.get("write"), deadline)
         read_timeout = timeouts.get("read")
         reader = connection.reader
         for informational in range(MAX_INFORMATIONAL + 1):
             first = b""
             try:
-                async with asyncio.timeout(read_timeout):
+                async with asyncio.timeout_at(_until(read_timeout, deadline)):
                     if informational == 0:
                         # One byte first, so a failure before any byte of an answer is known.
                         first = await reader.read(1)
@@ -354,6 +371,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
                             )
                     head = first + await reader.readuntil(b"\r\n\r\n")
             except TimeoutError as exc:
+                if _past(deadline):
+                    raise
                 raise httpx.ReadTimeout(f"no response head within {read_timeout} s") from exc
             except asyncio.IncompleteReadError as exc:
                 raise httpx.RemoteProtocolError(
@@ -382,6 +401,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         body: bytes | httpx.AsyncByteStream,
         chunked: bool,
         limit: float | None,
+        deadline: float | None,
     ) -> None:
         writer = connection.writer
         try:
@@ -394,7 +414,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     # nothing can wait, so no timer to arm and cancel.
                     await writer.drain()
                     return
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout_at(_until(limit, deadline)):
                 if not isinstance(body, bytes):
                     writer.write(head)
                     async for part in body:
@@ -408,6 +428,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
                         writer.write(b"0\r\n\r\n")
                 await writer.drain()
         except TimeoutError as exc:
+            if _past(deadline):
+                raise
             raise httpx.WriteTimeout(f"sending the request took over {limit} s") from exc
         except OSError as exc:
             # Nothing of an answer was read yet: a reused connection may be retried.
@@ -462,6 +484,29 @@ def _head(
     return b"".join(lines), chunked
 
 
+def _until(limit: float | None, deadline: float | None) -> float | None:
+    """When a phase allowed ``limit`` seconds from now must end on the loop's clock: then, or
+    at the request's ``deadline`` if that comes first (None: no end)."""
+    if limit is None:
+        return deadline
+    end = asyncio.get_running_loop().time() + limit
+    return end if deadline is None or end < deadline else deadline
+
+
+def _past(deadline: float | None) -> bool:
+    """Whether the request's ``deadline`` has come: a phase's timer that fired then is the
+    request's ``TimeoutError``, not the phase's own httpx timeout."""
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
+
+def _buffered(reader: asyncio.StreamReader) -> bytes | bytearray:
+    """The bytes ``reader`` has received and not handed out (its ``read`` returns them without
+    waiting, so no timer is armed for it). asyncio keeps them in ``_buffer``, not public; where
+    it is not there, nothing is taken as buffered and every read is timed."""
+    buffer = getattr(reader, "_buffer", b"")
+    return buffer if isinstance(buffer, bytes | bytearray) else b""
+
+
 def _header(line: bytes) -> tuple[bytes, bytes]:
     name, colon, value = line.partition(b":")
     if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
@@ -512,11 +557,13 @@ class _Body(httpx.AsyncByteStream):
         connection: _Connection,
         framing: tuple[int | None, bool, bool],
         read_timeout: float | None,
+        deadline: float | None = None,
     ) -> None:
         self._transport = transport
         self._connection: _Connection | None = connection
         self._length, self._chunked, self._keep = framing
         self._read_timeout = read_timeout
+        self._deadline = deadline
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         connection = self._connection
@@ -541,6 +588,9 @@ class _Body(httpx.AsyncByteStream):
             else:
                 while part := await self._read(reader, READ_SIZE):
                     yield part
+        except TimeoutError:  # the request's deadline (an OSError, but not the socket's)
+            self._close()
+            raise
         except OSError as exc:
             self._close()
             raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
@@ -550,17 +600,26 @@ class _Body(httpx.AsyncByteStream):
         self._done()
 
     async def _read(self, reader: asyncio.StreamReader, size: int) -> bytes:
+        if _buffered(reader):  # returned at once: nothing to time
+            return await reader.read(size)
         try:
-            async with asyncio.timeout(self._read_timeout):
+            async with asyncio.timeout_at(_until(self._read_timeout, self._deadline)):
                 return await reader.read(size)
         except TimeoutError as exc:
+            if _past(self._deadline):
+                raise
             raise httpx.ReadTimeout(f"the server sent nothing for {self._read_timeout} s") from exc
 
     async def _line(self, reader: asyncio.StreamReader) -> bytes:
         try:
-            async with asyncio.timeout(self._read_timeout):
+            if b"\r\n" in _buffered(reader):  # returned at once: nothing to time
                 line = await reader.readuntil(b"\r\n")
+            else:
+                async with asyncio.timeout_at(_until(self._read_timeout, self._deadline)):
+                    line = await reader.readuntil(b"\r\n")
         except TimeoutError as exc:
+            if _past(self._deadline):
+                raise
             raise httpx.ReadTimeout(f"the server sent nothing for {self._read_timeout} s") from exc
         except asyncio.IncompleteReadError as exc:
             raise httpx.RemoteProtocolError(
