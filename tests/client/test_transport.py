@@ -26,7 +26,7 @@ from mimecast_connector.client import (
     MimecastClient,
     RetryPolicy,
 )
-from mimecast_connector.client._transport import Http11Transport
+from mimecast_connector.client._transport import Http11Transport, _head
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -826,6 +826,31 @@ async def test_post_refuses_a_header_with_a_line_break(transport: Http11Transpor
         with pytest.raises(httpx.LocalProtocolError):
             await post(transport, server, [(b"Authorization", b"Bearer x\r\nX-Evil: 1")])
     assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(b"X-A", b"one\rtwo"), (b"X-A", b"one\ntwo"), (b"X-\rA", b"v"), (b"X-\nA", b"v"),
+     (b"X-A", b"v\r\n")],
+    ids=["CR in a value", "LF in a value", "CR in a name", "LF in a name", "CRLF at the end"],
+)  # fmt: skip
+def test_a_head_with_a_line_break_anywhere_in_a_header_is_refused(
+    header: tuple[bytes, bytes],
+) -> None:
+    """Every place a CR or LF could hide in a header (among clean ones) is refused."""
+    with pytest.raises(httpx.LocalProtocolError):
+        _head(b"POST", b"/x", [(b"Host", b"h"), header, (b"Accept", b"*/*")])
+
+
+def test_a_head_is_written_line_by_line_and_says_whether_it_is_chunked() -> None:
+    """Request line, one line a header in order, a blank line; chunked whatever the case."""
+    head, chunked = _head(b"POST", b"/x?y=1", [(b"Host", b"h"), (b"X-Chunked", b"chunked")])
+    assert (head, chunked) == (
+        b"POST /x?y=1 HTTP/1.1\r\nHost: h\r\nX-Chunked: chunked\r\n\r\n",
+        False,
+    )
+    assert _head(b"POST", b"/", [(b"Transfer-Encoding", b"Chunked")])[1] is True
+    assert _head(b"GET", b"/", [])[0] == b"GET / HTTP/1.1\r\n\r\n"
 
 
 async def test_post_on_a_connection_closed_while_idle_is_retried_once() -> None:

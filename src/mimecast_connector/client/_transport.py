@@ -36,7 +36,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final
 
 import certifi
@@ -468,20 +468,19 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
 
 def _head(
-    method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]
+    method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]
 ) -> tuple[bytes, bool]:
     """The request line and headers, and whether the body is chunked. A line break in a name
-    or a value (a token from a hostile answer, say) would split the head: refused."""
-    lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-    chunked = False
-    for name, value in headers:
-        if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name:
-            raise httpx.LocalProtocolError("a request header contains a line break")
-        if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
-            chunked = True
-        lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    return b"".join(lines), chunked
+    or a value (a token from a hostile answer, say) would split the head: refused. (Checked on
+    the whole block: each line writes one CR and one LF, so any more came from a header.)"""
+    block = b"".join([b"%s: %s\r\n" % header for header in headers])
+    if block.count(b"\n") != len(headers) or block.count(b"\r") != len(headers):
+        raise httpx.LocalProtocolError("a request header contains a line break")
+    chunked = b"chunked" in block.lower() and any(
+        name.lower() == b"transfer-encoding" and value.lower() == b"chunked"
+        for name, value in headers
+    )
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, block), chunked
 
 
 def _until(limit: float | None, deadline: float | None) -> float | None:
