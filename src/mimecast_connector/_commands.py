@@ -40,6 +40,7 @@ from mimecast_connector._errors import (
     StateError,
 )
 from mimecast_connector._health import NEVER_POLLED, StreamHealth, derived
+from mimecast_connector._heap import resettle, settle
 from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
@@ -199,6 +200,8 @@ async def _run(
         _fail(redact(f"could not start: {InternalError(exc)}", config.secrets()), status=1)
     metrics = await _metrics_server(runner, config)
     reload = None if path is None else _reloader(runner, path, logs)
+    if not once:
+        settle()  # a long run: the start's heap out of the collector's view (``_heap``)
     try:
         return await serve(runner, once, reload=reload)
     finally:
@@ -258,6 +261,7 @@ def _reloader(
                     reason="this tenant goes on as it was; fix the file and reload again",
                 )
         done = runner.reload(found.config, found.broken)
+        resettle()  # tenants added and removed: the heap to freeze is another
         configure_logging(level=logs[0], format=logs[1], secrets=runner.secrets)
         await runner.take_backfills()  # `backfill` asks this way too
         _log.info(
