@@ -42,10 +42,9 @@ _encode = msgspec.json.Encoder().encode
 # its ATT&CK placement, Mimecast's outcome, which optional parts are there) and a slot for each
 # of the alert's own values (id, tenant, time, people, subject, URL, file, the record), each
 # encoded once however often it is written. A shape's template is made on its first alert and
-# kept; an alert then costs one encode of all its texts together and one formatting (a text
-# slot sits between the quotes of its JSON string and takes the escaped inside). (Building a
-# tree of msgspec Structs per alert and encoding that cost twice as much: 7-10 us an alert in
-# page-sized batches against 5-6.) Key order is the order written below; an absent value is not written
+# kept; an alert then costs one encode per value and one formatting. (Building a tree of msgspec
+# Structs per alert and encoding that cost twice as much: 7-10 us an alert in page-sized
+# batches against 5-6.) Key order is the order written below; an absent value is not written
 # (no nulls). ``tests/unit/test_ocsf_shapes.py`` holds every shape to a plain reference, the
 # golden files and the OCSF model tests hold the format.
 
@@ -84,12 +83,6 @@ def _slot(name: str) -> bytes:
     return b"\0%b\0" % name.encode()
 
 
-def _text(name: str) -> bytes:
-    """Where a text value goes: a :func:`_slot` between the quotes of a JSON string (the
-    value is passed as its JSON-escaped inside)."""
-    return b'"%b"' % _slot(name)
-
-
 class _Shape(NamedTuple):
     """What a template is made of; the presence flags say which optional parts are written."""
 
@@ -126,23 +119,23 @@ def _template(shape: _Shape) -> bytes:
     attacks = _encode([_attack(shape.threat_id, shape.threat_name)])
     message = _encode(shape.alert_type)
     if shape.subject_in_message:
-        message = message[:-1] + b": " + _slot("message") + b'"'
+        message = message[:-1] + b": " + _slot("message")
     product = {
         "name": PRODUCT_NAME,
         "vendor_name": VENDOR,
         "feature": {"name": feature(shape.category)},
     }
     metadata = [
-        ("version", _encode(OCSF_VERSION)), ("profiles", _encode(PROFILES)), ("uid", _text("uid")),
-        ("tenant_uid", _text("tenant")), ("log_name", _encode(log_name)), ("product", _encode(product)),
+        ("version", _encode(OCSF_VERSION)), ("profiles", _encode(PROFILES)), ("uid", _slot("uid")),
+        ("tenant_uid", _slot("tenant")), ("log_name", _encode(log_name)), ("product", _encode(product)),
     ]  # fmt: skip
     finding = [
-        ("uid", _text("uid")), ("title", _encode(shape.alert_type)),
+        ("uid", _slot("uid")), ("title", _encode(shape.alert_type)),
         ("types", _encode([shape.category])), ("attacks", attacks), ("first_seen_time", time),
         ("last_seen_time", time), ("data_sources", _encode([source])),
     ]  # fmt: skip
     if shape.desc:
-        finding.append(("desc", _text("desc")))
+        finding.append(("desc", _slot("desc")))
     email: list[tuple[str, bytes]] = []
     evidence: list[tuple[str, bytes]] = [("email", b"")]
     observables: list[bytes] = []
@@ -155,37 +148,37 @@ def _template(shape: _Shape) -> bytes:
         )  # fmt: skip
 
     if shape.sender:
-        email.append(("from", _text("sender")))
+        email.append(("from", _slot("sender")))
         if shape.sender_seen:
-            observe("sender", _text("sender"))
+            observe("sender", _slot("sender"))
     if shape.recipient:
-        email.append(("to", b"[%b]" % _text("recipient")))
+        email.append(("to", b"[%b]" % _slot("recipient")))
         if shape.recipient_seen:
-            observe("recipient", _text("recipient"))
+            observe("recipient", _slot("recipient"))
     if shape.subject:
-        email.append(("subject", _text("subject")))
+        email.append(("subject", _slot("subject")))
     if shape.message_id:
-        email.append(("message_uid", _text("message_id")))
+        email.append(("message_uid", _slot("message_id")))
     if shape.url:
-        url = _object([("url_string", _text("url"))])
+        url = _object([("url_string", _slot("url"))])
         email.append(("urls", b"[%b]" % url))
         evidence.append(("url", url))
-        observe("url", _text("url"))
+        observe("url", _slot("url"))
     if shape.file:
-        file = [("name", _text("file_name")), ("type_id", b"1"), ("type", _encode("Regular File"))]
+        file = [("name", _slot("file_name")), ("type_id", b"1"), ("type", _encode("Regular File"))]
         if shape.hash:
             file_hash = [
                 ("algorithm_id", b"3"),
                 ("algorithm", _encode("SHA-256")),
-                ("value", _text("hash")),
+                ("value", _slot("hash")),
             ]
             file.append(("hashes", b"[%b]" % _object(file_hash)))
-            observe("hash", _text("hash"))
+            observe("hash", _slot("hash"))
         email.append(("files", b"[%b]" % _object(file)))
         evidence.append(("file", _object(file)))
     if shape.ip:
-        evidence.append(("src_endpoint", _object([("ip", _text("ip"))])))
-        observe("ip", _text("ip"))
+        evidence.append(("src_endpoint", _object([("ip", _slot("ip"))])))
+        observe("ip", _slot("ip"))
     evidence[0] = ("email", _object(email))
     document = [
         ("activity_id", b"1"), ("activity_name", _encode("Create")),
@@ -198,7 +191,7 @@ def _template(shape: _Shape) -> bytes:
         ("disposition_id", b"%d" % did.disposition_id), ("disposition", _encode(did.disposition)),
         ("time", time), ("message", message), ("metadata", _object(metadata)),
         ("finding_info", _object(finding)), ("attacks", attacks),
-        ("evidences", b"[%b]" % _object(evidence)), ("raw_data", _text("raw")),
+        ("evidences", b"[%b]" % _object(evidence)), ("raw_data", _slot("raw")),
     ]  # fmt: skip
     if shape.action is not None:
         document.append(("status_detail", _encode(f"Mimecast action: {shape.action}")))
@@ -286,21 +279,20 @@ def _finding(alert: Alert) -> bytes:
         bool(file_hash), ip is not None, bool(desc),
     )  # fmt: skip
     template = _templates.get(shape) or _template_of(_Shape(*shape))
-    # Every text at once, JSON-escaped by one encode: an array of strings, cut at its '","'
-    # (inside a JSON string every quote is escaped, so that is only ever between two of them);
-    # "" where the shape does not write a value.
-    (uid, tenant, sender_, recipient_, subject_, message_id_, url_, name, hash_, ip_, raw) = (
-        _encode([
-            alert.id, alert.tenant, sender or "", recipient or "", subject or "",
-            message_id or "", url or "", file_name or "", file_hash or "", ip or "",
-            str(alert.raw, "utf-8", "replace"),
-        ])[2:-2].split(b'","')
-    )  # fmt: skip
+    # Each value once, b"" where the shape does not write it; in the order of _SLOTS.
     time = b"%d" % epoch_ms(alert.time)
-    # Each value once, in the order of _SLOTS.
+    uid = _encode(alert.id)
+    subject_ = b"" if subject is None else _encode(subject)
+    sender_ = b"" if sender is None else _encode(sender)
+    recipient_ = b"" if recipient is None else _encode(recipient)
+    url_ = b"" if url is None else _encode(url)
+    name = _encode(file_name or "") if file else b""
+    hash_ = _encode(file_hash) if file_hash else b""
+    ip_ = b"" if ip is None else _encode(ip)
     return template % (
-        time, subject_, uid, tenant, uid, time, time, desc[1:-1],
-        sender_, recipient_, subject_, message_id_, url_, name, hash_, url_, name, hash_, ip_, raw,
+        time, subject_[1:], uid, _encode(alert.tenant), uid, time, time, desc,
+        sender_, recipient_, subject_, b"" if message_id is None else _encode(message_id),
+        url_, name, hash_, url_, name, hash_, ip_, _encode(str(alert.raw, "utf-8", "replace")),
         sender_, recipient_, url_, hash_, ip_,
     )  # fmt: skip
 
