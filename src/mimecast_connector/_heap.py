@@ -1,7 +1,7 @@
 """The garbage collector, told what a long run's heap is like.
 
 A run at thousands of tenants holds a large heap built at start (configuration, clients,
-chains, schedules: ~10^6 objects at 3,000 tenants) that lives as long as the run; each poll
+chains, schedules: ~10^5 objects at 3,000 tenants) that lives as long as the run; each poll
 makes short-lived objects, some of which live a quarter of a second (a quiet page waits that
 long for company to commit). With CPython's defaults those survive two young collections,
 reach the oldest generation, and every few of them make a full collection walk the whole heap
@@ -16,8 +16,9 @@ instead of 700, so that a poll's objects are mostly gone before a collection wou
 Garbage in cycles is still collected: it is never freed by reference counting, so it counts
 towards the threshold until a collection takes it. After a reload the heap changed (tenants
 added and removed): :func:`resettle` lets the collector see everything again, collects, and
-freezes anew, so that nothing a removed tenant left in a cycle is kept. Measured at 3,000
-tenants x 4, steady: the collector's share of the CPU went from 15% to under 1%.
+freezes anew, so that nothing a removed tenant left in a cycle is kept (one full collection:
+~0.06 s at 3,000 tenants). Measured at 3,000 tenants x 4, steady: the collector's share of the
+CPU went from 15% to under 1%.
 """
 
 from __future__ import annotations

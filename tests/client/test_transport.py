@@ -708,6 +708,36 @@ def seconds_from_now(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
+def head_then_drip(head: bytes, drips: int = 0, every: float = 0.05) -> Handler:
+    """Read the request, send ``head`` (and any start of a body), then a byte every ``every``
+    seconds ``drips`` times, then nothing."""
+
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(head)
+        for _ in range(drips):
+            await writer.drain()
+            await asyncio.sleep(every)
+            writer.write(b" ")
+        await asyncio.sleep(5)
+
+    return handle
+
+
+async def body_of(
+    transport: Http11Transport, server: Server, read: float, deadline_in: float
+) -> tuple[int, httpx.AsyncByteStream]:
+    """The status and the body, to be read, of a post with that read timeout and a deadline
+    ``deadline_in`` seconds from now."""
+    status, _, body = await transport.post(
+        b"http", "127.0.0.1", server.port, b"/", [(b"Host", b"h")], b"", {"read": read},
+        seconds_from_now(deadline_in),
+    )  # fmt: skip
+    return status, body
+
+
 async def test_post_past_its_deadline_without_an_answer_is_a_timeout_error(
     transport: Http11Transport,
 ) -> None:
@@ -727,22 +757,9 @@ async def test_a_body_trickling_past_the_deadline_is_a_timeout_error_and_not_reu
 ) -> None:
     """A byte every 50 ms (each read well within the read timeout) until past the deadline:
     TimeoutError while the body is read, and its connection is closed, not given back."""
-
-    async def trickle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-        for _ in range(1000):
-            writer.write(b" ")
-            await writer.drain()
-            await asyncio.sleep(0.05)
-
+    trickle = head_then_drip(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", 1000)
     async with Server(trickle) as server:
-        status, _, body = await transport.post(
-            b"http", "127.0.0.1", server.port, b"/", [(b"Host", b"h")], b"", {"read": 5.0},
-            seconds_from_now(0.5),
-        )  # fmt: skip
+        status, body = await body_of(transport, server, read=5.0, deadline_in=0.5)
         assert status == 200
         received: list[bytes] = []
 
@@ -786,19 +803,9 @@ async def test_a_slow_body_is_still_bounded_by_the_read_timeout_before_the_deadl
 ) -> None:
     """The body stalls after its first bytes: httpx.ReadTimeout after the 0.2 s read timeout,
     long before the 30 s deadline (the deadline does not replace the phase's own timeout)."""
-
-    async def stall(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        await asyncio.sleep(5)
-
+    stall = head_then_drip(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     async with Server(stall) as server:
-        _, _, body = await transport.post(
-            b"http", "127.0.0.1", server.port, b"/", [(b"Host", b"h")], b"", {"read": 0.2},
-            seconds_from_now(30.0),
-        )  # fmt: skip
+        _, body = await body_of(transport, server, read=0.2, deadline_in=30.0)
         with pytest.raises(httpx.ReadTimeout):
             async for _ in body:
                 pass
