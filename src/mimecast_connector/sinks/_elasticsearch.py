@@ -69,7 +69,6 @@ from mimecast_connector.sinks._http import (
     Answer,
     HttpSender,
     fit,
-    lowered_cap,
     refused_as_too_large,
     url_name,
 )
@@ -107,6 +106,11 @@ TEMPLATE_PRIORITY = 200
 
 #: Whole-request statuses the sink reads itself instead of HttpSender's generic refusal.
 _GIVE_BACK = frozenset({400, 401, 403, 404, 413})
+#: What a 413 says to do (logged when the cap is lowered).
+_LOWER = (
+    "the cluster's http.max_content_length (or a proxy's limit) is below max_body_bytes; lower "
+    "max_body_bytes to match"
+)
 #: 400 items that are about the index, not the document: every alert would get them, so they
 #: are a refusal to fix, not poison to set aside.
 _INDEX_FAULTS = frozenset(
@@ -522,8 +526,9 @@ class ElasticsearchSink:
                     part,
                     body,
                     self._cap,
+                    sink=self.name,
+                    advice=_LOWER,
                     encode=_join,
-                    lower=self._lower_cap,
                     shorten=self._shortened,
                 )
                 continue
@@ -561,15 +566,6 @@ class ElasticsearchSink:
             read=ANSWER_BASE + ANSWER_PER_ITEM * count,
             give_back=_GIVE_BACK,
             what=f"a bulk request of {count} alerts",
-        )
-
-    def _lower_cap(self, refused: int) -> int:
-        return lowered_cap(
-            self.name,
-            refused,
-            self._cap,
-            "the cluster's http.max_content_length (or a proxy's limit) is below "
-            "max_body_bytes; lower max_body_bytes to match",
         )
 
     def _items(self, answer: Answer, part: Sequence[_Doc]) -> list[_Result]:

@@ -104,18 +104,19 @@ def refused_as_too_large(
     body: bytes,
     cap: int,
     *,
+    sink: str,
+    advice: str,
     encode: Callable[[Sequence[T]], bytes],
-    lower: Callable[[int], int],
     shorten: Callable[[T, int], tuple[T, bytes]],
 ) -> int:
     """What every HTTP sink does when ``body`` (of ``items``) got 413, its receiver (or a
     proxy in front of it) taking less than ``max_body_bytes``: items several go again at the
-    head of ``queue``, fit under the cap ``lower`` gives for the refused size (see
-    :func:`lowered_cap`); an item alone goes again shortened to half the refused size
+    head of ``queue``, fit under the cap lowered for the refused size (:func:`lowered_cap`,
+    which logs it with ``advice``); an item alone goes again shortened to half the refused size
     (``shorten``: the item and its body, ``sinks._limit.within``, which refuses it when its
     own fields do not fit). Returns the cap."""
     if len(items) > 1:
-        cap = lower(len(body))
+        cap = lowered_cap(sink, len(body), cap, advice)
         queue.extendleft(reversed(fit(items, encode, cap)))
     else:
         item, shortened = shorten(items[0], len(body) // 2)

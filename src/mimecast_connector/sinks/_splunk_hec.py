@@ -71,7 +71,6 @@ from mimecast_connector.sinks._http import (
     Answer,
     HttpSender,
     fit,
-    lowered_cap,
     refused_as_too_large,
     url_name,
 )
@@ -322,8 +321,9 @@ class SplunkHecSink:
                     items,
                     body,
                     self._max_body,
+                    sink=self.name,
+                    advice=_LOWER,
                     encode=_join,
-                    lower=lambda refused: lowered_cap(self.name, refused, self._max_body, _LOWER),
                     shorten=self._shorten,
                 )
                 continue

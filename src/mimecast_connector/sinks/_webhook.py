@@ -42,7 +42,6 @@ from mimecast_connector.sinks._base import Sink
 from mimecast_connector.sinks._http import (
     HttpSender,
     fit,
-    lowered_cap,
     refused_as_too_large,
     url_name,
 )
@@ -51,6 +50,11 @@ from mimecast_connector.sinks._registry import SinkKind, SinkSettings
 
 #: Answers the sink handles itself: 413 splits the body (or shortens an alert alone).
 _TOO_LARGE = frozenset({413})
+#: What a 413 says to do (logged when the cap is lowered).
+_LOWER = (
+    "the receiver (or a proxy in front of it) takes less than max_body_bytes; lower "
+    "max_body_bytes to match"
+)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -139,20 +143,12 @@ class WebhookSink:
                     items,
                     body,
                     self._max_body,
+                    sink=self.name,
+                    advice=_LOWER,
                     encode=self._encode,
-                    lower=self._lower_cap,
                     shorten=self._shorten,
                 )
         return None
-
-    def _lower_cap(self, refused: int) -> int:
-        return lowered_cap(
-            self.name,
-            refused,
-            self._max_body,
-            "the receiver (or a proxy in front of it) takes less than max_body_bytes; lower "
-            "max_body_bytes to match",
-        )
 
     def _shorten(self, alert: Alert, limit: int) -> tuple[Alert, bytes]:
         """A body of ``alert`` alone in at most ``limit`` bytes (``sinks._limit.within``)."""
