@@ -8,8 +8,8 @@ The simulator runs in this process (a thread) with a few hours of history per te
 records arriving; a slow webhook receiver (0 to 1.5 s an answer) in this process records every
 alert id it acknowledges. ``--workers`` worker processes share the tenants' streams through the
 PostgreSQL state (a fresh schema of the given database, dropped at the end). Every
-``--kill-every`` seconds or so one worker, chosen at random, is killed with SIGKILL in the middle
-of whatever it does, and a new one started in its place. The script measures how long the
+``--kill-every`` seconds or so one worker, chosen at random among those running rounds, is killed
+with SIGKILL in the middle of whatever it does, and a new one started in its place. The script measures how long the
 rounds (a job: one tenant's polls) the killed worker was running took to be taken over by the
 others (from the kill until each of them runs on another worker or is done).
 
@@ -121,88 +121,100 @@ def doing(url: str) -> dict[int, int | None]:
     return {job: worker for job, worker in rows}
 
 
-def heartbeats(url: str) -> dict[int, datetime]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT id, last_heartbeat FROM procrastinate_workers").fetchall()
-    return dict(rows)
+def worker_ids(url: str) -> set[int]:
+    """The procrastinate workers registered (none before the first worker made the tables)."""
+    with (
+        contextlib.suppress(psycopg.errors.UndefinedTable),
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        return {row[0] for row in conn.execute("SELECT id FROM procrastinate_workers")}
+    return set()
+
+
+@dataclass
+class Worker:
+    """A worker process and the id it registered with procrastinate."""
+
+    process: subprocess.Popen[bytes]
+    id: int
+
+
+def registered(
+    url: str, process: subprocess.Popen[bytes], known: set[int], limit: float = 90.0
+) -> Worker:
+    """Wait until ``process`` (just started) has registered: the id not in ``known``."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("a worker exited while starting: see its log")
+        new = worker_ids(url) - known
+        if new:
+            return Worker(process, min(new))
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"a worker did not start within {limit:.0f} s")
+
+
+def pick_victim(
+    url: str, workers: list[Worker], rng: random.Random, limit: float = 10.0
+) -> tuple[int, dict[int, int | None]]:
+    """A worker running rounds, chosen at random, and the running rounds then; if none runs a
+    round within ``limit`` seconds, any worker (a kill between rounds is a crash too)."""
+    deadline = time.monotonic() + limit
+    while True:
+        running = doing(url)
+        busy = [i for i, worker in enumerate(workers) if worker.id in running.values()]
+        if busy or time.monotonic() > deadline:
+            return rng.choice(busy or list(range(len(workers)))), running
+        time.sleep(0.05)
 
 
 def takeover(
     url: str,
+    victim: int,
     before: dict[int, int | None],
-    beats: dict[int, datetime],
     killed_at: float,
     limit: float = 60.0,
 ) -> tuple[int, float]:
     """How many rounds the killed worker was running, and the seconds from the kill until each
-    ran elsewhere or was done. The killed worker is the one whose heartbeat stops."""
-    time.sleep(3.0)  # longer than a heartbeat interval: the live ones beat meanwhile
-    now_beats = heartbeats(url)
-    dead = {w for w, at in beats.items() if now_beats.get(w) == at}
-    held = {job for job, worker in before.items() if worker in dead}
-    while held and time.monotonic() - killed_at < limit:
+    ran elsewhere or was done."""
+    held = {job for job, worker in before.items() if worker == victim}
+    left = set(held)
+    while left and time.monotonic() - killed_at < limit:
         running = doing(url)
-        held = {job for job in held if job in running and running[job] in dead}
-        if held:
+        left = {job for job in left if running.get(job) == victim}
+        if left:
             time.sleep(0.2)
-    return len({job for job, worker in before.items() if worker in dead}), (
-        time.monotonic() - killed_at
-    )
-
-
-def ready(
-    url: str, workers: int, running: list[subprocess.Popen[bytes]], limit: float = 90.0
-) -> None:
-    """Wait until every worker has registered with procrastinate (its tables made)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in running):
-            raise SystemExit("a worker exited while starting: see its log")
-        with (
-            contextlib.suppress(psycopg.errors.UndefinedTable),
-            psycopg.connect(url, autocommit=True) as conn,
-        ):
-            row = conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
-            if row is not None and row[0] >= workers:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"the workers did not all start within {limit:.0f} s")
+    return len(held), time.monotonic() - killed_at
 
 
 def fleet_run(
     report: FleetReport,
     url: str,
-    running: list[subprocess.Popen[bytes]],
-    spawn: Callable[[], subprocess.Popen[bytes]],
+    workers: list[Worker],
+    spawn: Callable[[], Worker],
     receiver: soak.SlowReceiver,
     rng: random.Random,
     seconds: float,
     kill_every: float,
     say: bool,
 ) -> None:
-    """Kill a worker every ``kill_every`` seconds or so (in the middle of polls), measure the
-    takeover of its polls, start a new one in its place; for ``seconds``."""
+    """Kill a worker every ``kill_every`` seconds or so (one running rounds: in the middle of
+    polls), measure the takeover of its rounds, start a new one in its place; for ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(rng.uniform(0.5, 1.5) * kill_every)
-        victim = rng.randrange(len(running))
-        # Kill in the middle of polls: wait (5 s at most) for a moment when every live
-        # worker is running one, so the victim, whichever it is, holds some.
-        waited = time.monotonic() + 5.0
-        while len({w for w in doing(url).values() if w is not None}) < len(running):
-            if time.monotonic() > waited:
-                break
-            time.sleep(0.05)
-        before, beats = doing(url), heartbeats(url)
-        running[victim].send_signal(signal.SIGKILL)
+        index, before = pick_victim(url, workers, rng)
+        victim = workers[index]
+        victim.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        report.exits[running[victim].wait()] += 1
+        report.exits[victim.process.wait()] += 1
         report.kills += 1
-        held, took = takeover(url, before, beats, killed_at)
+        held, took = takeover(url, victim.id, before, killed_at)
         report.rounds_held_at_kill.append(held)
         if held:
             report.takeovers.append(took)
-        running[victim] = spawn()
+        workers[index] = spawn()
         if say:
             print(
                 f"  kill {report.kills}: {held} round(s) running on it, "
@@ -254,22 +266,27 @@ def fleet_soak(
         config = write_config(root / "fleet", url, sim.url, made, start, receiver.url)
         log_path = root / "workers.log"
 
-        def spawn() -> subprocess.Popen[bytes]:
-            with log_path.open("ab") as log:
-                return subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=log)
+        started: list[subprocess.Popen[bytes]] = []  # every one, stopped in `finally`
 
-        running = [spawn() for _ in range(workers)]
+        def spawn() -> Worker:
+            known = worker_ids(url)
+            with log_path.open("ab") as log:
+                process = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=log)
+            started.append(process)
+            return registered(url, process, known)
+
         try:
-            ready(url, workers, running)
+            # One at a time: a worker's procrastinate id is the one that appears after it starts.
+            running = [spawn() for _ in range(workers)]
             fleet_run(report, url, running, spawn, receiver, rng, seconds, kill_every, say)
             for tenant in made:
                 tenant.stop_live()
             time.sleep(6.0)  # a few poll intervals: the last live records are read
-            for child in running:
-                child.send_signal(signal.SIGTERM)
-            report.final_exits = [child.wait(timeout=60) for child in running]
+            for worker in running:
+                worker.process.send_signal(signal.SIGTERM)
+            report.final_exits = [worker.process.wait(timeout=60) for worker in running]
         finally:
-            for child in running:  # whatever went wrong, no worker outlives the soak
+            for child in started:  # whatever went wrong, no worker outlives the soak
                 if child.poll() is None:
                     child.kill()
                     child.wait()
