@@ -570,9 +570,11 @@ def measure_fleet(
 def _kill_one(
     url: str, running: list[subprocess.Popen[bytes]], rng: random.Random
 ) -> tuple[int, float]:
-    """SIGKILL one worker while it runs polls (as scripts/fleet_soak.py does: at a moment when
-    every worker holds one, 10 s of waiting at most); the polls it held, and their takeover."""
-    from fleet_soak import doing, heartbeats, takeover
+    """SIGKILL one worker while it runs polls (at a moment when every worker holds one, 10 s
+    of waiting at most); the polls it held, and their takeover (as scripts/fleet_soak.py
+    measures it; the workers started together, so the killed one's procrastinate id is the
+    one whose heartbeat stops)."""
+    from fleet_soak import doing, heartbeats, stopped_beating, takeover
 
     victim = running[rng.randrange(len(running))]
     waited = time.monotonic() + 10.0
@@ -585,7 +587,12 @@ def _kill_one(
     killed_at = time.monotonic()
     _reap(victim, 10.0)
     # Taken after the kill: what is still running on the dead worker is what it held.
-    return takeover(url, doing(url), beats, killed_at, limit=TAKEOVER_LIMIT)
+    held = doing(url)
+    measured = [
+        takeover(url, worker, held, killed_at, limit=TAKEOVER_LIMIT)
+        for worker in stopped_beating(url, beats)
+    ]
+    return sum(n for n, _ in measured), max((took for _, took in measured), default=0.0)
 
 
 def fleet(

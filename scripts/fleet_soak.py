@@ -131,6 +131,20 @@ def worker_ids(url: str) -> set[int]:
     return set()
 
 
+def heartbeats(url: str) -> dict[int, datetime]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, last_heartbeat FROM procrastinate_workers").fetchall()
+    return dict(rows)
+
+
+def stopped_beating(url: str, beats: dict[int, datetime]) -> set[int]:
+    """The workers of ``beats`` (taken before a kill) that have not beaten since: the killed
+    one, when its id is not known otherwise. Waits longer than a heartbeat interval first."""
+    time.sleep(3.0)
+    now = heartbeats(url)
+    return {worker for worker, at in beats.items() if now.get(worker) == at}
+
+
 @dataclass
 class Worker:
     """A worker process and the id it registered with procrastinate."""
