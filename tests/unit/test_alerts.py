@@ -27,6 +27,7 @@ from mimecast_connector.alerts import (
     ONE_ENCODERS,
     Alert,
     Format,
+    _common,
     alert_id,
     attack_object,
     format_alert_time,
@@ -943,3 +944,39 @@ def test_epoch_ms_is_exact_for_alert_times_and_for_offsets(moment: datetime, min
     assert epoch_ms(format_alert_time(moment)) == expected  # as alerts write it: Z
     elsewhere = moment.astimezone(timezone(timedelta(minutes=minutes)))
     assert epoch_ms(elsewhere.isoformat(timespec="milliseconds")) == expected
+    whole = moment.replace(microsecond=0)  # alerts' usual time: the hour cache's path
+    assert epoch_ms(format_alert_time(whole)) == expected - moment.microsecond // 1000
+
+
+def test_epoch_ms_of_whole_seconds_in_an_hour_seen_before() -> None:
+    """Every second of an hour, the hour first parsed from another second of it (then only the
+    minutes and seconds are added), and the same seconds a day, a leap day and a century on."""
+    for hour in (
+        datetime(2025, 3, 4, 9, tzinfo=UTC),
+        datetime(2028, 2, 29, 23, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, tzinfo=UTC),
+        datetime(2125, 7, 1, 0, tzinfo=UTC),
+    ):
+        epoch_ms(format_alert_time(hour + timedelta(minutes=30)))
+        for second in range(0, 3600, 7):
+            moment = hour + timedelta(seconds=second)
+            expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+            assert epoch_ms(format_alert_time(moment)) == expected, moment
+
+
+def test_epoch_ms_keeps_a_bounded_number_of_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound the hours known are forgotten, and times are still exact."""
+    monkeypatch.setattr(_common, "_HOURS_KEPT", 3)
+    monkeypatch.setattr(_common, "_HOUR_MS", {})
+    start = datetime(2025, 3, 4, tzinfo=UTC)
+    for hours in range(10):
+        moment = start + timedelta(hours=hours, minutes=5, seconds=hours)
+        expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        assert epoch_ms(format_alert_time(moment)) == expected
+        assert 1 <= len(_common._HOUR_MS) <= 3
+
+
+def test_epoch_ms_of_a_fraction_written_in_twenty_characters_keeps_its_milliseconds() -> None:
+    """The length of an alert time with whole seconds, but a basic-format time with a fraction:
+    its milliseconds are not cut off."""
+    assert epoch_ms("20250304T091245.250Z") == 1741079565250

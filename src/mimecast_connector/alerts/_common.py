@@ -176,13 +176,34 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = _EPOCH.toordinal()
 
 
+#: Milliseconds into its hour of an alert time's ``:MM:SSZ`` (whole seconds, as most are).
+_INTO_HOUR = {f":{m:02d}:{s:02d}Z": (m * 60 + s) * 1000 for m in range(60) for s in range(60)}
+#: Epoch milliseconds of the hours seen (``YYYY-MM-DDTHH``), bounded: alerts come in time
+#: order, so a batch's times share a few hours.
+_HOUR_MS: dict[str, int] = {}
+_HOURS_KEPT = 8192
+
+
 def epoch_ms(alert_time: str) -> int:
-    """Exact integer milliseconds of an alert time (a float product can lose one)."""
+    """Exact integer milliseconds of an alert time (a float product can lose one).
+
+    An alert time with whole seconds in an hour seen before costs two look-ups (0.35 us
+    against 0.7 to parse it)."""
+    into = _INTO_HOUR.get(alert_time[13:]) if len(alert_time) == 20 else None
+    if into is not None:
+        hour = _HOUR_MS.get(alert_time[:13])
+        if hour is not None:
+            return hour + into
     moment = datetime.fromisoformat(alert_time)
     if alert_time[-1:] == "Z":  # as alerts write it: no offset to apply, no timedelta made
         seconds = (moment.toordinal() - _EPOCH_DAY) * 86_400
         seconds += moment.hour * 3600 + moment.minute * 60 + moment.second
-        return seconds * 1000 + moment.microsecond // 1000
+        found = seconds * 1000 + moment.microsecond // 1000
+        if into is not None:  # YYYY-MM-DDTHH:MM:SSZ, a time of a new hour
+            if len(_HOUR_MS) >= _HOURS_KEPT:
+                _HOUR_MS.clear()
+            _HOUR_MS[alert_time[:13]] = found - into
+        return found
     since = moment - _EPOCH
     return (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
 
