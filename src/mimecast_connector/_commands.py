@@ -40,7 +40,7 @@ from mimecast_connector._errors import (
     StateError,
 )
 from mimecast_connector._health import NEVER_POLLED, StreamHealth, derived
-from mimecast_connector._heap import resettle, settle
+from mimecast_connector._heap import brief, resettle, settle
 from mimecast_connector._logging import LogFormat, configure_logging, redact
 from mimecast_connector._text import shown, visible
 from mimecast_connector.alerts import Alert, Format
@@ -378,17 +378,19 @@ async def serve(
 @_with_logs
 def run(config_path: Path, once: bool, log_level: str, log_format: LogFormat) -> None:
     """Poll every tenant and category, deliver alerts, commit checkpoints."""
-    config = _load(config_path, log_level, log_format)
-    if once and config.fleet:
-        _fail(
-            "`run --once` polls every stream itself, and `state` is PostgreSQL, whose workers "
-            "share the streams (no two may poll one at once): run without --once, as many "
-            "workers as you like"
-        )
-    # A reload signal before the run is ready for it (starting, or --once) is ignored, not
-    # fatal: SIGHUP's default action would end the process.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sys.exit(asyncio.run(_run(config, once, config_path, (log_level, log_format))))
+    with brief() if once else contextlib.nullcontext():  # a one-shot run (``_heap``)
+        config = _load(config_path, log_level, log_format)
+        if once and config.fleet:
+            _fail(
+                "`run --once` polls every stream itself, and `state` is PostgreSQL, whose "
+                "workers share the streams (no two may poll one at once): run without --once, "
+                "as many workers as you like"
+            )
+        # A reload signal before the run is ready for it (starting, or --once) is ignored, not
+        # fatal: SIGHUP's default action would end the process.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        status = asyncio.run(_run(config, once, config_path, (log_level, log_format)))
+    sys.exit(status)
 
 
 @click.command()

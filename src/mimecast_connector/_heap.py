@@ -19,11 +19,20 @@ added and removed): :func:`resettle` lets the collector see everything again, co
 freezes anew, so that nothing a removed tenant left in a cycle is kept (one full collection:
 ~0.06 s at 3,000 tenants). Measured at 3,000 tenants x 4, steady: the collector's share of the
 CPU went from 15% to under 1%.
+
+A one-shot run (``run --once``) is :func:`brief`: young collections are as rare for its length,
+and the thresholds are put back when it ends (it may be a call inside a longer-lived process:
+the tests invoke the command in theirs); nothing is frozen, since the heap it starts with is
+not all its own. At 3,000 tenants x 4 the collector's time in one cycle went from 1.2-1.3 s
+(837 young, 77 middle, 6 full collections) to 0.3-0.6 s (167, 16, 1; the young ones mostly
+the imports', before the command starts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 #: Allocations (less deallocations) of container objects between two young collections:
 #: CPython's 700 makes ten a second at 200 polls a second, each promoting whatever a poll in
@@ -43,3 +52,15 @@ def resettle() -> None:
     """After the heap changed at once (a reload): unfreeze, then :func:`settle` again."""
     gc.unfreeze()
     settle()
+
+
+@contextlib.contextmanager
+def brief() -> Iterator[None]:
+    """For a one-shot run: young collections after :data:`YOUNG` allocations while it lasts, the
+    thresholds as they were afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
-from mimecast_connector import Category
+from mimecast_connector import Category, _commands, _heap
 from mimecast_connector._cli import main
 from tests.e2e.conftest import World, rejection_type
 
@@ -32,6 +35,27 @@ def test_run_once_exits_0_and_writes_alerts(world: World) -> None:
     assert code == 0, out
     assert len(world.alerts()) == len(world.expected())
     assert "ok" in out
+
+
+def test_run_once_makes_young_collections_rarer_while_it_runs_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-shot run collects the young generation after YOUNG allocations, and leaves the
+    collector's thresholds as it found them (the process may go on: here, the tests')."""
+    seen: list[tuple[int, int, int]] = []
+    run = _commands._run
+
+    async def watched(*args: Any) -> int:
+        seen.append(gc.get_threshold())
+        return await run(*args)
+
+    monkeypatch.setattr(_commands, "_run", watched)
+    before = gc.get_threshold()
+    code, out = invoke("run", "--config", str(world.write_config()), "--once")
+    assert code == 0, out
+    assert seen == [(_heap.YOUNG, *before[1:])]
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0  # nothing frozen: the heap is not all the run's
 
 
 def test_run_once_exits_1_naming_the_failure_and_still_delivers_the_rest(world: World) -> None:

@@ -55,3 +55,16 @@ def test_a_cycle_frozen_at_settle_and_let_go_is_collected_at_resettle() -> None:
     _heap.resettle()
     assert kept() is None
     assert gc.get_freeze_count() > 0
+
+
+def test_brief_makes_young_collections_rarer_for_its_length_and_puts_the_thresholds_back() -> None:
+    """A one-shot run's policy: YOUNG inside, the thresholds as they were after, even when the
+    run ends with an error; nothing frozen."""
+    before = gc.get_threshold()
+    with _heap.brief():
+        assert gc.get_threshold() == (_heap.YOUNG, *before[1:])
+    assert gc.get_threshold() == before
+    with pytest.raises(SystemExit), _heap.brief():
+        raise SystemExit(1)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
