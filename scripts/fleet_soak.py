@@ -169,17 +169,15 @@ def registered(
     raise SystemExit(f"a worker did not start within {limit:.0f} s")
 
 
-def pick_victim(
-    url: str, workers: list[Worker], rng: random.Random, limit: float = 10.0
-) -> tuple[int, dict[int, int | None]]:
-    """A worker running rounds, chosen at random, and the running rounds then; if none runs a
-    round within ``limit`` seconds, any worker (a kill between rounds is a crash too)."""
+def pick_victim(url: str, workers: list[Worker], rng: random.Random, limit: float = 10.0) -> int:
+    """The index of a worker running rounds, chosen at random; if none runs a round within
+    ``limit`` seconds, of any worker (a kill between rounds is a crash too)."""
     deadline = time.monotonic() + limit
     while True:
-        running = doing(url)
-        busy = [i for i, worker in enumerate(workers) if worker.id in running.values()]
+        running = set(doing(url).values())
+        busy = [i for i, worker in enumerate(workers) if worker.id in running]
         if busy or time.monotonic() > deadline:
-            return rng.choice(busy or list(range(len(workers)))), running
+            return rng.choice(busy or list(range(len(workers))))
         time.sleep(0.05)
 
 
@@ -218,13 +216,15 @@ def fleet_run(
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(rng.uniform(0.5, 1.5) * kill_every)
-        index, before = pick_victim(url, workers, rng)
+        index = pick_victim(url, workers, rng)
         victim = workers[index]
         victim.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         report.exits[victim.process.wait()] += 1
         report.kills += 1
-        held, took = takeover(url, victim.id, before, killed_at)
+        # Read after the kill: what is still running on the dead worker is what it held (a
+        # round it finished between the choice and the kill is not counted).
+        held, took = takeover(url, victim.id, doing(url), killed_at)
         report.rounds_held_at_kill.append(held)
         if held:
             report.takeovers.append(took)
