@@ -824,6 +824,37 @@ def tallies(
     return Tallies(category, hours, parties or {}, hour_now)
 
 
+async def test_a_group_counting_one_row_many_times_adds_every_count(store: Store) -> None:
+    """One group: three pages of one stream count the same hour, type and technique, another tenant counts it too, and the stream's counters come with each page: every count is added once, whichever store sums them."""
+    page = [
+        Commit(
+            "acme",
+            "url",
+            None,
+            [],
+            {"fetched": 2, "alerts": n},
+            tallies=tallies({(H0, "URL Protection", "T1598.003"): n}),
+        )
+        for n in (1, 2, 3)
+    ]
+    other = Commit(
+        "globex",
+        "url",
+        None,
+        [],
+        {"fetched": 5},
+        tallies=tallies({(H0, "URL Protection", "T1598.003"): 4}),
+    )
+    await store.commit_group([*page, other], {})
+    await store.commit_group([page[0]], {})
+    assert await store.alert_series(H0 - 1) == [(H0, "url", 11)]
+    assert await store.alert_series(H0 - 1, "acme") == [(H0, "url", 7)]
+    assert await store.technique_counts(H0 - 1, "globex") == [("T1598.003", 4)]
+    counted = {(s.tenant, s.category): dict(s.counters) for s in await store.streams()}
+    assert counted[("acme", "url")] == {"fetched": 8, "alerts": 7}
+    assert counted[("globex", "url")] == {"fetched": 5}
+
+
 async def test_tallies_are_added_up_and_read_back_by_hour_type_technique_and_party(
     store: Store, reopen: Reopen
 ) -> None:

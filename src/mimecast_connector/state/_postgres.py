@@ -46,6 +46,7 @@ from mimecast_connector.state._tallies import (
     PARTY_ROW_BYTES,
     PartyKey,
     group_parties,
+    group_tallies,
     merge_parties,
     ranked_parties,
 )
@@ -513,10 +514,8 @@ class PostgresStore:
         dead: list[tuple[str, str, bytes]] = []
         # The dashboard's counts, summed over the group (one key twice in an INSERT ... ON
         # CONFLICT DO UPDATE is an error), those of hours still kept.
-        hours: dict[tuple[int, str, str, str, str], int] = {}
-        totals: dict[tuple[int, str, str, str], int] = {}
+        hours, totals, hour_now = group_tallies(commits)
         parties = sorted(group_parties(commits).items())  # in lock order
-        hour_now: int | None = None
         for c in commits:
             key = (c.tenant, c.category)
             if c.lease is not None:
@@ -540,15 +539,6 @@ class PostgresStore:
                 if n:
                     counted[(*key, name)] = counted.get((*key, name), 0) + n
             dead.extend((*key, line) for line in c.dead)
-            if c.tallies is not None:
-                now_ = c.tallies.hour_now
-                hour_now = now_ if hour_now is None else max(hour_now, now_)
-                for (hour, alert_type, technique), n in c.tallies.hours.items():
-                    if hour >= now_ - HOURS_KEPT:
-                        k = (hour, c.tenant, c.tallies.category, alert_type, technique)
-                        hours[k] = hours.get(k, 0) + n
-                        t = (hour, c.tallies.category, alert_type, technique)
-                        totals[t] = totals.get(t, 0) + n
         # Rows other workers may write too (alert_totals: every tenant's; alert_hours: a
         # backfill's and its live stream's; a stream's row: a backfill's ``began``; the sinks')
         # are locked in one order, by key: in the order the group brought them, two workers'

@@ -50,14 +50,16 @@ from mimecast_connector.state._protocol import (
     PARTY_HOURS_KEPT,
     Commit,
     StreamState,
-    Tallies,
     stream_columns,
     stream_state,
 )
 from mimecast_connector.state._tallies import (
     PARTY_ROW_BYTES,
+    HourKey,
     PartyKey,
+    TotalKey,
     group_parties,
+    group_tallies,
     merge_parties,
     ranked_parties,
 )
@@ -810,6 +812,8 @@ class StateStore:
         """
         db = self._db
         began = self._began_map()  # its keys: every stream that has a row
+        counted: dict[tuple[str, str, str], int] = {}
+        hours, totals, hour_now = group_tallies(commits)
         with self._transaction():
             for c in commits:
                 tenant, category = c.tenant, c.category
@@ -865,14 +869,10 @@ class StateStore:
                         "INSERT OR IGNORE INTO dead_seen VALUES (?, ?, ?, ?)",
                         ((tenant, category, id_, when) for id_, when in c.dead_ids),
                     )
-                counted = [(tenant, category, name, n) for name, n in c.counts.items() if n]
-                if counted:
-                    db.executemany(
-                        "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
-                        counted,
-                    )
-                if c.tallies is not None:
-                    self._add_tallies(tenant, c.tallies)
+                for name, n in c.counts.items():
+                    if n:
+                        row = (tenant, category, name)
+                        counted[row] = counted.get(row, 0) + n
                 if c.prune_before is not None:
                     prune = c.prune_before.timestamp()
                     # Whole seconds: every id of a record at or after ``prune`` is kept (and
@@ -890,12 +890,20 @@ class StateStore:
                         "WHERE tenant = ? AND category = ?",
                         (prune, prune, tenant, category),
                     )
+            # The group's counters and alert counts, summed by row first: one statement each
+            # for the whole group, and one row written once however many of its pages count it.
+            if counted:
+                db.executemany(
+                    "INSERT INTO counters VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + excluded.value",
+                    ((*key, n) for key, n in counted.items()),
+                )
+            if hours:
+                self._add_tallies(hours, totals)
             self._add_parties(group_parties(commits))
             db.executemany(
                 "INSERT INTO sinks VALUES (?, ?) ON CONFLICT DO UPDATE SET position = excluded.position",
                 sink_positions.items(),
             )
-            hour_now = max((c.tallies.hour_now for c in commits if c.tallies), default=None)
             if hour_now is not None and hour_now != self._tallies_pruned:
                 # The hours no longer kept, dropped by the first commit of each new hour.
                 db.execute("DELETE FROM alert_hours WHERE hour < ?", (hour_now - HOURS_KEPT,))
@@ -927,27 +935,17 @@ class StateStore:
                 if c.marker is not None:
                     self._markers[(c.tenant, c.category)] = c.marker
 
-    def _add_tallies(self, tenant: str, tallies: Tallies) -> None:
-        """Add one commit's alert counts (inside its transaction), those of hours still kept."""
-        db = self._db
-        kept = tallies.hour_now - HOURS_KEPT
-        db.executemany(
+    def _add_tallies(self, hours: Mapping[HourKey, int], totals: Mapping[TotalKey, int]) -> None:
+        """Add a group's alert counts (``group_tallies``'s; inside its transaction)."""
+        self._db.executemany(
             "INSERT INTO alert_hours VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            (
-                (hour, tenant, tallies.category, alert_type, technique, n)
-                for (hour, alert_type, technique), n in tallies.hours.items()
-                if hour >= kept
-            ),
+            ((*key, n) for key, n in hours.items()),
         )
-        db.executemany(
+        self._db.executemany(
             "INSERT INTO alert_totals VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT DO UPDATE SET n = n + excluded.n",
-            (
-                (hour, tallies.category, alert_type, technique, n)
-                for (hour, alert_type, technique), n in tallies.hours.items()
-                if hour >= kept
-            ),
+            ((*key, n) for key, n in totals.items()),
         )
 
     def _add_parties(self, added: Mapping[PartyKey, Mapping[str, int]]) -> None:

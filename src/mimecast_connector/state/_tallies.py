@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from mimecast_connector.state._protocol import PARTY_HOURS_KEPT, Commit
+from mimecast_connector.state._protocol import HOURS_KEPT, PARTY_HOURS_KEPT, Commit
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, int]).decode
@@ -33,6 +33,35 @@ PARTY_ROW_BYTES = 64 * 1024
 
 #: A row's key: (epoch hour, role, tenant).
 PartyKey = tuple[int, str, str]
+#: A row of a tenant's alert counts: (epoch hour, tenant, category, alertType, technique); and
+#: of all tenants' (the same less the tenant).
+HourKey = tuple[int, str, str, str, str]
+TotalKey = tuple[int, str, str, str]
+
+
+def group_tallies(
+    commits: Iterable[Commit],
+) -> tuple[dict[HourKey, int], dict[TotalKey, int], int | None]:
+    """A group's alert counts of the hours still kept, summed by row (each written once by the
+    group, however many of its commits count it): each tenant's, all tenants' totals, and the
+    newest ``hour_now`` (None: no commit counted any)."""
+    hours: dict[HourKey, int] = {}
+    totals: dict[TotalKey, int] = {}
+    hour_now: int | None = None
+    for c in commits:
+        tallies = c.tallies
+        if tallies is None:
+            continue
+        now = tallies.hour_now
+        hour_now = now if hour_now is None else max(hour_now, now)
+        category = tallies.category
+        for (hour, alert_type, technique), n in tallies.hours.items():
+            if hour >= now - HOURS_KEPT:
+                key = (hour, c.tenant, category, alert_type, technique)
+                hours[key] = hours.get(key, 0) + n
+                total = (hour, category, alert_type, technique)
+                totals[total] = totals.get(total, 0) + n
+    return hours, totals, hour_now
 
 
 def group_parties(commits: Iterable[Commit]) -> dict[PartyKey, dict[str, int]]:
