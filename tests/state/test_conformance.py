@@ -36,8 +36,10 @@ from tests.pg import fresh_schema
 
 T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 
-Kind = Literal["sqlite", "postgresql"]
-KINDS: tuple[Kind, ...] = ("sqlite", "postgresql")
+#: ``sqlite-nojson``: SQLite as built without its JSON functions (before 3.38, without JSON1),
+#: where the store binds a row per id and looks each party row up on its own.
+Kind = Literal["sqlite", "sqlite-nojson", "postgresql"]
+KINDS: tuple[Kind, ...] = ("sqlite", "sqlite-nojson", "postgresql")
 Reopen = Callable[[Store], Awaitable[Store]]
 
 
@@ -47,14 +49,17 @@ Reopen = Callable[[Store], Awaitable[Store]]
 class Place:
     """Where one test's state lives; every store opened here is closed by :func:`place_of`."""
 
-    def __init__(self, where: Path | str) -> None:
+    def __init__(self, where: Path | str, *, json: bool = True) -> None:
         self.where = where
+        self.json = json
         self._open: list[Store] = []
 
     async def open(self) -> Store:
         store: Store
         if isinstance(self.where, Path):
-            store = SqliteStore(StateStore(self.where, writer=True))
+            opened = StateStore(self.where, writer=True)
+            opened._json = opened._json and self.json
+            store = SqliteStore(opened)
         else:
             store = await PostgresStore.open(self.where)
         self._open.append(store)
@@ -108,8 +113,8 @@ class Place:
 async def place_of(kind: Kind, folder: Path) -> AsyncIterator[Place]:
     """A new, empty place of ``kind``: ``folder / "state.db"``, or a fresh schema."""
     async with contextlib.AsyncExitStack() as stack:
-        if kind == "sqlite":
-            place = Place(folder / "state.db")
+        if kind != "postgresql":
+            place = Place(folder / "state.db", json=kind == "sqlite")
         else:
             place = Place(await stack.enter_async_context(fresh_schema()))
         stack.push_async_callback(place.close_all)  # before the schema is dropped

@@ -117,6 +117,14 @@ _INSERT_IDS = (
     "json_extract(value, '$[1]') FROM json_each(?)"
 )
 _encode_json = msgspec.json.Encoder().encode
+#: The ``alert_parties`` rows still added to of many keys in one statement, from
+#: ``[[tenant, hour, role], ...]`` as JSON text (each key's rows oldest first).
+_PARTY_ROWS = (
+    "SELECT p.rowid, p.hour, p.role, p.tenant, p.counts FROM json_each(?) AS k "
+    "JOIN alert_parties AS p ON p.tenant = json_extract(k.value, '$[0]') "
+    "AND p.hour = json_extract(k.value, '$[1]') AND p.role = json_extract(k.value, '$[2]') "
+    "WHERE length(p.counts) < ? ORDER BY p.rowid"
+)
 
 
 def _has_json(db: sqlite3.Connection) -> bool:
@@ -952,25 +960,37 @@ class StateStore:
         """Add a group's senders and recipients to each tenant's row of the hour and role
         (inside its transaction), folding that key's rows under ``PARTY_ROW_BYTES`` into one
         if there are several, or starting a new row if there are none."""
+        if not added:
+            return
         db = self._db
-        for (hour, role, tenant), counts in added.items():
-            kept = db.execute(
-                "SELECT rowid, counts FROM alert_parties "
-                "WHERE tenant = ? AND hour = ? AND role = ? AND length(counts) < ?",
-                (tenant, hour, role, PARTY_ROW_BYTES),
-            ).fetchall()
-            merged, folded = merge_parties([row[1] for row in kept], counts)
+        kept: dict[PartyKey, list[tuple[int, bytes]]] = {}
+        if self._json:  # every key's rows in one statement
+            keys = _encode_json([[tenant, hour, role] for hour, role, tenant in added])
+            for rowid, hour, role, tenant, counts in db.execute(
+                _PARTY_ROWS, (keys, PARTY_ROW_BYTES)
+            ):
+                kept.setdefault((hour, role, tenant), []).append((rowid, counts))
+        else:
+            for hour, role, tenant in added:
+                kept[(hour, role, tenant)] = db.execute(
+                    "SELECT rowid, counts FROM alert_parties WHERE tenant = ? AND hour = ? "
+                    "AND role = ? AND length(counts) < ? ORDER BY rowid",
+                    (tenant, hour, role, PARTY_ROW_BYTES),
+                ).fetchall()
+        new: list[tuple[int, str, str, bytes]] = []
+        changed: list[tuple[bytes, int]] = []
+        gone: list[tuple[int]] = []
+        for key, counts in added.items():
+            rows = kept.get(key, [])
+            merged, folded = merge_parties([row[1] for row in rows], counts)
             if not folded:
-                db.execute(
-                    "INSERT INTO alert_parties VALUES (?, ?, ?, ?)", (hour, role, tenant, merged)
-                )
+                new.append((*key, merged))
                 continue
-            rowids = [kept[i][0] for i in folded]
-            db.execute("UPDATE alert_parties SET counts = ? WHERE rowid = ?", (merged, rowids[0]))
-            if len(rowids) > 1:
-                db.executemany(
-                    "DELETE FROM alert_parties WHERE rowid = ?", ((r,) for r in rowids[1:])
-                )
+            changed.append((merged, rows[folded[0]][0]))
+            gone.extend((rows[i][0],) for i in folded[1:])
+        db.executemany("INSERT INTO alert_parties VALUES (?, ?, ?, ?)", new)
+        db.executemany("UPDATE alert_parties SET counts = ? WHERE rowid = ?", changed)
+        db.executemany("DELETE FROM alert_parties WHERE rowid = ?", gone)
 
     # --- the dashboard's reads (``AlertStats``) ----------------------------------------------
 
